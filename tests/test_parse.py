@@ -1,0 +1,224 @@
+"""Offline request parsing (agent.parse) and the device catalog lookups it relies on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.parse import parse_request, singular, spec_from_request
+from agent.spec import DataSpec, DesignSpec, PoolSource
+from knowledge.devices import find_device, get_device, list_devices
+from knowledge.errors import MissingInformation, NanofactoryError
+
+KiB = 1024
+MiB = 1024 * 1024
+DATA = DataSpec(pool=[PoolSource(kind="fashion-mnist")])
+CATALOG_NAMES = [d.name for d in list_devices()]
+
+# (request, device, classes, other)
+REQUESTS = [
+    ("a smart-closet camera that sorts shirts, trousers, sneakers, bags and everything else, "
+     "on an STM32F446 with 128 KB RAM",
+     "STM32F446RE", ["shirt", "trouser", "sneaker", "bag"], True),
+    ("tells apart cats and dogs on an nRF52840", "nRF52840", ["cat", "dog"], False),
+    ("classify images into apples, bananas or oranges on an ESP32-S3 with 0.5 MB flash",
+     "ESP32-S3", ["apple", "banana", "orange"], False),
+    ("a person detector on a Raspberry Pi Pico, under 50 ms", "RP2040", ["person"], True),
+    ("a pet-door recognizer on nrf52", "nRF52840", ["pet door"], True),
+    ("I want a cat-or-dog classifier running on the Pi Zero 2 W at 10 fps",
+     "Raspberry Pi Zero 2 W", ["cat", "dog"], False),
+    ("an image classifier for cats, dogs and birds on stm32l4r5 with RAM of 256K and 1MB flash",
+     "STM32L4R5", ["cat", "dog", "bird"], False),
+    ("detect ankle boots, sandals and everything else using a STM32H743, 96x96 grayscale, at least 90% accuracy",
+     "STM32H743", ["ankle boot", "sandal"], True),
+    ("recognises berries, knives, boxes, dresses and glasses on the esp32s3 within 0.2 s",
+     "ESP32-S3", ["berry", "knife", "box", "dress", "glass"], False),
+    ("a camera on an rp2040 with under 64 kB of memory and 2 MB storage that spots people, mice and the rest",
+     "RP2040", ["person", "mouse"], True),
+    ("distinguish cats from dogs on stm32f746, accuracy of 0.85, 100 milliseconds",
+     "STM32F746NG", ["cat", "dog"], False),
+    ("tell shoes and tomatoes apart on f446, 512 KiB of flash, IR camera at 64 px",
+     "STM32F446RE", ["shoe", "tomato"], False),
+    ("a doorbell that identifies between couriers and neighbours on an STM32F446RE; 90 % accurate",
+     "STM32F446RE", ["courier", "neighbour"], False),
+    ("recognize hand gestures: thumbs up, thumbs down, and none of these, on an Arduino Nano 33 BLE",
+     "nRF52840", ["thumbs up", "thumbs down"], True),
+    ("stm32h743zit6 that classifies frames as empty or occupied, black-and-white, 48x48",
+     "STM32H743", ["empty", "occupied"], False),
+    ("flash 1 MB, RAM 128 KB on stm32f446re that detects cars vs trucks", "STM32F446RE", ["car", "truck"], False),
+    ("tells apart cats and dogs from each other on rp2040", "RP2040", ["cat", "dog"], False),
+    ("Sorts Socks, Gloves or Anything Else on a NUCLEO-F446RE", "STM32F446RE", ["sock", "glove"], True),
+]
+
+
+@pytest.mark.parametrize("text, device, classes, other", REQUESTS, ids=[r[0][:40] for r in REQUESTS])
+def test_request_device_classes_other(text: str, device: str, classes: list[str], other: bool) -> None:
+    parsed = parse_request(text)
+    assert parsed.device == device
+    assert parsed.classes == classes
+    assert parsed.other is other
+
+
+@pytest.mark.parametrize(
+    "text, flash, sram",
+    [
+        ("on rp2040 with 128 KB RAM", None, 128 * KiB),
+        ("on rp2040 with 128KB of SRAM", None, 128 * KiB),
+        ("on rp2040 with 256K RAM", None, 256 * KiB),
+        ("on rp2040 with 0.5 MB flash", MiB // 2, None),
+        ("on rp2040 with 1MB flash", MiB, None),
+        ("on rp2040 with 512 KiB of flash", 512 * KiB, None),
+        ("on rp2040, under 64 kB of memory", None, 64 * KiB),
+        ("on rp2040 with 2 MB storage and a RAM of 100 KB", 2 * MiB, 100 * KiB),
+        ("on rp2040, ROM: 300 KB, RAM 96 KiB", 300 * KiB, 96 * KiB),
+        ("on rp2040 with a 4K camera", None, None),  # an amount with no memory word is not a budget
+    ],
+)
+def test_memory_units(text: str, flash: int | None, sram: int | None) -> None:
+    parsed = parse_request(text)
+    assert (parsed.flash_bytes, parsed.sram_bytes) == (flash, sram)
+
+
+@pytest.mark.parametrize(
+    "text, latency",
+    [("under 50 ms", 50.0), ("50ms latency", 50.0), ("within 0.2 s", 200.0),
+     ("100 milliseconds", 100.0), ("at 20 fps", 50.0), ("on an ESP32-S3", None)],
+)
+def test_latency(text: str, latency: float | None) -> None:
+    assert parse_request(text).latency_ms == (pytest.approx(latency) if latency else None)
+
+
+@pytest.mark.parametrize(
+    "text, floor",
+    [("at least 90% accuracy", 0.90), ("accuracy of 0.85", 0.85), ("90 % accurate", 0.90),
+     ("an accuracy of at least 75 percent", 0.75), ("sorts shirts", None)],
+)
+def test_accuracy_floor(text: str, floor: float | None) -> None:
+    assert parse_request(text).accuracy_floor == (pytest.approx(floor) if floor else None)
+
+
+@pytest.mark.parametrize(
+    "text, grayscale, size",
+    [("96x96 grayscale", True, 96), ("greyscale at 64 px", True, 64), ("a monochrome camera", True, None),
+     ("black-and-white frames", True, None), ("an IR sensor, 32 x 32", True, 32), ("a color camera", False, None)],
+)
+def test_input_hints(text: str, grayscale: bool, size: int | None) -> None:
+    parsed = parse_request(text)
+    assert (parsed.grayscale, parsed.image_size) == (grayscale, size)
+
+
+@pytest.mark.parametrize(
+    "plural, single",
+    [("shirts", "shirt"), ("trousers", "trouser"), ("boxes", "box"), ("berries", "berry"), ("knives", "knife"),
+     ("people", "person"), ("mice", "mouse"), ("dresses", "dress"), ("glasses", "glass"), ("horses", "horse"),
+     ("hoodies", "hoodie"), ("shoes", "shoe"), ("potatoes", "potato"), ("watches", "watch"), ("glass", "glass"),
+     ("bus", "bus"), ("cat", "cat")],
+)
+def test_singular(plural: str, single: str) -> None:
+    assert singular(plural) == single
+
+
+def test_unknown_board_is_not_guessed() -> None:
+    """A Raspberry Pi 4 is not in the catalog; "raspberry" alone must not match the Pi Zero 2 W."""
+    assert parse_request("sorts socks and shoes on a Raspberry Pi 4").device is None
+    assert parse_request("sorts socks and shoes on an ESP32").device is None
+
+
+# ---- spec_from_request -------------------------------------------------------------------
+
+
+def test_spec_from_request_builds_valid_spec() -> None:
+    text = ("a smart-closet camera that sorts shirts, trousers, sneakers, bags and everything else, on an "
+            "STM32F446 with 128 KB RAM and 0.5 MB flash, under 80 ms, at least 85% accuracy, 64x64 grayscale")
+    spec = spec_from_request(text, DATA)
+    assert isinstance(spec, DesignSpec)
+    assert spec.device == "STM32F446RE"
+    assert spec.label_names == ["shirt", "trouser", "sneaker", "bag", "other"]
+    assert spec.budgets.sram_bytes == 128 * KiB
+    assert spec.budgets.flash_bytes == 512 * KiB
+    assert spec.budgets.latency_ms == pytest.approx(80.0)
+    assert spec.budgets.accuracy_floor == pytest.approx(0.85)
+    assert (spec.input.size, spec.input.channels) == (64, 1)
+    assert spec.request == text
+    assert spec.data == DATA
+    assert DesignSpec.model_validate_json(spec.to_json()) == spec  # the spec round-trips as data
+
+
+def test_spec_from_request_defaults_and_examples_dir(tmp_path: Path) -> None:
+    spec = spec_from_request("tells apart cats and dogs on an RP2040", DATA, examples_dir=tmp_path)
+    assert spec.label_names == ["cat", "dog"]
+    assert spec.budgets.model_dump() == {"flash_bytes": None, "sram_bytes": None,
+                                         "latency_ms": None, "accuracy_floor": None}
+    assert (spec.input.size, spec.input.channels) == (64, 3)
+    assert spec.data.examples_dir == tmp_path
+    assert DATA.examples_dir is None  # the caller's DataSpec is not mutated
+
+
+def test_spec_from_request_single_class_gets_other() -> None:
+    spec = spec_from_request("a person detector on a Raspberry Pi Pico", DATA)
+    assert spec.label_names == ["person", "other"]
+
+
+def test_impossible_budget_is_a_nanofactory_error() -> None:
+    with pytest.raises(NanofactoryError, match="accuracy_floor"):
+        spec_from_request("sorts cats and dogs on an RP2040 with accuracy of 150%", DATA)
+
+
+def test_missing_device_lists_every_catalog_name() -> None:
+    with pytest.raises(MissingInformation) as err:
+        spec_from_request("a camera that sorts shirts, trousers and everything else", DATA)
+    message = str(err.value)
+    assert "device" in message.lower() and message.rstrip(".").endswith(CATALOG_NAMES[-1])
+    for name in CATALOG_NAMES:
+        assert name in message
+
+
+def test_missing_classes_asks_for_classes() -> None:
+    with pytest.raises(MissingInformation) as err:
+        spec_from_request("build me something for an STM32F446 with 128 KB RAM", DATA)
+    message = str(err.value)
+    assert "classes" in message and "tells apart" in message and "STM32F446RE" in message
+    assert "one of" not in message  # the device is known; only classes are asked for
+
+
+def test_missing_both_asks_once_about_both() -> None:
+    with pytest.raises(MissingInformation) as err:
+        spec_from_request("make me something cool", DATA)
+    message = str(err.value)
+    assert "device" in message and "classes" in message
+    assert all(name in message for name in CATALOG_NAMES)
+    assert message.count("?") == 1
+
+
+def test_missing_information_is_a_nanofactory_error() -> None:
+    with pytest.raises(NanofactoryError):
+        spec_from_request("an object detector on a pico", DATA)  # "object" names no class
+
+
+# ---- knowledge.devices -------------------------------------------------------------------
+
+NAMES_AND_ALIASES = [(d.name, d.name) for d in list_devices()] + [
+    (alias, d.name) for d in list_devices() for alias in d.aliases
+]
+
+
+@pytest.mark.parametrize("spelling, name", NAMES_AND_ALIASES)
+def test_every_device_found_by_name_and_alias(spelling: str, name: str) -> None:
+    assert find_device(spelling).name == name
+    assert find_device(spelling.upper()).name == name
+    assert get_device(spelling.replace("-", " ")).name == name
+
+
+@pytest.mark.parametrize("spelling, name", NAMES_AND_ALIASES)
+def test_every_device_found_inside_a_request(spelling: str, name: str) -> None:
+    assert parse_request(f"sorts cats and dogs on the {spelling} please").device == name
+
+
+def test_unknown_device_lists_valid_names() -> None:
+    with pytest.raises(NanofactoryError) as err:
+        get_device("atmega328p")
+    assert "atmega328p" in str(err.value)
+    for name in CATALOG_NAMES:
+        assert name in str(err.value)
+    assert find_device("atmega328p") is None
