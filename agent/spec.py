@@ -76,7 +76,7 @@ class DataSpec(_Strict):
 class InputSpec(_Strict):
     """The student's input tensor."""
 
-    size: int = Field(64, ge=8, le=512)
+    size: int = Field(64, ge=8, le=512)  # 64 px RGB: the usual MCU camera crop for coarse classes
     channels: Literal[1, 3] = 3
 
 
@@ -87,7 +87,7 @@ class DesignSpec(_Strict):
     device: str
     budgets: Budgets = Field(default_factory=Budgets)
     data: DataSpec
-    input: InputSpec = Field(default_factory=InputSpec)
+    input: InputSpec | None = Field(None, description="student input; None = from the pool (native size of small images, else 64 px RGB)")
     seed: int = 0
     request: str | None = None
 

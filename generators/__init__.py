@@ -1,0 +1,1 @@
+"""Synthetic and augmented training data. Importing this package is cheap."""

@@ -47,6 +47,7 @@ class LabelResult:
     probs: np.ndarray  # (N, K) label distribution; K = classes (+ other, last)
     few_shot: np.ndarray  # (N, K) clustering votes
     zero_shot: np.ndarray  # (N, K) zero-shot distribution
+    projection: Projection  # maps teacher embeddings into the space labels were made in
 
     @property
     def labels(self) -> np.ndarray:
@@ -61,20 +62,42 @@ def _normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def prepare_embeddings(pool: np.ndarray, extra: np.ndarray, dims: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+@dataclass
+class Projection:
     """Center on the pool mean, project on the pool's top principal axes, L2-normalize.
 
     Centering matters: ImageNet features of out-of-domain images share a large common
-    component that swamps cosine similarity (SimpleShot, Wang et al. 2019).
+    component that swamps cosine similarity (SimpleShot, Wang et al. 2019). The same
+    projection maps later queries into the run's vector index.
     """
-    mean = pool.mean(0, keepdims=True)
-    centered = pool - mean
-    dims = min(dims, centered.shape[1], max(1, len(centered) - 1))
-    rng = np.random.default_rng(seed)
-    fit = centered[rng.choice(len(centered), min(len(centered), 20000), replace=False)]
-    _, _, vt = np.linalg.svd(fit, full_matrices=False)
-    basis = vt[:dims].T
-    return (_normalize(centered @ basis).astype(np.float32), _normalize((extra - mean) @ basis).astype(np.float32))
+
+    mean: np.ndarray  # (1, D)
+    basis: np.ndarray  # (D, d)
+
+    @classmethod
+    def fit(cls, pool: np.ndarray, dims: int, seed: int) -> "Projection":
+        pool = np.asarray(pool, np.float32)
+        mean = pool.mean(0, keepdims=True)
+        rng = np.random.default_rng(seed)
+        sample = pool[rng.choice(len(pool), min(len(pool), 20000), replace=False)] - mean
+        dims = min(dims, pool.shape[1], max(1, len(sample) - 1))
+        _, _, vt = np.linalg.svd(sample, full_matrices=False)
+        return cls(mean=mean, basis=np.ascontiguousarray(vt[:dims].T))
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return _normalize((np.asarray(x, np.float32) - self.mean) @ self.basis).astype(np.float32)
+
+    def save(self, path) -> None:
+        from knowledge.io import atomic_path
+
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, mean=self.mean, basis=self.basis)
+
+    @classmethod
+    def load(cls, path) -> "Projection":
+        with np.load(path) as z:
+            return cls(mean=z["mean"], basis=z["basis"])
 
 
 def zero_shot_distribution(scores: np.ndarray, other: bool) -> np.ndarray:
@@ -173,7 +196,9 @@ def auto_label(
     """
     named = zero_shot_scores.shape[1]
     num_labels = named + int(other)
-    emb, ex = prepare_embeddings(embeddings, example_embeddings.reshape(-1, embeddings.shape[1]), config.pca_dims, seed)
+    projection = Projection.fit(embeddings, config.pca_dims, seed)
+    emb = projection.apply(embeddings)
+    ex = projection.apply(example_embeddings.reshape(-1, embeddings.shape[1]))
     zs = zero_shot_distribution(zero_shot_scores, other)
     votes = cluster_votes(emb, ex, np.asarray(example_labels, int), zs, num_labels, other, config, seed)
     # zero-shot tilts the vote; classes decided by zero-shot alone already used it in clustering
@@ -181,4 +206,4 @@ def auto_label(
     probs /= probs.sum(1, keepdims=True)
     if config.self_training:
         probs = self_train(emb, probs, config.self_training_threshold, seed)
-    return LabelResult(probs=probs.astype(np.float32), few_shot=votes, zero_shot=zs)
+    return LabelResult(probs=probs.astype(np.float32), few_shot=votes, zero_shot=zs, projection=projection)

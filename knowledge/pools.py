@@ -57,6 +57,8 @@ class ImagePool:
 
     def load(self, indices: np.ndarray | list[int], size: int, channels: int) -> np.ndarray:
         """Images ``indices`` resized to ``size`` x ``size`` with ``channels`` channels, uint8 NHWC."""
+        if self.pixels is not None and self.pixels.shape[1:] == (size, size, channels):
+            return self.pixels[np.asarray(indices, dtype=np.int64)]
         out = np.empty((len(indices), size, size, channels), np.uint8)
         for j, i in enumerate(indices):
             out[j] = _to_array(self._image(int(i)), size, channels)

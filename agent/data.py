@@ -1,0 +1,123 @@
+"""Turn a spec's data section into pools, example images and a labeled test set."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from agent.spec import DesignSpec, PoolSource
+from knowledge.errors import NanofactoryError
+from knowledge.pools import ImagePool, concat, image_files, load_fashion_mnist, load_folder
+
+log = logging.getLogger(__name__)
+
+
+def load_source(source: PoolSource) -> ImagePool:
+    if source.kind == "fashion-mnist":
+        return load_fashion_mnist(source.split, source.limit)
+    return load_folder(source.path, source.limit)
+
+
+def load_pool(spec: DesignSpec) -> ImagePool:
+    return concat([load_source(s) for s in spec.data.pool])
+
+
+def _norm(name: str) -> str:
+    from agent.parse import singular
+
+    words = re.sub(r"[^a-z0-9]+", " ", name.lower()).split()
+    return " ".join(singular(w) for w in words)
+
+
+def label_index(name: str | None, label_names: list[str], other: bool) -> int:
+    """Index of a class name (plural, case and punctuation tolerant); 'other' or -1 when none matches."""
+    if name is None:
+        return -1
+    key = _norm(name)
+    for i, label in enumerate(label_names):
+        if _norm(label) == key:
+            return i
+    return len(label_names) - 1 if other else -1
+
+
+@dataclass
+class Examples:
+    """User-labeled example images: ``paths[i]`` has label ``labels[i]``."""
+
+    paths: list[Path]
+    labels: np.ndarray
+    pool: ImagePool | None
+
+    def counts(self, label_names: list[str]) -> dict[str, int]:
+        return {name: int((self.labels == i).sum()) for i, name in enumerate(label_names)}
+
+
+def load_examples(spec: DesignSpec) -> Examples:
+    """Examples from ``spec.data.examples_dir`` (one subfolder per class) and from each class's list."""
+    names = spec.label_names
+    paths: list[Path] = []
+    labels: list[int] = []
+    folder = spec.data.examples_dir
+    if folder is not None:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise NanofactoryError(
+                f"Examples folder {folder} does not exist; pass a folder with one subfolder of images per class."
+            )
+        for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+            i = label_index(sub.name, names, other=False)
+            if i < 0 and _norm(sub.name) == "other" and spec.other:
+                i = len(names) - 1
+            if i < 0:
+                raise NanofactoryError(
+                    f"Examples subfolder {sub.name!r} matches no class ({', '.join(names)}); rename or remove it."
+                )
+            files = image_files(sub)
+            paths += files
+            labels += [i] * len(files)
+    for i, cls in enumerate(spec.classes):
+        paths += [Path(p) for p in cls.examples]
+        labels += [i] * len(cls.examples)
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise NanofactoryError(f"Example image {missing[0]} does not exist; fix the path or remove it from the spec.")
+    if not paths:
+        return Examples(paths=[], labels=np.zeros(0, np.int64), pool=None)
+    pool = ImagePool(source="examples", uids=[str(p) for p in paths], sha1=[""] * len(paths), paths=paths)
+    readable = _readable(pool)
+    if len(readable) < len(paths):
+        log.warning("skipped %d unreadable example image(s)", len(paths) - len(readable))
+    return Examples(paths=[paths[i] for i in readable], labels=np.asarray([labels[i] for i in readable], np.int64),
+                    pool=pool.subset(readable))
+
+
+def _readable(pool: ImagePool) -> list[int]:
+    ok = []
+    for i in range(len(pool)):
+        try:
+            pool.load([i], 8, 1)
+            ok.append(i)
+        except (OSError, ValueError, SyntaxError):
+            continue
+    return ok
+
+
+def load_test(spec: DesignSpec) -> tuple[ImagePool, np.ndarray] | None:
+    """The labeled test set: Fashion-MNIST with its labels, or a folder with one subfolder per class."""
+    source = spec.data.test
+    if source is None:
+        return None
+    pool = load_source(source)
+    if source.kind == "folder":
+        pool.hidden_labels = [Path(uid).parts[0] if len(Path(uid).parts) > 1 else None for uid in pool.uids]
+    y = np.array([label_index(h, spec.label_names, spec.other) for h in pool.hidden_labels], np.int64)
+    keep = np.where(y >= 0)[0]
+    if len(keep) == 0:
+        raise NanofactoryError(
+            f"No test image carries a label among {', '.join(spec.label_names)}; the test folder needs one subfolder per class."
+        )
+    return pool.subset(list(keep)), y[keep]

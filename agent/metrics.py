@@ -1,0 +1,62 @@
+"""metrics.json: the one summary other code reads (the CLI table, the runs index, the app).
+
+Required keys: teacher_label_accuracy, student_fp32_test_accuracy,
+student_int8_test_accuracy, oracle_int8_test_accuracy, int8_fp32_top1_agreement,
+weight_bytes, sram_estimate_bytes, macs, latency_estimate_ms, device, timings_s.
+"""
+
+from __future__ import annotations
+
+from tools.sizing import budget_limits
+
+
+def assemble_metrics(ctx) -> dict:
+    run, spec = ctx.run, ctx.run.spec
+    data, teacher, label = run.result("data"), run.result("teacher"), run.result("label")
+    quantize, evaluate = run.result("quantize"), run.result("evaluate")
+    cost = quantize["cost"]
+    flash, sram = budget_limits(ctx.device, spec.budgets.flash_bytes, spec.budgets.sram_bytes)
+    latency_budget = spec.budgets.latency_ms
+    timings = {s: run.result(s)["seconds"] for s in ("data", "teacher", "label", "train", "quantize", "evaluate")}
+    timings["total"] = round(sum(timings.values()), 2)
+    student, oracle = evaluate["student_int8_test_accuracy"], evaluate["oracle_int8_test_accuracy"]
+    step = run.plan.step("train").student
+    return {
+        "run_id": run.id,
+        "device": spec.device,
+        "evaluated_on": evaluate["evaluated_on"],
+        "teacher": teacher["teacher"],
+        "teacher_images_per_second": teacher["images_per_second"],
+        "teacher_label_accuracy": label["teacher_label_accuracy"],
+        "teacher_label_accuracy_kept": label.get("teacher_label_accuracy_kept"),
+        "student_fp32_test_accuracy": evaluate["student_fp32_test_accuracy"],
+        "student_int8_test_accuracy": student,
+        "oracle_int8_test_accuracy": oracle,
+        "student_oracle_ratio": student / oracle if oracle else None,
+        "int8_fp32_top1_agreement": evaluate["int8_fp32_top1_agreement"],
+        "onnx_max_abs_diff": quantize["student"]["onnx_max_abs_diff"],
+        "params": cost["params"],
+        "weight_bytes": cost["weight_bytes"],
+        "macs": cost["macs"],
+        "sram_estimate_bytes": cost["sram_bytes"],
+        "latency_estimate_ms": cost["latency_ms"],
+        "flash_bytes_budget": flash,
+        "sram_bytes_budget": sram,
+        "latency_budget_ms": latency_budget,
+        "accuracy_floor": spec.budgets.accuracy_floor,
+        "fits_flash": cost["weight_bytes"] <= flash,
+        "fits_sram": cost["sram_bytes"] <= sram,
+        "meets_latency": None if latency_budget is None else cost["latency_ms"] <= latency_budget,
+        "meets_accuracy_floor": None if spec.budgets.accuracy_floor is None else student >= spec.budgets.accuracy_floor,
+        "per_class": evaluate["per_class"],
+        "labeling": {
+            "pool_size": data["pool_size"],
+            "labeled_for_training": label["labeled_for_training"],
+            "low_confidence": label["low_confidence"],
+            "label_counts": label["label_counts"],
+            "examples_per_class": data["examples_per_class"],
+            "skipped_images": data["skipped_images"],
+        },
+        "student": {"arch": step.name, "width": step.stem_channels, "input": data["input"]},
+        "timings_s": timings,
+    }

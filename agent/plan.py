@@ -1,0 +1,104 @@
+"""The plan is data: an ordered list of typed step configs that round-trips through JSON.
+
+The offline planner (``offline_plan``) writes it from a spec; an LLM planner may
+propose one as JSON, validated here before anything runs; ``design.json`` keeps it
+so a run can be replayed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.spec import DesignSpec, InputSpec
+from knowledge.devices import get_device
+from knowledge.labeling import LabelConfig
+from knowledge.teachers.base import TeacherConfig
+from tools.quantize import QuantizeConfig
+from tools.sizing import DEFAULT_MAX_MACS, size_student
+from tools.student import StudentConfig
+from tools.train import TrainConfig
+
+
+class _Step(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataStep(_Step):
+    kind: Literal["data"] = "data"
+    input: InputSpec
+
+
+class TeacherStep(_Step):
+    kind: Literal["teacher"] = "teacher"
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+
+
+class LabelStep(_Step):
+    kind: Literal["label"] = "label"
+    label: LabelConfig = Field(default_factory=LabelConfig)
+
+
+class TrainStep(_Step):
+    kind: Literal["train"] = "train"
+    student: StudentConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    oracle: bool = Field(True, description="also train the same student on hidden true labels, when the pool has them")
+
+
+class QuantizeStep(_Step):
+    kind: Literal["quantize"] = "quantize"
+    quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
+
+
+class ReportStep(_Step):
+    kind: Literal["report"] = "report"
+    samples_per_class: int = Field(12, ge=0)
+
+
+Step = Annotated[Union[DataStep, TeacherStep, LabelStep, TrainStep, QuantizeStep, ReportStep], Field(discriminator="kind")]
+
+
+class Plan(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    steps: list[Step]
+
+    def step(self, kind: str):
+        for s in self.steps:
+            if s.kind == kind:
+                return s
+        raise KeyError(kind)
+
+
+def default_input(spec: DesignSpec, native_size: int | None, native_channels: int | None) -> InputSpec:
+    """The spec's input, else small in-memory images at their own size (Fashion-MNIST: 28x28x1), else 64 px RGB."""
+    if spec.input is not None:
+        return spec.input
+    if native_size is not None and native_size <= 64:
+        return InputSpec(size=native_size, channels=native_channels or 3)
+    return InputSpec()
+
+
+def offline_plan(
+    spec: DesignSpec,
+    input_spec: InputSpec,
+    teacher: TeacherConfig | None = None,
+    train: TrainConfig | None = None,
+    max_macs: int = DEFAULT_MAX_MACS,
+) -> Plan:
+    """The deterministic plan: teacher labels, fixed DS-CNN sized to the budget, KD, PTQ int8."""
+    device = get_device(spec.device)
+    student, _ = size_student(
+        device, input_spec.size, input_spec.channels, len(spec.label_names),
+        spec.budgets.flash_bytes, spec.budgets.sram_bytes, spec.budgets.latency_ms, max_macs,
+    )
+    return Plan(steps=[
+        DataStep(input=input_spec),
+        TeacherStep(teacher=teacher or TeacherConfig()),
+        LabelStep(),
+        TrainStep(student=student, train=train or TrainConfig()),
+        QuantizeStep(),
+        ReportStep(),
+    ])

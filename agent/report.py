@@ -1,0 +1,332 @@
+"""One self-contained ``report.html`` per run: tables plus plots inlined as base64 PNG.
+
+The page has no scripts and no external assets, so it opens offline and can be mailed
+as a single file. Every piece of user text goes through ``html.escape``; missing
+metrics show as "—" rather than failing the render.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from agent.spec import DesignSpec
+from knowledge.io import write_text_atomic
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+DASH = "—"
+SAMPLE_MIN_PX = 72  # small images (28 px Fashion-MNIST) are upscaled to at least this, nearest-neighbour
+
+
+@dataclass
+class ReportInputs:
+    run_id: str
+    spec: DesignSpec
+    metrics: dict
+    label_names: list[str]
+    test_confusion: np.ndarray | None = None
+    oracle_confusion: np.ndarray | None = None
+    teacher_confusion: np.ndarray | None = None
+    samples: dict[str, list[tuple[np.ndarray, float]]] = field(default_factory=dict)
+    confidence: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    min_confidence: float = 0.0
+    history: list[dict] = field(default_factory=list)
+    concepts: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+
+
+def write_report(inputs: ReportInputs, path: Path) -> None:
+    """Render the run's report and write it atomically to ``path``."""
+    write_text_atomic(Path(path), render_report(inputs))
+
+
+def render_report(inputs: ReportInputs) -> str:
+    m, labels = inputs.metrics, inputs.label_names
+    esc = html.escape
+    sections = [
+        _section("Summary", _summary_table(m, inputs.spec)),
+        _section("Cost vs budget", _cost_table(m)),
+        _section("Per-class metrics (int8 student, test set)", _per_class_table(m, labels)),
+        _section("Confusion matrix (test set, row-normalised)", _confusion_plots(inputs)),
+        _section("Teacher labels vs hidden truth (pool)",
+                 _img(_confusion_fig([("auto-label vs truth", inputs.teacher_confusion)], labels, "auto-label"))
+                 if inputs.teacher_confusion is not None else _na("No ground truth for the pool.")),
+        _section("Auto-label confidence", _confidence_block(inputs)),
+        _section("Training curve (student)",
+                 _img(_history_fig(inputs.history)) if inputs.history else _na("No training history recorded.")),
+        _section("Auto-labeled samples", _samples_grid(inputs.samples, labels)),
+        _section("Class → ImageNet concepts", _concepts_table(inputs.concepts, labels)),
+        _section("Time per stage", _timings_block(m.get("timings_s") or {})),
+    ]
+    request = inputs.spec.request
+    head = (f"<h1>Nanofactory report</h1>"
+            f"<p class='request'>{esc(request) if request else '<span class=muted>(no request text)</span>'}</p>"
+            f"<p class='meta'>device <b>{esc(inputs.spec.device)}</b> · run <code>{esc(inputs.run_id)}</code> · "
+            f"labels {esc(', '.join(labels))}</p>{_verdict(m)}")
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            f"<title>Nanofactory · {esc(inputs.run_id)}</title><style>{_CSS}</style></head>"
+            f"<body><main>{head}{''.join(sections)}</main></body></html>\n")
+
+
+# ---- formatting --------------------------------------------------------------------------
+
+def _num(v: Any, fmt: str = "{:,}") -> str:
+    return DASH if v is None else html.escape(fmt.format(v))
+
+
+def _pct(v: Any) -> str:
+    return _num(v, "{:.1%}")
+
+
+def _kib(v: Any) -> str:
+    return DASH if v is None else f"{v / 1024:,.1f} KiB"
+
+
+def _ms(v: Any) -> str:
+    return _num(v, "{:,.1f} ms")
+
+
+def _na(text: str) -> str:
+    return f"<p class='muted'>{html.escape(text)}</p>"
+
+
+def _section(title: str, body: str) -> str:
+    return f"<section><h2>{html.escape(title)}</h2>{body}</section>"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    """Cells are already-escaped HTML; the header is plain text."""
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _bar(used: Any, budget: Any) -> str:
+    if used is None or not budget:
+        return DASH
+    frac = used / budget
+    cls = "over" if frac > 1 else "warn" if frac > 0.8 else "ok"
+    return (f"<div class='bar'><div class='{cls}' style='width:{min(frac, 1) * 100:.1f}%'></div></div>"
+            f"<span class='barlabel'>{frac:.0%}</span>")
+
+
+def _verdict(m: dict) -> str:
+    checks = [m.get("fits_flash"), m.get("fits_sram"), m.get("meets_latency")]
+    if False in checks:
+        word, cls = "does not fit", "bad"
+    elif checks[0] is True and checks[1] is True:
+        word, cls = "fits", "good"
+    else:
+        word, cls = "fit unknown", "muted"
+    parts = [f"weights {_kib(m.get('weight_bytes'))} of {_kib(m.get('flash_bytes_budget'))} flash",
+             f"SRAM {_kib(m.get('sram_estimate_bytes'))} of {_kib(m.get('sram_bytes_budget'))}",
+             f"latency {_ms(m.get('latency_estimate_ms'))}"
+             + (f" of {_ms(m['latency_budget_ms'])}" if m.get("latency_budget_ms") is not None else " (no limit)")]
+    return f"<p class='verdict {cls}'><b>{word}</b> — {html.escape(', '.join(parts))}</p>"
+
+
+# ---- tables ------------------------------------------------------------------------------
+
+def _summary_table(m: dict, spec: DesignSpec) -> str:
+    student, oracle = m.get("student_int8_test_accuracy"), m.get("oracle_int8_test_accuracy")
+    ratio = student / oracle if student is not None and oracle else None
+    lab, arch = m.get("labeling") or {}, m.get("student") or {}
+    rows = [
+        ["teacher label accuracy (pool)", _pct(m.get("teacher_label_accuracy"))],
+        ["student fp32 test accuracy", _pct(m.get("student_fp32_test_accuracy"))],
+        ["student int8 test accuracy", f"<b>{_pct(student)}</b>"],
+        ["oracle int8 test accuracy (true labels)", _pct(oracle)],
+        ["student / oracle", _pct(ratio)],
+        ["accuracy floor (spec)", _pct(spec.budgets.accuracy_floor)],
+        ["int8 / fp32 top-1 agreement", _pct(m.get("int8_fp32_top1_agreement"))],
+        ["ONNX max abs diff", _num(m.get("onnx_max_abs_diff"), "{:.2e}")],
+        ["student", html.escape(f"{arch.get('arch', DASH)}, width {arch.get('width', DASH)}, "
+                                f"input {'×'.join(map(str, arch.get('input') or [])) or DASH}")],
+        ["pool / used for training / low confidence / skipped",
+         " / ".join(_num(lab.get(k)) for k in ("pool_size", "labeled_for_training", "low_confidence", "skipped_images"))],
+    ]
+    return _table(["", "value"], rows)
+
+
+def _cost_table(m: dict) -> str:
+    rows = [
+        ["flash (weights)", _kib(m.get("weight_bytes")), _kib(m.get("flash_bytes_budget")),
+         _bar(m.get("weight_bytes"), m.get("flash_bytes_budget"))],
+        ["SRAM (estimate)", _kib(m.get("sram_estimate_bytes")), _kib(m.get("sram_bytes_budget")),
+         _bar(m.get("sram_estimate_bytes"), m.get("sram_bytes_budget"))],
+        ["latency (estimate)", _ms(m.get("latency_estimate_ms")), _ms(m.get("latency_budget_ms")),
+         _bar(m.get("latency_estimate_ms"), m.get("latency_budget_ms"))],
+        ["MACs", _num(m.get("macs")), DASH, DASH],
+        ["params", _num(m.get("params")), DASH, DASH],
+    ]
+    return _table(["resource", "used", "budget", "% of budget"], rows)
+
+
+def _per_class_table(m: dict, labels: list[str]) -> str:
+    per_class = m.get("per_class") or {}
+    train_n = (m.get("labeling") or {}).get("examples_per_class") or {}
+    names = labels + [k for k in per_class if k not in labels]
+    rows = [[html.escape(n)] + [_num((per_class.get(n) or {}).get(k), "{:.3f}") for k in ("precision", "recall", "f1")]
+            + [_num((per_class.get(n) or {}).get("support")), _num(train_n.get(n))] for n in names]
+    return _table(["class", "precision", "recall", "F1", "test support", "training examples"], rows)
+
+
+def _concepts_table(concepts: dict[str, list[tuple[str, float]]], labels: list[str]) -> str:
+    if not any(concepts.values()):
+        return _na("No concept mapping (the teacher did not map descriptions to ImageNet concepts).")
+    names = labels + [k for k in concepts if k not in labels]
+    rows = [[html.escape(n), html.escape(", ".join(f"{c} ({w:.2f})" for c, w in concepts.get(n, []))) or DASH]
+            for n in names]
+    return _table(["class", "ImageNet concepts (weight)"], rows)
+
+
+# ---- plots -------------------------------------------------------------------------------
+
+def _figure(width: float, height: float) -> "Figure":
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg, without touching pyplot's global state
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _img(fig: "Figure", alt: str = "plot") -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight", pad_inches=0.1)  # keep titles and tick labels
+    return _png_tag(buf.getvalue(), alt)
+
+
+def _png_tag(png: bytes, alt: str, cls: str = "plot") -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f"<img class='{cls}' alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
+
+
+def _confusion_plots(inputs: ReportInputs) -> str:
+    mats = [("int8 student", inputs.test_confusion), ("oracle int8 (true labels)", inputs.oracle_confusion)]
+    mats = [(t, c) for t, c in mats if c is not None]
+    if not mats:
+        return _na("No test-set confusion matrix.")
+    return _img(_confusion_fig(mats, inputs.label_names, "predicted"), "confusion matrix")
+
+
+def _confusion_fig(mats: list[tuple[str, np.ndarray]], labels: list[str], xlabel: str) -> "Figure":
+    k = len(labels)
+    side = max(3.2, 0.55 * k + 1.6)
+    fig = _figure(side * len(mats), side)
+    for ax, (title, counts) in zip(fig.subplots(1, len(mats), squeeze=False)[0], mats):
+        counts = np.asarray(counts, dtype=np.int64)
+        rows = counts.sum(axis=1, keepdims=True)
+        norm = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
+        ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        for i, j in np.ndindex(counts.shape):
+            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if norm[i, j] > 0.55 else "#223")
+        ax.set_xticks(range(k), labels, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(k), labels, fontsize=8)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("true")
+        ax.set_title(f"{title} — acc {np.trace(counts) / max(counts.sum(), 1):.1%}", fontsize=9)
+    return fig
+
+
+def _confidence_block(inputs: ReportInputs) -> str:
+    conf = np.asarray(inputs.confidence, dtype=float).ravel()
+    if conf.size == 0:
+        return _na("No confidence scores recorded.")
+    below = int((conf < inputs.min_confidence).sum())
+    fig = _figure(6.5, 2.8)
+    ax = fig.subplots()
+    ax.hist(conf, bins=40, range=(0, 1), color="#4a78b5")
+    ax.axvline(inputs.min_confidence, color="#c0392b", linestyle="--",
+               label=f"threshold {inputs.min_confidence:.2f} ({below:,} of {conf.size:,} below)")
+    ax.set_xlabel("teacher confidence")
+    ax.set_ylabel("pool images")
+    ax.legend(fontsize=8)
+    return _img(fig, "confidence histogram")
+
+
+def _history_fig(history: list[dict]) -> "Figure":
+    epochs = [h.get("epoch", i) for i, h in enumerate(history)]
+    fig = _figure(6.5, 2.8)
+    ax = fig.subplots()
+    ax.plot(epochs, [h.get("train_loss", np.nan) for h in history], color="#4a78b5", marker="o", ms=3)
+    ax.set_xlabel("epoch")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylabel("train loss", color="#4a78b5")
+    ax2 = ax.twinx()
+    ax2.plot(epochs, [h.get("val_accuracy", np.nan) for h in history], color="#d35400", marker="o", ms=3)
+    ax2.set_ylabel("val accuracy", color="#d35400")
+    return fig
+
+
+def _timings_block(timings: dict[str, float]) -> str:
+    stages = {k: v for k, v in timings.items() if k != "total" and v is not None}
+    if not stages:
+        return _na("No timings recorded.")
+    total = timings.get("total", sum(stages.values()))
+    fig = _figure(6.5, 0.35 * len(stages) + 1.0)
+    ax = fig.subplots()
+    names = list(stages)[::-1]  # first stage on top
+    bars = ax.barh(names, [stages[n] for n in names], color="#4a78b5")
+    ax.bar_label(bars, fmt="%.1f s", fontsize=8, padding=3)
+    ax.margins(x=0.12)  # room for the labels
+    ax.set_xlabel("seconds")
+    ax.set_title(f"total {total:,.1f} s", fontsize=9)
+    return _img(fig, "time per stage")
+
+
+def _sample_png(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    a = np.asarray(image)
+    a = a[..., 0] if a.ndim == 3 and a.shape[2] == 1 else a
+    if a.dtype != np.uint8:
+        a = np.clip(a, 0, 255).astype(np.uint8)
+    img = Image.fromarray(a)
+    scale = max(1, -(-SAMPLE_MIN_PX // max(img.size)))  # ceil division
+    buf = io.BytesIO()
+    img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _samples_grid(samples: dict[str, list[tuple[np.ndarray, float]]], labels: list[str]) -> str:
+    if not any(samples.values()):
+        return _na("No samples recorded.")
+    rows = []
+    for name in labels + [k for k in samples if k not in labels]:
+        cells = "".join(f"<figure>{_png_tag(_sample_png(im), name, 'sample')}<figcaption>{c:.2f}</figcaption></figure>"
+                        for im, c in samples.get(name, []))
+        rows.append(f"<div class='samplerow'><div class='samplelabel'>{html.escape(name)}</div>"
+                    f"<div class='samples'>{cells or _na('none')}</div></div>")
+    return "".join(rows)
+
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;color:#1d2330;background:#f4f6f9;margin:0}
+main{max-width:1100px;margin:0 auto;padding:24px 32px 48px}h1{font-size:24px;margin:0 0 6px}
+h2{font-size:17px;margin:0 0 10px;border-bottom:1px solid #e1e5ec;padding-bottom:4px}
+section{background:#fff;border:1px solid #e1e5ec;border-radius:8px;padding:14px 18px;margin:16px 0}
+.request{font-size:16px;margin:4px 0}.meta{color:#5a6476;margin:4px 0}.muted{color:#8a93a3}
+.verdict{padding:8px 12px;border-radius:6px;margin:10px 0 0}.verdict.good{background:#e6f5ea;color:#1e6b34}
+.verdict.bad{background:#fbe9e7;color:#a12a1c}.verdict.muted{background:#eef0f4}
+table{border-collapse:collapse;font-variant-numeric:tabular-nums}
+th,td{padding:4px 12px;border-bottom:1px solid #eef0f4;text-align:left;vertical-align:middle}
+th{font-weight:600;color:#5a6476;font-size:12px;text-transform:uppercase;letter-spacing:.03em}
+.bar{display:inline-block;width:160px;height:10px;background:#eef0f4;border-radius:5px;overflow:hidden;
+vertical-align:middle;margin-right:8px}
+.bar div{height:100%}.bar .ok{background:#3c9a5f}.bar .warn{background:#e0a526}.bar .over{background:#c0392b}
+.barlabel{font-size:12px;color:#5a6476}img.plot{max-width:100%;height:auto;display:block}
+.samplerow{display:flex;align-items:flex-start;gap:12px;margin:6px 0}
+.samplelabel{width:110px;flex:none;font-weight:600;padding-top:4px;overflow-wrap:anywhere}
+.samples{display:flex;flex-wrap:wrap;gap:6px}figure{margin:0;text-align:center}
+img.sample{image-rendering:pixelated;border:1px solid #e1e5ec;display:block}
+figcaption{font-size:11px;color:#5a6476}code{background:#eef0f4;padding:1px 5px;border-radius:4px}
+"""

@@ -1,0 +1,123 @@
+"""The run store: one folder per run under a root, indexed in SQLite.
+
+``runs/<run-id>/`` holds the artifacts; ``runs/index.sqlite`` lists runs so
+``nanofactory runs`` can list and compare them without opening every folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import time
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+from knowledge.errors import NanofactoryError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    status TEXT NOT NULL,
+    device TEXT,
+    request TEXT,
+    student_int8_accuracy REAL,
+    oracle_int8_accuracy REAL,
+    weight_bytes INTEGER,
+    sram_bytes INTEGER,
+    latency_ms REAL,
+    seconds REAL,
+    message TEXT
+)
+"""
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("NANOFACTORY_RUNS", "runs"))
+
+
+@dataclass
+class RunRecord:
+    id: str
+    created: float
+    status: str
+    device: str | None
+    request: str | None
+    student_int8_accuracy: float | None
+    oracle_int8_accuracy: float | None
+    weight_bytes: int | None
+    sram_bytes: int | None
+    latency_ms: float | None
+    seconds: float | None
+    message: str | None
+
+
+class RunStore:
+    def __init__(self, root: Path | None = None):
+        self.root = Path(root) if root is not None else default_root()
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "index.sqlite"
+
+    def _connect(self) -> sqlite3.Connection:
+        self.root.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(self.db_path, timeout=30)
+        con.execute(_SCHEMA)
+        return con
+
+    def new_id(self, hint: str = "") -> str:
+        slug = re.sub(r"[^a-z0-9]+", "-", hint.lower()).strip("-")[:24].strip("-") or "run"
+        base = time.strftime("%Y%m%d-%H%M%S") + f"-{slug}"
+        run_id, n = base, 1
+        while (self.root / run_id).exists():
+            n += 1
+            run_id = f"{base}-{n}"
+        return run_id
+
+    def path(self, run_id: str) -> Path:
+        path = self.root / run_id
+        if not (path / "design.json").is_file():
+            known = ", ".join(r.id for r in self.list()[:5]) or "none yet"
+            raise NanofactoryError(f"No run {run_id!r} under {self.root}; recent runs: {known}.")
+        return path
+
+    def record(self, run_id: str, status: str, device: str | None = None, request: str | None = None,
+               metrics: dict | None = None, message: str | None = None) -> None:
+        m = metrics or {}
+        with closing(self._connect()) as con, con:
+            con.execute(
+                """INSERT INTO runs (id, created, status, device, request) VALUES (?, ?, ?, ?, ?)
+                   ON CONFLICT(id) DO UPDATE SET status = excluded.status""",
+                (run_id, time.time(), status, device, request),
+            )
+            con.execute(
+                """UPDATE runs SET student_int8_accuracy = coalesce(?, student_int8_accuracy),
+                   oracle_int8_accuracy = coalesce(?, oracle_int8_accuracy), weight_bytes = coalesce(?, weight_bytes),
+                   sram_bytes = coalesce(?, sram_bytes), latency_ms = coalesce(?, latency_ms),
+                   seconds = coalesce(?, seconds), message = ? WHERE id = ?""",
+                (m.get("student_int8_test_accuracy"), m.get("oracle_int8_test_accuracy"), m.get("weight_bytes"),
+                 m.get("sram_estimate_bytes"), m.get("latency_estimate_ms"),
+                 (m.get("timings_s") or {}).get("total"), message, run_id),
+            )
+
+    def list(self) -> list[RunRecord]:
+        if not self.db_path.exists():
+            return []
+        with closing(self._connect()) as con:
+            rows = con.execute(f"SELECT {', '.join(RunRecord.__dataclass_fields__)} FROM runs ORDER BY created DESC")
+            return [RunRecord(*row) for row in rows]
+
+    def get(self, run_id: str) -> RunRecord:
+        for record in self.list():
+            if record.id == run_id:
+                return record
+        self.path(run_id)  # raises the helpful message when the folder is missing too
+        raise NanofactoryError(f"Run {run_id!r} is not in the index {self.db_path}; it may come from another machine.")
+
+    def metrics(self, run_id: str) -> dict:
+        path = self.path(run_id) / "metrics.json"
+        return json.loads(path.read_text()) if path.is_file() else {}

@@ -1,0 +1,398 @@
+"""The build's stages, in order. Each reads its inputs from the run folder, calls the
+library (knowledge/, tools/, compilers/), writes artifacts atomically and returns a
+small JSON-able result that becomes ``stages/<name>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from agent.data import Examples, load_examples, load_pool, load_test, label_index
+from agent.pipeline import Run
+from knowledge.errors import NanofactoryError
+from knowledge.io import atomic_path, write_json_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+PROVENANCE = "auto-label: teacher few-shot clusters + zero-shot + self-training"
+
+
+def _save_npz(path: Path, **arrays) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+
+
+@dataclass
+class StageContext:
+    """Shared, lazily loaded inputs; nothing here is expensive until a stage asks for it."""
+
+    run: Run
+    show_bars: bool = True
+    _cache: dict = field(default_factory=dict)
+
+    @property
+    def dir(self) -> Path:
+        return self.run.dir
+
+    @cached_property
+    def pool(self):
+        return load_pool(self.run.spec)
+
+    @cached_property
+    def examples(self) -> Examples:
+        return load_examples(self.run.spec)
+
+    @cached_property
+    def test(self):
+        return load_test(self.run.spec)
+
+    @cached_property
+    def device(self):
+        from knowledge.devices import get_device
+
+        return get_device(self.run.spec.device)
+
+    @cached_property
+    def teacher(self):
+        from knowledge.teachers import create_teacher
+
+        return create_teacher(self.run.plan.step("teacher").teacher)
+
+    @property
+    def input(self):
+        return self.run.plan.step("data").input
+
+    def pool_embeddings(self) -> np.ndarray:
+        from knowledge.cache import cached_embeddings
+
+        if "emb" not in self._cache:
+            self._cache["emb"] = cached_embeddings(self.teacher.cache_key, self.pool.content_hash, self._embed_pool)
+        return self._cache["emb"].astype(np.float32)
+
+    def _embed_pool(self) -> np.ndarray:
+        from tqdm.auto import tqdm
+
+        pool, teacher = self.pool, self.teacher
+        chunk = 2048
+        out = []
+        with tqdm(total=len(pool), desc="teacher", unit="img", disable=not self.show_bars, leave=False) as bar:
+            for start in range(0, len(pool), chunk):
+                idx = range(start, min(start + chunk, len(pool)))
+                images = pool.pixels[start:idx.stop] if pool.pixels is not None else pool.load(idx, teacher.image_size, 3)
+                out.append(teacher.embed(images).astype(np.float16))  # half the cache size; labels unchanged
+                bar.update(len(idx))
+        return np.concatenate(out)
+
+
+# ---- stages ------------------------------------------------------------------------------
+
+
+def stage_data(ctx: StageContext) -> dict:
+    spec, pool, inp = ctx.run.spec, ctx.pool, ctx.input
+    inputs = pool.load(np.arange(len(pool)), inp.size, inp.channels)
+    with atomic_path(ctx.dir / "data" / "pool_inputs.npy") as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, inputs)
+    examples = ctx.examples
+    counts = examples.counts(spec.label_names)
+    empty = [c.name for c in spec.classes if counts[c.name] == 0]
+    if empty:
+        log.info("no examples for %s: zero-shot from the description only", ", ".join(empty))
+    test = ctx.test
+    return {
+        "pool_source": pool.source,
+        "pool_size": len(pool),
+        "pool_content_hash": pool.content_hash,
+        "skipped_images": len(pool.skipped),
+        "skipped": pool.skipped[:50],
+        "examples_per_class": counts,
+        "test_size": 0 if test is None else len(test[1]),
+        "input": [inp.size, inp.size, inp.channels],
+    }
+
+
+def stage_teacher(ctx: StageContext) -> dict:
+    import time
+
+    spec, teacher = ctx.run.spec, ctx.teacher
+    started = time.perf_counter()
+    emb = ctx.pool_embeddings()
+    seconds = time.perf_counter() - started
+    ex = ctx.examples
+    ex_emb = teacher.embed(ex.pool.load(range(len(ex.pool)), teacher.image_size, 3)) if ex.pool else \
+        np.zeros((0, emb.shape[1]), np.float32)
+    prompts = [c.prompt for c in spec.classes]
+    zero_shot = teacher.class_scores(emb, prompts)
+    _save_npz(ctx.dir / "data" / "teacher.npz", zero_shot=zero_shot.astype(np.float32), example_embeddings=ex_emb,
+              example_labels=ex.labels)
+    concepts = {c.name: teacher.concepts(c.prompt) for c in spec.classes} if hasattr(teacher, "concepts") else {}
+    write_json_atomic(ctx.dir / "data" / "concepts.json", concepts)
+    return {"teacher": teacher.cache_key, "embedding_dim": int(emb.shape[1]),
+            "images_per_second": round(len(emb) / max(seconds, 1e-9), 1)}
+
+
+def stage_label(ctx: StageContext) -> dict:
+    from knowledge.index import VectorIndex
+    from knowledge.labeling import auto_label
+
+    spec, pool = ctx.run.spec, ctx.pool
+    cfg = ctx.run.plan.step("label").label
+    names = spec.label_names
+    with np.load(ctx.dir / "data" / "teacher.npz") as z:
+        zero_shot, ex_emb, ex_labels = z["zero_shot"], z["example_embeddings"], z["example_labels"]
+    emb = ctx.pool_embeddings()
+    result = auto_label(emb, zero_shot, ex_emb, ex_labels, spec.other, cfg, seed=spec.seed)
+    projected = result.projection.apply(emb)
+    VectorIndex.build(projected).save(ctx.dir / "index" / "pool.faiss")
+    result.projection.save(ctx.dir / "index" / "projection.npz")
+
+    labels, conf = result.labels, result.confidence
+    kept = np.where(conf >= cfg.min_confidence)[0]
+    rng = np.random.default_rng(spec.seed)
+    val = np.sort(rng.choice(kept, max(1, len(kept) // 10), replace=False)) if len(kept) else kept
+    split = np.full(len(pool), "excluded", dtype=object)
+    split[kept] = "train"
+    split[val] = "val"
+    counts = {n: int((labels[kept] == i).sum()) for i, n in enumerate(names)}
+    starved = [n for n in names[: len(spec.classes)] if counts[n] == 0]
+    if starved:
+        raise NanofactoryError(
+            f"No pool image was labeled {', '.join(repr(s) for s in starved)} with confidence; add example images "
+            "of that class (--examples), describe it differently, or add images of it to the pool."
+        )
+    _save_npz(ctx.dir / "data" / "labels.npz", probs=result.probs, split=split.astype("U8"))
+    _write_manifest(ctx, labels, conf, split)
+    write_text_atomic(ctx.dir / "data" / "low_confidence.txt",
+                      "".join(f"{pool.uids[i]}\t{names[labels[i]]}\t{conf[i]:.3f}\n"
+                              for i in np.where(split == "excluded")[0]))
+
+    out = {"labeled_for_training": int(len(kept)), "low_confidence": int(len(pool) - len(kept)),
+           "label_counts": counts, "teacher_label_accuracy": None}
+    truth = np.array([label_index(h, names, spec.other) for h in pool.hidden_labels]) if pool.hidden_labels else None
+    if truth is not None and (truth >= 0).any():
+        has = truth >= 0
+        out["teacher_label_accuracy"] = float((labels[has] == truth[has]).mean())
+        kept_has = kept[truth[kept] >= 0]
+        out["teacher_label_accuracy_kept"] = float((labels[kept_has] == truth[kept_has]).mean()) if len(kept_has) else None
+        out["few_shot_only_accuracy"] = float((result.few_shot.argmax(1)[has] == truth[has]).mean())
+        _save_npz(ctx.dir / "eval" / "teacher_confusion.npz", confusion=confusion(truth[has], labels[has], len(names)))
+    return out
+
+
+def _write_manifest(ctx: StageContext, labels, conf, split) -> None:
+    pool, names, ex = ctx.pool, ctx.run.spec.label_names, ctx.examples
+    lines = [json.dumps({"uid": pool.uids[i], "source": pool.source, "sha1": pool.sha1[i], "label": names[labels[i]],
+                         "confidence": round(float(conf[i]), 4), "split": str(split[i]), "provenance": PROVENANCE})
+             for i in range(len(pool))]
+    lines += [json.dumps({"uid": str(p), "source": "examples", "label": names[y], "confidence": 1.0,
+                          "split": "train", "provenance": "example image given by the user"})
+              for p, y in zip(ex.paths, ex.labels)]
+    write_text_atomic(ctx.dir / "data" / "manifest.jsonl", "\n".join(lines) + "\n")
+
+
+def confusion(truth: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
+    m = np.zeros((k, k), np.int64)
+    np.add.at(m, (truth, pred), 1)
+    return m
+
+
+def _training_data(ctx: StageContext):
+    inputs = np.load(ctx.dir / "data" / "pool_inputs.npy")
+    with np.load(ctx.dir / "data" / "labels.npz") as z:
+        probs, split = z["probs"], z["split"]
+    train, val = np.where(split == "train")[0], np.where(split == "val")[0]
+    x, y, soft = inputs[train], probs[train].argmax(1), probs[train]
+    ex = ctx.examples
+    if ex.pool is not None:  # the user's own examples train with their given labels
+        inp = ctx.input
+        ex_x = ex.pool.load(range(len(ex.pool)), inp.size, inp.channels)
+        x = np.concatenate([x, ex_x])
+        y = np.concatenate([y, ex.labels])
+        soft = np.concatenate([soft, np.eye(probs.shape[1], dtype=np.float32)[ex.labels]])
+    return inputs, x, y, soft, val, probs[val].argmax(1)
+
+
+def _save_student(path: Path, model, config) -> None:
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save({"config": config.model_dump(), "state_dict": model.state_dict()}, tmp)
+
+
+def load_student(path: Path):
+    import torch
+
+    from tools.student import StudentConfig, build_student
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    config = StudentConfig.model_validate(ckpt["config"])
+    model = build_student(config)
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval(), config
+
+
+def stage_train(ctx: StageContext) -> dict:
+    from tools.train import train_student
+
+    step, spec = ctx.run.plan.step("train"), ctx.run.spec
+    inputs, x, y, soft, val, val_y = _training_data(ctx)
+    result = train_student(step.student, x, y, soft, inputs[val], val_y, step.train, seed=spec.seed,
+                           desc="student (KD)", progress=ctx.show_bars)
+    _save_student(ctx.dir / "student.pt", result.model, step.student)
+    out = {"student": step.student.name, "history": result.history, "oracle_history": None}
+    pool = ctx.pool
+    if step.oracle and pool.hidden_labels:
+        truth = np.array([label_index(h, spec.label_names, spec.other) for h in pool.hidden_labels])
+        if (truth >= 0).all():  # the reference: same student, same pool, the true labels
+            train_idx = np.setdiff1d(np.arange(len(pool)), val)
+            oracle = train_student(step.student, inputs[train_idx], truth[train_idx], None, inputs[val], truth[val],
+                                   step.train, seed=spec.seed, desc="oracle (true labels)", progress=ctx.show_bars)
+            _save_student(ctx.dir / "oracle" / "oracle.pt", oracle.model, step.student)
+            out["oracle_history"] = oracle.history
+    return out
+
+
+def stage_quantize(ctx: StageContext) -> dict:
+    import torch
+
+    from compilers.onnx_export import export_onnx, run_onnx
+    from tools.cost import estimate_cost
+    from tools.train import to_input
+
+    step, spec = ctx.run.plan.step("quantize"), ctx.run.spec
+    inputs = np.load(ctx.dir / "data" / "pool_inputs.npy", mmap_mode="r")
+    with np.load(ctx.dir / "data" / "labels.npz") as z:
+        train = np.where(z["split"] == "train")[0]
+    rng = np.random.default_rng(spec.seed)
+    calib = to_input(inputs[np.sort(rng.choice(train, min(len(train), step.quantize.calibration_samples),
+                                                replace=False))]).numpy()
+    out = {}
+    for name, folder in (("student", ctx.dir), ("oracle", ctx.dir / "oracle")):
+        ckpt = (ctx.dir / "student.pt") if name == "student" else folder / "oracle.pt"
+        if not ckpt.is_file():
+            continue
+        model, config = load_student(ckpt)
+        fp32 = export_onnx(model, (config.in_channels, config.input_size, config.input_size), folder / "model.onnx")
+        with torch.inference_mode():
+            reference = model(torch.from_numpy(calib[:256])).numpy()
+        diff = float(np.abs(run_onnx(fp32, calib[:256]) - reference).max())
+        _quantize(fp32, folder / "model_int8.onnx", calib, step.quantize)
+        out[name] = {"onnx_max_abs_diff": diff}
+    model, config = load_student(ctx.dir / "student.pt")
+    out["cost"] = estimate_cost(config, ctx.device).as_dict()
+    return out
+
+
+def _quantize(fp32: Path, out: Path, calib: np.ndarray, config) -> None:
+    from tools.quantize import quantize_int8
+
+    quantize_int8(fp32, out, calib, config)
+
+
+def stage_evaluate(ctx: StageContext) -> dict:
+    from compilers.onnx_export import run_onnx
+    from tools.train import to_input
+
+    spec, names = ctx.run.spec, ctx.run.spec.label_names
+    inp = ctx.input
+    if ctx.test is not None:
+        pool, truth = ctx.test
+        x = to_input(pool.load(np.arange(len(pool)), inp.size, inp.channels)).numpy()
+        evaluated_on = f"test: {pool.source} ({len(truth)} images, true labels)"
+    else:  # no labeled test set: the auto-labeled validation split is all there is
+        inputs = np.load(ctx.dir / "data" / "pool_inputs.npy")
+        with np.load(ctx.dir / "data" / "labels.npz") as z:
+            val = np.where(z["split"] == "val")[0]
+            truth = z["probs"][val].argmax(1)
+        x = to_input(inputs[val]).numpy()
+        evaluated_on = f"validation split ({len(val)} images, auto-labels)"
+    fp32 = run_onnx(ctx.dir / "model.onnx", x).argmax(1)
+    int8 = run_onnx(ctx.dir / "model_int8.onnx", x).argmax(1)
+    out = {
+        "evaluated_on": evaluated_on,
+        "student_fp32_test_accuracy": float((fp32 == truth).mean()),
+        "student_int8_test_accuracy": float((int8 == truth).mean()),
+        "int8_fp32_top1_agreement": float((int8 == fp32).mean()),
+        "per_class": per_class_metrics(truth, int8, names),
+        "oracle_int8_test_accuracy": None,
+    }
+    mats = {"student": confusion(truth, int8, len(names))}
+    oracle = ctx.dir / "oracle" / "model_int8.onnx"
+    if oracle.is_file():
+        pred = run_onnx(oracle, x).argmax(1)
+        out["oracle_int8_test_accuracy"] = float((pred == truth).mean())
+        mats["oracle"] = confusion(truth, pred, len(names))
+    _save_npz(ctx.dir / "eval" / "test_confusion.npz", **mats)
+    return out
+
+
+def per_class_metrics(truth: np.ndarray, pred: np.ndarray, names: list[str]) -> dict:
+    out = {}
+    for i, name in enumerate(names):
+        tp = int(((pred == i) & (truth == i)).sum())
+        p = tp / max(int((pred == i).sum()), 1)
+        r = tp / max(int((truth == i).sum()), 1)
+        out[name] = {"precision": p, "recall": r, "f1": 2 * p * r / max(p + r, 1e-12), "support": int((truth == i).sum())}
+    return out
+
+
+def stage_report(ctx: StageContext) -> dict:
+    from agent.metrics import assemble_metrics
+    from agent.report import write_report
+
+    metrics = assemble_metrics(ctx)
+    write_json_atomic(ctx.dir / "metrics.json", metrics)
+    write_report(_report_inputs(ctx, metrics), ctx.dir / "report.html")
+    return {"report": str(ctx.dir / "report.html")}
+
+
+def _report_inputs(ctx: StageContext, metrics: dict):
+    from agent.report import ReportInputs
+
+    names = ctx.run.spec.label_names
+    with np.load(ctx.dir / "data" / "labels.npz") as z:
+        probs = z["probs"]
+    labels, conf = probs.argmax(1), probs.max(1)
+    inputs = np.load(ctx.dir / "data" / "pool_inputs.npy", mmap_mode="r")
+    per_class = ctx.run.plan.step("report").samples_per_class
+    samples = {}
+    for i, name in enumerate(names):
+        idx = np.where(labels == i)[0]
+        idx = idx[np.argsort(-conf[idx])][: per_class * 4]
+        pick = np.random.default_rng(ctx.run.spec.seed).permutation(idx)[:per_class]
+        samples[name] = [(np.asarray(inputs[j]), float(conf[j])) for j in pick]
+    tests = np.load(ctx.dir / "eval" / "test_confusion.npz")
+    teacher = ctx.dir / "eval" / "teacher_confusion.npz"
+    concepts = json.loads((ctx.dir / "data" / "concepts.json").read_text())
+    return ReportInputs(
+        run_id=ctx.run.id,
+        spec=ctx.run.spec,
+        metrics=metrics,
+        label_names=names,
+        test_confusion=tests["student"],
+        oracle_confusion=tests["oracle"] if "oracle" in tests else None,
+        teacher_confusion=np.load(teacher)["confusion"] if teacher.is_file() else None,
+        samples=samples,
+        confidence=conf,
+        min_confidence=ctx.run.plan.step("label").label.min_confidence,
+        history=ctx.run.result("train")["history"],
+        concepts={k: [tuple(x) for x in v] for k, v in concepts.items()},
+    )
+
+
+STAGES = {
+    "data": stage_data,
+    "teacher": stage_teacher,
+    "label": stage_label,
+    "train": stage_train,
+    "quantize": stage_quantize,
+    "evaluate": stage_evaluate,
+    "report": stage_report,
+}

@@ -1,0 +1,136 @@
+"""Train a student by knowledge distillation from the teacher's cached soft labels.
+
+loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, auto-label)
+
+(Hinton et al. 2015). The teacher's soft labels are the auto-labeler's label
+distribution, computed once and cached, so training never runs the teacher.
+With ``soft_targets=None`` it is plain cross-entropy (the oracle and ablations).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from generators.augment import AugmentConfig, augment_batch
+from tools.student import StudentConfig, build_student
+
+log = logging.getLogger(__name__)
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    temperature: float = Field(4.0, gt=0, description="distillation temperature T")
+    alpha: float = Field(0.7, ge=0, le=1, description="weight of the distillation term")
+    augment: AugmentConfig | None = Field(default_factory=AugmentConfig)
+
+
+@dataclass
+class TrainResult:
+    model: object  # torch.nn.Module, in eval mode
+    history: list[dict] = field(default_factory=list)
+
+
+def to_input(images: np.ndarray):
+    """uint8 NHWC -> float NCHW in [-1, 1): (pixel - 128) / 128, which int8 carries exactly on the MCU."""
+    import torch
+
+    x = torch.from_numpy(np.array(images, dtype=np.float32)).permute(0, 3, 1, 2)
+    return (x - 128.0) / 128.0
+
+
+def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, int(round(n * fraction)))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def train_student(
+    student: StudentConfig,
+    images: np.ndarray,
+    labels: np.ndarray,
+    soft_targets: np.ndarray | None,
+    val_images: np.ndarray,
+    val_labels: np.ndarray,
+    config: TrainConfig,
+    seed: int = 0,
+    desc: str = "train",
+    progress: bool = True,
+) -> TrainResult:
+    """Train on ``images`` (uint8 NHWC) with hard ``labels`` and optional ``soft_targets`` (N, K);
+    ``val_*`` measure each epoch."""
+    import torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    from knowledge.teachers.base import torch_threads
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(torch_threads())
+    gen = torch.Generator().manual_seed(seed)
+    model = build_student(student)
+    x_all = to_input(images)
+    y_all = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    x_val, y_val = to_input(val_images), np.asarray(val_labels, dtype=np.int64)
+    train_idx = np.arange(len(images))
+    t_all = None
+    if soft_targets is not None:
+        # sharpen or soften the teacher's probabilities at temperature T: softmax(log p / T)
+        log_p = torch.from_numpy(np.log(np.clip(soft_targets, 1e-8, 1.0)).astype(np.float32))
+        t_all = torch.softmax(log_p / config.temperature, dim=1)
+
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(train_idx) / config.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch)
+    history: list[dict] = []
+    bar = tqdm(total=config.epochs * steps_per_epoch, desc=desc, unit="step", disable=not progress, leave=False)
+    for epoch in range(config.epochs):
+        model.train()
+        order = torch.from_numpy(train_idx)[torch.randperm(len(train_idx), generator=gen)]
+        total = 0.0
+        for start in range(0, len(order), config.batch_size):
+            batch = order[start : start + config.batch_size]
+            x = x_all[batch]
+            if config.augment is not None:
+                x = augment_batch(x, config.augment, gen)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y_all[batch])
+            if t_all is not None:
+                kd = F.kl_div(F.log_softmax(logits / config.temperature, 1), t_all[batch], reduction="batchmean")
+                loss = config.alpha * config.temperature**2 * kd + (1 - config.alpha) * loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(batch)
+            bar.update(1)
+        val_acc = float((predict(model, x_val) == y_val).mean()) if len(y_val) else float("nan")
+        history.append({"epoch": epoch + 1, "train_loss": total / len(train_idx), "val_accuracy": val_acc})
+        bar.set_postfix(loss=f"{total / len(train_idx):.3f}", val=f"{val_acc:.3f}")
+        log.info("%s epoch %d: loss %.4f, val accuracy %.4f", desc, epoch + 1, total / len(train_idx), val_acc)
+    bar.close()
+    model.eval()
+    return TrainResult(model=model, history=history)
+
+
+def predict(model, x, batch_size: int = 1024) -> np.ndarray:
+    """Top-1 predictions for a float NCHW tensor (see ``to_input``)."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(x), batch_size):
+            out.append(model(x[start : start + batch_size]).argmax(1).numpy())
+    model.train(was_training)
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
