@@ -30,7 +30,9 @@ class TextEmbedder:
     def load(self) -> None:
         if self._model is None:
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
 
+            hf_logging.disable_progress_bar()  # a weight-loading bar per build is noise
             self._model = SentenceTransformer(self.model_name or default_text_model(), device="cpu")
 
     def encode(self, texts: list[str]) -> np.ndarray:

@@ -166,14 +166,17 @@ def _read_idx(path: Path) -> np.ndarray:
 
 def load_fashion_mnist(split: str = "train", limit: int | None = None, root: Path = FASHION_MNIST_DIR) -> ImagePool:
     """Fashion-MNIST as an unlabeled pool; its labels become hidden labels for evaluation only."""
+    if split not in ("train", "test"):
+        raise NanofactoryError(f"Fashion-MNIST has splits 'train' and 'test', not {split!r}.")
     prefix = "train" if split == "train" else "t10k"
     images_path = Path(root) / f"{prefix}-images-idx3-ubyte.gz"
     labels_path = Path(root) / f"{prefix}-labels-idx1-ubyte.gz"
-    if not images_path.exists():
-        raise NanofactoryError(
-            f"Fashion-MNIST is not installed ({images_path} is missing); run `sudo apt-get install dataset-fashion-mnist` "
-            "or `make demo` as root."
-        )
+    for path in (images_path, labels_path):
+        if not path.exists():
+            raise NanofactoryError(
+                f"Fashion-MNIST is not installed ({path} is missing); run `sudo apt-get install dataset-fashion-mnist` "
+                "or `make demo` as root."
+            )
     images = _read_idx(images_path)[..., None]
     labels = _read_idx(labels_path)
     if limit:

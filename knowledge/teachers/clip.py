@@ -51,6 +51,13 @@ class ClipTeacher(Teacher):
                 f"Could not load CLIP from {self.config.model!r} ({str(e).splitlines()[0]}); "
                 "pass a local folder saved with save_pretrained, or a hub id when online."
             ) from None
+        # transformers builds an empty tokenizer from a folder without tokenizer files: every prompt
+        # would tokenize alike and zero-shot would silently be uniform
+        if len(self._tokenizer) < 16:
+            raise NanofactoryError(
+                f"The CLIP folder {self.config.model!r} has no usable tokenizer; save the tokenizer next to the "
+                "model (tokenizer.save_pretrained) and retry."
+            )
 
     @property
     def image_size(self) -> int:
@@ -68,12 +75,14 @@ class ClipTeacher(Teacher):
         out = []
         with torch.inference_mode():
             for start in range(0, len(images), self.config.batch_size):
-                x = torch.from_numpy(np.ascontiguousarray(images[start : start + self.config.batch_size]))
+                x = torch.from_numpy(np.array(images[start : start + self.config.batch_size]))  # a copy: inputs may be read-only
                 x = x.permute(0, 3, 1, 2).float() / 255.0
                 if x.shape[1] == 1:
                     x = x.expand(-1, 3, -1, -1)
                 x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False)
-                feats = _features(self._model.get_image_features(pixel_values=(x - mean) / std))
+                native = self.image_size == self._model.config.vision_config.image_size
+                feats = _features(self._model.get_image_features(
+                    pixel_values=(x - mean) / std, interpolate_pos_encoding=not native))
                 out.append(feats.numpy())
         dim = self._model.config.projection_dim
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, dim), np.float32)
@@ -91,7 +100,7 @@ class ClipTeacher(Teacher):
         img = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
         txt = self.text_embeddings(prompts)
         txt = txt / np.linalg.norm(txt, axis=1, keepdims=True)
-        scale = float(self._model.logit_scale.exp())
+        scale = float(self._model.logit_scale.detach().exp())
         logits = scale * img @ txt.T
         logits -= logits.max(axis=1, keepdims=True)
         p = np.exp(logits)

@@ -88,7 +88,7 @@ class EfficientNetLiteTeacher(Teacher):
         out = []
         with torch.inference_mode():
             for start in range(0, len(images), self.config.batch_size):
-                x = torch.from_numpy(np.ascontiguousarray(images[start : start + self.config.batch_size]))
+                x = torch.from_numpy(np.array(images[start : start + self.config.batch_size]))  # a copy: inputs may be read-only
                 x = x.permute(0, 3, 1, 2).float()
                 if x.shape[1] == 1:
                     x = x.expand(-1, 3, -1, -1)

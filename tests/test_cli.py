@@ -1,0 +1,131 @@
+"""Bad input gets one clear sentence and a non-zero exit; `spec` prints or asks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agent.cli import main
+
+REQUEST = "tells apart circles, squares, triangles and everything else on an nRF52840"
+
+
+def _error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err, "expected an error message"
+    line = err[-1]
+    assert line.startswith("error: ")
+    assert "Traceback" not in line
+    return line
+
+
+def test_unknown_device(capsys, shapes_data, tmp_path):
+    code = main(["build", "sorts cats and dogs", "--images", str(shapes_data["pool"]), "--runs-dir", str(tmp_path)])
+    assert code == 2
+    line = _error(capsys)
+    assert "device" in line and "STM32F446RE" in line and "nRF52840" in line
+
+
+def test_unknown_device_in_spec_file(capsys, tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("classes: [{name: cat}]\ndevice: ATmega328\ndata: {pool: [{kind: fashion-mnist}]}\n")
+    assert main(["build", "--spec", str(spec), "--runs-dir", str(tmp_path)]) == 1
+    line = _error(capsys)
+    assert "`device`" in line and "ATmega328" in line and "RP2040" in line
+
+
+def test_missing_folder(capsys, tmp_path):
+    code = main(["build", REQUEST, "--images", str(tmp_path / "nope"), "--runs-dir", str(tmp_path / "runs")])
+    assert code == 1
+    assert "does not exist" in _error(capsys)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_empty_folder(capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert main(["build", REQUEST, "--images", str(tmp_path / "empty"), "--runs-dir", str(tmp_path / "runs")]) == 1
+    assert "holds no images" in _error(capsys)
+
+
+def test_only_corrupt_files(capsys, tmp_path):
+    folder = tmp_path / "corrupt"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"broken{i}.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    assert main(["build", REQUEST, "--images", str(folder), "--runs-dir", str(tmp_path / "runs")]) == 1
+    line = _error(capsys)
+    assert "could be read" in line and "3" in line
+
+
+def test_budget_too_small(capsys, shapes_data, tmp_path):
+    request = "tells apart circles, squares and everything else on an nRF52840 with 1 KB RAM"
+    assert main(["build", request, "--images", str(shapes_data["pool"]), "--runs-dir", str(tmp_path)]) == 1
+    line = _error(capsys)
+    assert "No student fits" in line and "KB SRAM" in line
+
+
+def test_malformed_yaml(capsys, tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("classes: [{name: cat}\ndevice: nRF52840\n")
+    assert main(["build", "--spec", str(spec)]) == 1
+    line = _error(capsys)
+    assert "not valid YAML" in line and "line" in line
+
+
+def test_spec_field_error_names_the_field(capsys, tmp_path):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"classes": [{"name": "cat"}], "device": "nRF52840",
+                                "budgets": {"sram_bytes": -5}, "data": {"pool": [{"kind": "fashion-mnist"}]}}))
+    assert main(["build", "--spec", str(spec)]) == 1
+    assert "budgets.sram_bytes" in _error(capsys)
+
+
+def test_no_images(capsys):
+    assert main(["build", REQUEST]) == 1
+    assert "--images" in _error(capsys)
+
+
+def test_spec_prints_json(capsys):
+    assert main(["spec", "sort shirts, bags and everything else on an ESP32-S3 with 256K RAM"]) == 0
+    spec = json.loads(capsys.readouterr().out)
+    assert spec["device"] == "ESP32-S3"
+    assert [c["name"] for c in spec["classes"]] == ["shirt", "bag"]
+    assert spec["budgets"]["sram_bytes"] == 256 * 1024 and spec["other"] is True
+
+
+def test_spec_asks_when_incomplete(capsys):
+    assert main(["spec", "a camera that sorts shirts and bags"]) == 2
+    assert "device" in _error(capsys)
+
+
+def test_spec_save_and_build_from_it(capsys, tmp_path):
+    out = tmp_path / "spec.yaml"
+    assert main(["spec", REQUEST, "--save", str(out)]) == 0
+    from agent.spec import DesignSpec
+
+    spec = DesignSpec.load(out)
+    assert spec.device == "nRF52840" and spec.label_names == ["circle", "square", "triangle", "other"]
+
+
+def test_devices_lists_catalog(capsys):
+    assert main(["devices"]) == 0
+    out = capsys.readouterr().out
+    for name in ("STM32F446RE", "STM32F746NG", "STM32H743", "STM32L4R5", "nRF52840", "ESP32-S3", "RP2040",
+                 "Raspberry Pi Zero 2 W"):
+        assert name in out
+
+
+def test_runs_empty_and_unknown(capsys, tmp_path):
+    assert main(["runs", "--runs-dir", str(tmp_path)]) == 0
+    assert "no runs" in capsys.readouterr().out
+    assert main(["runs", "show", "nope", "--runs-dir", str(tmp_path)]) == 1
+    assert "No run 'nope'" in _error(capsys)
+
+
+def test_help_explains(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["build", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--images" in out and "--examples" in out and "--resume" in out

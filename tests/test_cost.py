@@ -1,0 +1,143 @@
+"""Student cost model (tools.cost) checked against the torch module, and student sizing (tools.sizing)."""
+
+from __future__ import annotations
+
+import pytest
+
+from knowledge.devices import get_device
+from knowledge.errors import NanofactoryError
+from tools.cost import estimate_cost
+from tools.sizing import size_student
+from tools.student import WIDTHS, Block, StudentConfig, build_student, ds_cnn
+
+M4 = get_device("STM32F446RE")
+
+
+def torch_macs(config: StudentConfig) -> int:
+    """MACs counted from the module itself: forward hooks on every conv, pool and linear layer."""
+    import torch
+    import torch.nn as nn
+
+    model = build_student(config).eval()
+    total = 0
+
+    def hook(module, inputs, output):
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1]
+            total += output.numel() * (module.in_channels // module.groups) * k
+        elif isinstance(module, nn.AdaptiveAvgPool2d):
+            total += inputs[0].numel()
+        elif isinstance(module, nn.Linear):
+            total += module.in_features * module.out_features
+
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.AdaptiveAvgPool2d, nn.Linear)):
+            m.register_forward_hook(hook)
+    with torch.no_grad():
+        model(torch.zeros(1, config.in_channels, config.input_size, config.input_size))
+    return total
+
+
+CONFIGS = [
+    ds_cnn(4, 28, 1, 10),
+    ds_cnn(8, 28, 1, 5),
+    ds_cnn(16, 64, 3, 3),  # stride-2 stem above 48 px
+    ds_cnn(6, 64, 3, 2),
+    ds_cnn(12, 33, 3, 4),  # odd size: every stride rounds up
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.name)
+def test_params_match_torch(config: StudentConfig):
+    model = build_student(config)
+    assert estimate_cost(config, M4).params == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.name)
+def test_macs_match_torch(config: StudentConfig):
+    assert estimate_cost(config, M4).macs == torch_macs(config)
+
+
+def test_hand_computed_tiny_config():
+    """8x8x1 input, 2-channel stem, one block to 4 channels at stride 2, 2 classes."""
+    config = StudentConfig(input_size=8, in_channels=1, num_classes=2, stem_channels=2,
+                           blocks=[Block(out_channels=4, stride=2)])
+    cost = estimate_cost(config, M4)
+    stem = 8 * 8 * (2 * 1 * 9)  # 8x8 outputs, 2 filters of 3x3x1
+    depthwise = 4 * 4 * (2 * 1 * 9)  # stride 2 -> 4x4, 2 filters of 3x3x1
+    pointwise = 4 * 4 * (4 * 2)  # 4 filters of 1x1x2
+    pool, fc = 4 * 4 * 4, 4 * 2
+    assert cost.macs == stem + depthwise + pointwise + pool + fc == 1640
+    # 18 + 18 + 8 conv weights, 2 per BatchNorm channel (2 + 2 + 4), 4 * 2 + 2 in the classifier
+    assert cost.params == 18 + 18 + 8 + 2 * (2 + 2 + 4) + 4 * 2 + 2 == 70
+    # widest point: the stem's input (64) + output (128) + im2col scratch (2 * 3 * 3 * 1 * 2 = 36)
+    assert cost.sram_bytes == 64 + 128 + 36
+    # int8 weights + 12 bytes per output channel per conv; classifier: weights + int32 bias + 8
+    assert cost.weight_bytes == (18 + 24) + (18 + 24) + (8 + 48) + (8 + 8 + 8)
+
+
+@pytest.mark.parametrize("device_name", ["STM32F446RE", "STM32F746NG", "RP2040", "ESP32-S3"])
+def test_latency_is_macs_over_throughput(device_name: str):
+    device = get_device(device_name)
+    cost = estimate_cost(ds_cnn(8, 28, 1, 5), device)
+    expected_ms = cost.macs / (device.macs_per_cycle * device.clock_mhz * 1e6) * 1e3
+    assert cost.latency_ms == pytest.approx(expected_ms, rel=1e-9)
+    assert cost.latency_ms > 0
+
+
+def test_costs_grow_with_width_and_input():
+    costs = [estimate_cost(ds_cnn(w, 28, 1, 5), M4) for w in WIDTHS]
+    for a, b in zip(costs, costs[1:]):
+        assert b.params > a.params and b.macs > a.macs and b.sram_bytes > a.sram_bytes
+        assert b.weight_bytes > a.weight_bytes
+    assert estimate_cost(ds_cnn(8, 40, 1, 5), M4).macs > estimate_cost(ds_cnn(8, 28, 1, 5), M4).macs
+
+
+# ---- sizing --------------------------------------------------------------------------------
+
+
+def test_bigger_budget_gives_wider_student():
+    widths = []
+    for sram_kb in (8, 24, 64, 256):
+        config, cost = size_student(M4, 28, 1, 5, sram_bytes=sram_kb * 1024, max_macs=10**12)
+        assert cost.sram_bytes <= sram_kb * 1024 and cost.weight_bytes <= M4.flash_bytes
+        assert cost == estimate_cost(config, M4)
+        widths.append(config.stem_channels)
+    assert widths == sorted(widths) and widths[0] < widths[-1], widths
+
+
+def test_sizing_picks_the_widest_that_fits():
+    sram = 20 * 1024
+    config, cost = size_student(M4, 28, 1, 5, sram_bytes=sram, max_macs=10**12)
+    wider = [w for w in WIDTHS if w > config.stem_channels]
+    assert wider, "budget chosen so the ladder does not top out"
+    assert estimate_cost(ds_cnn(wider[0], 28, 1, 5), M4).sram_bytes > sram
+
+
+def test_latency_budget_is_respected():
+    config, cost = size_student(M4, 28, 1, 5, latency_ms=5.0, max_macs=10**12)
+    assert cost.latency_ms <= 5.0
+    loose, _ = size_student(M4, 28, 1, 5, latency_ms=500.0, max_macs=10**12)
+    assert loose.stem_channels > config.stem_channels
+
+
+def test_max_macs_caps_width():
+    config, cost = size_student(get_device("STM32H743"), 28, 1, 5, max_macs=1_000_000)
+    assert cost.macs <= 1_000_000
+    assert size_student(get_device("STM32H743"), 28, 1, 5, max_macs=10**12)[0].stem_channels > config.stem_channels
+
+
+def test_too_small_budget_names_the_smallest_student():
+    smallest = estimate_cost(ds_cnn(WIDTHS[0], 28, 1, 5), M4)
+    with pytest.raises(NanofactoryError) as info:
+        size_student(M4, 28, 1, 5, sram_bytes=1000)
+    message = str(info.value)
+    assert f"{smallest.weight_bytes / 1024:.1f} KB flash" in message
+    assert f"{smallest.sram_bytes / 1024:.1f} KB SRAM" in message
+    assert "STM32F446RE" in message
+
+
+def test_too_small_flash_raises():
+    with pytest.raises(NanofactoryError, match="flash 0.5 KB"):
+        size_student(M4, 28, 1, 5, flash_bytes=512)

@@ -1,0 +1,161 @@
+"""Auto-labeling (knowledge.labeling) on synthetic, well-separated Gaussian blobs in 64-d.
+
+Blobs stand in for teacher embeddings: each blob is one kind of image. A blob with
+examples is a named class; a blob with neither examples nor zero-shot support is "other".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from knowledge.labeling import LabelConfig, Projection, auto_label, zero_shot_distribution
+
+DIM = 64
+PER_BLOB = 60
+SHOTS = 5
+CONFIG = LabelConfig(pca_dims=16, cluster_multiples=[2, 3, 4])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """One BLAS / OpenMP thread for numpy and FAISS: on a shared 2-core machine, spinning worker
+    threads make a 360-point k-means ~100x slower (2.5 s against 0.02 s)."""
+    import faiss  # noqa: F401  (loaded first: threadpoolctl limits only libraries already loaded)
+    import sklearn.linear_model  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        yield
+
+
+def make_blobs(num_blobs: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.random.Generator]:
+    """(centers, pool embeddings, blob of each pool row, rng for drawing examples)."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(num_blobs, DIM))
+    centers *= 3.0 / np.linalg.norm(centers, axis=1, keepdims=True)
+    pool = np.concatenate([c + 0.3 * rng.normal(size=(PER_BLOB, DIM)) for c in centers]).astype(np.float32)
+    return centers, pool, np.repeat(np.arange(num_blobs), PER_BLOB), rng
+
+
+def examples(centers: np.ndarray, blobs: list[int], rng) -> tuple[np.ndarray, np.ndarray]:
+    """SHOTS fresh draws (not pool rows) from each of ``blobs``; labels are positions in ``blobs``."""
+    emb = np.concatenate([centers[b] + 0.3 * rng.normal(size=(SHOTS, DIM)) for b in blobs]).astype(np.float32)
+    return emb, np.repeat(np.arange(len(blobs)), SHOTS)
+
+
+def uninformative_zero_shot(n: int, classes: int, other: bool) -> np.ndarray:
+    """Equal scores for every class (and equal mass left for "other"): zero-shot decides nothing."""
+    return np.full((n, classes), 1.0 / (classes + int(other)), np.float32)
+
+
+@pytest.fixture(scope="module")
+def open_set():
+    """6 blobs; blobs 0-2 are named classes with 5 examples each, blobs 3-5 are "other"."""
+    centers, pool, blob, rng = make_blobs(6, seed=0)
+    ex, ex_labels = examples(centers, [0, 1, 2], rng)
+    truth = np.where(blob < 3, blob, 3)
+    return pool, ex, ex_labels, truth
+
+
+def test_few_shot_with_other(open_set):
+    pool, ex, ex_labels, truth = open_set
+    result = auto_label(pool, uninformative_zero_shot(len(pool), 3, True), ex, ex_labels, True, CONFIG, seed=0)
+    assert result.probs.shape == (len(pool), 4)
+    assert result.few_shot.shape == result.zero_shot.shape == (len(pool), 4)
+    np.testing.assert_allclose(result.probs.sum(1), 1.0, atol=1e-5)
+    accuracy = (result.labels == truth).mean()
+    assert accuracy >= 0.9, accuracy
+    # every kind of sample is found, "other" included
+    for label in range(4):
+        assert (result.labels[truth == label] == label).mean() >= 0.9, label
+    assert ((result.confidence >= 0) & (result.confidence <= 1)).all()
+
+
+def test_few_shot_with_other_without_self_training(open_set):
+    pool, ex, ex_labels, truth = open_set
+    config = CONFIG.model_copy(update={"self_training": False})
+    result = auto_label(pool, uninformative_zero_shot(len(pool), 3, True), ex, ex_labels, True, config, seed=0)
+    assert (result.labels == truth).mean() >= 0.9
+    # without the head, the label is the (tilted) vote: a uniform zero-shot leaves the vote's argmax
+    np.testing.assert_array_equal(result.labels, result.few_shot.argmax(1))
+
+
+def test_closed_set_every_blob_has_examples():
+    centers, pool, blob, rng = make_blobs(6, seed=1)
+    ex, ex_labels = examples(centers, list(range(6)), rng)
+    result = auto_label(pool, uninformative_zero_shot(len(pool), 6, False), ex, ex_labels, False, CONFIG, seed=0)
+    assert result.probs.shape == (len(pool), 6)
+    assert (result.labels == blob).mean() >= 0.9
+    assert ((result.confidence >= 0) & (result.confidence <= 1 + 1e-6)).all()
+
+
+def test_closed_set_blob_without_examples_joins_a_named_class():
+    """With other=False no sample may be left unlabeled, even from a blob nobody gave examples for."""
+    centers, pool, blob, rng = make_blobs(4, seed=2)
+    ex, ex_labels = examples(centers, [0, 1, 2], rng)
+    result = auto_label(pool, uninformative_zero_shot(len(pool), 3, False), ex, ex_labels, False, CONFIG, seed=0)
+    assert result.probs.shape == (len(pool), 3)
+    assert set(np.unique(result.labels)) <= {0, 1, 2}
+    seen = blob < 3
+    assert (result.labels[seen] == blob[seen]).mean() >= 0.9
+
+
+def test_zero_shot_only_class_gets_labeled():
+    """Classes 0 and 1 have examples; class 2 has none, but zero-shot points at blob 2; blob 3 is other."""
+    centers, pool, blob, rng = make_blobs(4, seed=3)
+    ex, ex_labels = examples(centers, [0, 1], rng)
+    scores = np.full((len(pool), 3), 0.1, np.float32)  # 0.7 unclaimed -> "other" leads by default
+    scores[blob == 2] = [0.05, 0.05, 0.8]
+    scores += rng.uniform(0, 0.02, scores.shape).astype(np.float32)  # not perfectly flat
+    result = auto_label(pool, scores, ex, ex_labels, True, CONFIG, seed=0)
+    truth = blob.copy()  # blob 3 -> label 3 = "other" (last column of 3 named + other)
+    assert result.probs.shape == (len(pool), 4)
+    assert (result.labels[blob == 2] == 2).mean() >= 0.9
+    assert (result.labels[blob == 3] == 3).mean() >= 0.9
+    assert (result.labels == truth).mean() >= 0.9
+
+
+def test_same_seed_same_probs(open_set):
+    pool, ex, ex_labels, _ = open_set
+    zs = uninformative_zero_shot(len(pool), 3, True)
+    a = auto_label(pool, zs, ex, ex_labels, True, CONFIG, seed=7)
+    b = auto_label(pool, zs, ex, ex_labels, True, CONFIG, seed=7)
+    np.testing.assert_array_equal(a.probs, b.probs)
+    np.testing.assert_array_equal(a.few_shot, b.few_shot)
+
+
+def test_projection_round_trip(tmp_path: Path):
+    _, pool, _, _ = make_blobs(6, seed=4)
+    projection = Projection.fit(pool, dims=16, seed=0)
+    assert projection.mean.shape == (1, DIM) and projection.basis.shape == (DIM, 16)
+    out = projection.apply(pool)
+    assert out.shape == (len(pool), 16) and out.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    # principal axes are orthonormal
+    np.testing.assert_allclose(projection.basis.T @ projection.basis, np.eye(16), atol=1e-4)
+    path = tmp_path / "projection.npz"
+    projection.save(path)
+    loaded = Projection.load(path)
+    np.testing.assert_array_equal(loaded.apply(pool[:10]), out[:10])
+
+
+def test_projection_is_centered():
+    """A shared offset (the common component of out-of-domain features) must not change the result."""
+    _, pool, _, _ = make_blobs(3, seed=5)
+    shifted = pool + 50.0
+    a = Projection.fit(pool, 8, seed=0).apply(pool)
+    b = Projection.fit(shifted, 8, seed=0).apply(shifted)
+    np.testing.assert_allclose(np.abs(a * b).sum(1), 1.0, atol=1e-3)  # same directions up to axis sign
+
+
+def test_zero_shot_distribution():
+    scores = np.array([[0.2, 0.3], [0.9, 0.6], [-0.1, 0.0]], np.float32)
+    with_other = zero_shot_distribution(scores, other=True)
+    np.testing.assert_allclose(with_other[0], [0.2, 0.3, 0.5], atol=1e-6)
+    np.testing.assert_allclose(with_other[1], [0.6, 0.4, 0.0], atol=1e-6)  # over-claimed: no "other" mass
+    np.testing.assert_allclose(with_other[2], [0.0, 0.0, 1.0], atol=1e-6)  # negatives clipped
+    closed = zero_shot_distribution(scores[:2], other=False)
+    np.testing.assert_allclose(closed, [[0.4, 0.6], [0.6, 0.4]], atol=1e-6)

@@ -1,0 +1,135 @@
+"""End to end on a small synthetic image folder: artifacts, metrics, resume, replay."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from agent.cli import main
+from agent.pipeline import open_run
+from agent.runs import RunStore
+
+pytestmark = pytest.mark.slow
+
+REQUEST = "tells apart circles, squares, triangles and everything else on an nRF52840 with 64 KB RAM"
+REQUIRED = ("teacher_label_accuracy", "student_fp32_test_accuracy", "student_int8_test_accuracy",
+            "oracle_int8_test_accuracy", "int8_fp32_top1_agreement", "weight_bytes", "sram_estimate_bytes", "macs",
+            "latency_estimate_ms", "device", "timings_s")
+
+
+@pytest.fixture(scope="module")
+def built(shapes_data, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    code = main(["build", REQUEST, "--images", str(shapes_data["pool"]), "--examples", str(shapes_data["examples"]),
+                 "--test", str(shapes_data["test"]), "--runs-dir", str(runs), "--epochs", "30", "--quiet"])
+    assert code == 0
+    store = RunStore(runs)
+    (record,) = store.list()
+    return store, record.id
+
+
+def test_artifacts_and_metrics(built):
+    store, run_id = built
+    run_dir = store.path(run_id)
+    for name in ("design.json", "data/manifest.jsonl", "index/pool.faiss", "student.pt", "model.onnx",
+                 "model_int8.onnx", "metrics.json", "report.html"):
+        assert (run_dir / name).is_file(), name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in REQUIRED:
+        assert key in metrics, key
+    assert metrics["device"] == "nRF52840"
+    assert metrics["oracle_int8_test_accuracy"] is None  # a folder pool has no hidden labels
+    assert metrics["int8_fp32_top1_agreement"] >= 0.9
+    assert metrics["onnx_max_abs_diff"] < 1e-3
+    assert metrics["sram_estimate_bytes"] <= 64 * 1024 and metrics["fits_sram"]
+    # a student trained from scratch on ~200 images: well above the 25 % of guessing among 4 labels
+    assert metrics["student_int8_test_accuracy"] >= 0.45
+    assert set(metrics["timings_s"]) >= {"data", "teacher", "label", "train", "quantize", "evaluate", "total"}
+    assert not list(run_dir.rglob("*.tmp")), "no half-written files"
+
+
+def test_manifest_covers_every_sample(built, shapes_data):
+    store, run_id = built
+    lines = [json.loads(x) for x in (store.path(run_id) / "data" / "manifest.jsonl").read_text().splitlines()]
+    pool = [x for x in lines if x["source"] != "examples"]
+    examples = [x for x in lines if x["source"] == "examples"]
+    assert len(pool) == 240 and len(examples) == 9
+    assert {x["split"] for x in pool} <= {"train", "val", "excluded"}
+    assert {x["label"] for x in pool} <= {"circle", "square", "triangle", "other"}
+    assert all(0 <= x["confidence"] <= 1 and len(x["sha1"]) == 40 for x in pool)
+    # the file names hold the truth the pipeline never saw ("circle-1-7.png"): the teacher's labels match it
+    truth = [x["uid"].rsplit("/", 1)[-1].split("-")[0] for x in pool]
+    accuracy = np.mean([x["label"] == t for x, t in zip(pool, truth)])
+    assert accuracy >= 0.85
+
+
+def test_index_reloads_and_finds_neighbours(built):
+    from knowledge.index import VectorIndex
+    from knowledge.labeling import Projection
+
+    store, run_id = built
+    run_dir = store.path(run_id)
+    index = VectorIndex.load(run_dir / "index" / "pool.faiss")
+    projection = Projection.load(run_dir / "index" / "projection.npz")
+    assert len(index) == 240 and index.dim == projection.basis.shape[1]
+    sims, ids = index.search(np.asarray([index._index.reconstruct(7)]), 3)
+    assert ids[0, 0] == 7 and sims[0, 0] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_design_replays(built):
+    """design.json alone rebuilds the spec and the plan (artifacts carry their configs)."""
+    from agent.plan import Plan
+    from agent.spec import DesignSpec
+
+    store, run_id = built
+    design = json.loads((store.path(run_id) / "design.json").read_text())
+    spec = DesignSpec.from_dict(design["spec"])
+    plan = Plan.model_validate(design["plan"])
+    assert spec.request == REQUEST and plan.step("train").train.epochs == 30
+    assert design["versions"]["torch"].startswith("2.13.0")
+    run = open_run(store, run_id)
+    assert run.finished_stages() == ["data", "teacher", "label", "train", "quantize", "evaluate", "report"]
+
+
+def test_runs_lists_and_shows(built, capsys):
+    store, run_id = built
+    assert main(["runs", "--runs-dir", str(store.root)]) == 0
+    out = capsys.readouterr().out
+    assert run_id in out and "done" in out
+    assert main(["runs", "show", run_id, "--runs-dir", str(store.root)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["metrics"]["device"] == "nRF52840"
+
+
+def test_interrupt_leaves_nothing_half_written_and_resumes(built, monkeypatch, capsys):
+    """Ctrl-C while int8 is being written: no partial model, no stage marker; --resume finishes the run."""
+    import onnxruntime.quantization as ortq
+
+    store, run_id = built
+    run_dir = store.path(run_id)
+    for stage in ("quantize", "evaluate", "report"):
+        (run_dir / "stages" / f"{stage}.json").unlink()
+    (run_dir / "model_int8.onnx").unlink()
+
+    def interrupted(model_input, model_output, *args, **kwargs):
+        with open(model_output, "wb") as f:
+            f.write(b"half a model")
+        raise KeyboardInterrupt
+
+    original = ortq.quantize_static
+    monkeypatch.setattr(ortq, "quantize_static", interrupted)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["build", "--resume", run_id, "--runs-dir", str(store.root), "--quiet"])
+    assert exit_info.value.code == 130
+    assert "--resume" in capsys.readouterr().err
+    assert not (run_dir / "model_int8.onnx").exists()
+    assert not (run_dir / "stages" / "quantize.json").exists()
+    assert not [p for p in run_dir.rglob("*") if p.name.endswith(".tmp")]
+    assert store.get(run_id).status == "interrupted"
+
+    monkeypatch.setattr(ortq, "quantize_static", original)
+    assert main(["build", "--resume", run_id, "--runs-dir", str(store.root), "--quiet"]) == 0
+    assert (run_dir / "model_int8.onnx").is_file() and (run_dir / "stages" / "report.json").is_file()
+    assert store.get(run_id).status == "done"
