@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs-dir", type=Path, help="where runs live (default ./runs or $NANOFACTORY_RUNS)")
-    p.add_argument("--epochs", type=int, help="training epochs (default 10)")
+    p.add_argument("--epochs", type=int, help="training epochs (default 8)")
     p.add_argument("--seed", type=int, help="random seed (default: the spec's, 0)")
     p.add_argument("--teacher", help="teacher registry name: efficientnet-lite (default, offline) or clip")
     p.add_argument("--teacher-model", metavar="ID_OR_PATH",

@@ -264,6 +264,7 @@ def stage_quantize(ctx: StageContext) -> dict:
 
     from compilers.onnx_export import export_onnx, run_onnx
     from tools.cost import estimate_cost
+    from tools.quantize import quantize_int8
     from tools.train import to_input
 
     step, spec = ctx.run.plan.step("quantize"), ctx.run.spec
@@ -283,17 +284,10 @@ def stage_quantize(ctx: StageContext) -> dict:
         with torch.inference_mode():
             reference = model(torch.from_numpy(calib[:256])).numpy()
         diff = float(np.abs(run_onnx(fp32, calib[:256]) - reference).max())
-        _quantize(fp32, folder / "model_int8.onnx", calib, step.quantize)
+        quantize_int8(fp32, folder / "model_int8.onnx", calib, step.quantize)
         out[name] = {"onnx_max_abs_diff": diff}
-    model, config = load_student(ctx.dir / "student.pt")
-    out["cost"] = estimate_cost(config, ctx.device).as_dict()
+    out["cost"] = estimate_cost(ctx.run.plan.step("train").student, ctx.device).as_dict()
     return out
-
-
-def _quantize(fp32: Path, out: Path, calib: np.ndarray, config) -> None:
-    from tools.quantize import quantize_int8
-
-    quantize_int8(fp32, out, calib, config)
 
 
 def stage_evaluate(ctx: StageContext) -> dict:
@@ -364,9 +358,9 @@ def _report_inputs(ctx: StageContext, metrics: dict):
     per_class = ctx.run.plan.step("report").samples_per_class
     samples = {}
     for i, name in enumerate(names):
-        idx = np.where(labels == i)[0]
-        idx = idx[np.argsort(-conf[idx])][: per_class * 4]
-        pick = np.random.default_rng(ctx.run.spec.seed).permutation(idx)[:per_class]
+        # a random draw shows the labels as they are, the unsure ones included; most sure first
+        idx = np.random.default_rng(ctx.run.spec.seed).permutation(np.where(labels == i)[0])[:per_class]
+        pick = idx[np.argsort(-conf[idx])]
         samples[name] = [(np.asarray(inputs[j]), float(conf[j])) for j in pick]
     tests = np.load(ctx.dir / "eval" / "test_confusion.npz")
     teacher = ctx.dir / "eval" / "teacher_confusion.npz"

@@ -25,9 +25,10 @@ log = logging.getLogger(__name__)
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(3e-3, gt=0)
+    # 8 epochs of 256: an epoch of 54k 28x28 images takes ~14 s on 2 cores at batch 256 (~20 s at 128)
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(5e-3, gt=0, description="peak learning rate of the one-cycle schedule")
     weight_decay: float = Field(1e-4, ge=0)
     temperature: float = Field(4.0, gt=0, description="distillation temperature T")
     alpha: float = Field(0.7, ge=0, le=1, description="weight of the distillation term")
