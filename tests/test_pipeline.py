@@ -44,8 +44,8 @@ def test_artifacts_and_metrics(built):
     assert metrics["int8_fp32_top1_agreement"] >= 0.9
     assert metrics["onnx_max_abs_diff"] < 1e-3
     assert metrics["sram_estimate_bytes"] <= 64 * 1024 and metrics["fits_sram"]
-    # a student trained from scratch on ~200 images: well above the 25 % of guessing among 4 labels
-    assert metrics["student_int8_test_accuracy"] >= 0.45
+    # shapes are easy once labeled: far above the 25 % of guessing among 4 labels
+    assert metrics["student_int8_test_accuracy"] >= 0.8
     assert set(metrics["timings_s"]) >= {"data", "teacher", "label", "train", "quantize", "evaluate", "total"}
     assert not list(run_dir.rglob("*.tmp")), "no half-written files"
 

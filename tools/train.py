@@ -89,8 +89,10 @@ def train_student(
         log_p = torch.from_numpy(np.log(np.clip(soft_targets, 1e-8, 1.0)).astype(np.float32))
         t_all = torch.softmax(log_p / config.temperature, dim=1)
 
+    # a small pool would get only a step or two per epoch at the full batch size: keep >= 8 steps an epoch
+    batch_size = max(1, min(config.batch_size, len(train_idx) // 8))
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(len(train_idx) / config.batch_size)
+    steps_per_epoch = math.ceil(len(train_idx) / batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch)
     history: list[dict] = []
     bar = tqdm(total=config.epochs * steps_per_epoch, desc=desc, unit="step", disable=not progress, leave=False)
@@ -98,8 +100,8 @@ def train_student(
         model.train()
         order = torch.from_numpy(train_idx)[torch.randperm(len(train_idx), generator=gen)]
         total = 0.0
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start : start + config.batch_size]
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
             x = x_all[batch]
             if config.augment is not None:
                 x = augment_batch(x, config.augment, gen)
