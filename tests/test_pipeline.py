@@ -133,3 +133,18 @@ def test_interrupt_leaves_nothing_half_written_and_resumes(built, monkeypatch, c
     assert main(["build", "--resume", run_id, "--runs-dir", str(store.root), "--quiet"]) == 0
     assert (run_dir / "model_int8.onnx").is_file() and (run_dir / "stages" / "report.json").is_file()
     assert store.get(run_id).status == "done"
+
+
+def test_build_from_saved_spec(shapes_data, tmp_path, capsys):
+    """`nanofactory spec --save` then `build --spec FILE --images DIR` runs the saved spec."""
+    spec_file = tmp_path / "shapes.yaml"
+    assert main(["spec", REQUEST, "--images", str(shapes_data["pool"]), "--examples", str(shapes_data["examples"]),
+                 "--save", str(spec_file)]) == 0
+    runs = tmp_path / "runs"
+    assert main(["build", "--spec", str(spec_file), "--runs-dir", str(runs), "--epochs", "2", "--quiet"]) == 0
+    (record,) = RunStore(runs).list()
+    design = json.loads((runs / record.id / "design.json").read_text())
+    from agent.spec import DesignSpec
+
+    assert DesignSpec.from_dict(design["spec"]) == DesignSpec.load(spec_file)
+    assert record.status == "done"
