@@ -122,7 +122,7 @@ def _spec_from_args(args):
 
 
 def _run_build(spec, args, store) -> dict:
-    from agent.pipeline import create_run, execute
+    from agent.pipeline import create_run
     from agent.plan import default_input, offline_plan
     from agent.data import load_pool
     from knowledge.teachers.base import TeacherConfig

@@ -20,6 +20,7 @@ from knowledge.io import atomic_path, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
+VAL_FRACTION = 0.1  # of the confidently labeled pool, for model selection and the training curve
 PROVENANCE = "auto-label: teacher few-shot clusters + zero-shot + self-training"
 
 
@@ -141,6 +142,7 @@ def stage_teacher(ctx: StageContext) -> dict:
 def stage_label(ctx: StageContext) -> dict:
     from knowledge.index import VectorIndex
     from knowledge.labeling import auto_label
+    from tools.train import split_validation
 
     spec, pool = ctx.run.spec, ctx.pool
     cfg = ctx.run.plan.step("label").label
@@ -155,8 +157,7 @@ def stage_label(ctx: StageContext) -> dict:
 
     labels, conf = result.labels, result.confidence
     kept = np.where(conf >= cfg.min_confidence)[0]
-    rng = np.random.default_rng(spec.seed)
-    val = np.sort(rng.choice(kept, max(1, len(kept) // 10), replace=False)) if len(kept) else kept
+    val = kept[split_validation(len(kept), VAL_FRACTION, spec.seed)[1]] if len(kept) else kept
     split = np.full(len(pool), "excluded", dtype=object)
     split[kept] = "train"
     split[val] = "val"
@@ -294,7 +295,7 @@ def stage_evaluate(ctx: StageContext) -> dict:
     from compilers.onnx_export import run_onnx
     from tools.train import to_input
 
-    spec, names = ctx.run.spec, ctx.run.spec.label_names
+    names = ctx.run.spec.label_names
     inp = ctx.input
     if ctx.test is not None:
         pool, truth = ctx.test
