@@ -69,6 +69,29 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run_id", nargs="?")
     r.add_argument("--runs-dir", type=Path, help="where runs live (default ./runs or $NANOFACTORY_RUNS)")
 
+    c = sub.add_parser("chat", help="talk to the agent: it asks what is missing, plans, builds and re-plans",
+                       description="The agent in the terminal. With no LLM configured it uses the offline planner. "
+                       "LLM: --llm-model (and --llm-base-url for an OpenAI-compatible server such as vLLM, "
+                       "llama.cpp or LM Studio; --llm-provider ollama for Ollama), or the NANOFACTORY_LLM_* "
+                       "environment variables. Conversations are saved; --thread ID resumes one.")
+    c.add_argument("request", nargs="?", help="the first message (or the answer to a pending question)")
+    c.add_argument("--images", metavar="DIR", help="folder of unlabeled images, or 'fashion-mnist'")
+    c.add_argument("--examples", metavar="DIR", help="a few example images per class, one subfolder per class")
+    c.add_argument("--test", metavar="DIR", help="labeled test images, one subfolder per class, or 'fashion-mnist'")
+    c.add_argument("--thread", help="resume this conversation")
+    c.add_argument("--llm-model", help="model name at the endpoint")
+    c.add_argument("--llm-base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1")
+    c.add_argument("--llm-provider", choices=["openai", "ollama"])
+    c.add_argument("--max-steps", type=int, default=24, help="model turns per message before it stops (default 24)")
+    c.add_argument("--runs-dir", type=Path, help="where runs and saved conversations live (default ./runs)")
+    c.add_argument("--epochs", type=int, help="training epochs (default 8)")
+    c.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("run", help="replay a saved plan (a run's design.json, or YAML with spec and plan) without an LLM")
+    p.add_argument("plan", type=Path)
+    p.add_argument("--runs-dir", type=Path, help="where runs live (default ./runs or $NANOFACTORY_RUNS)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
     sub.add_parser("devices", help="the device catalog: core, clock, SRAM, flash, int8 MAC/cycle")
     return parser
 
@@ -275,7 +298,30 @@ def cmd_devices(args) -> int:
     return 0
 
 
-COMMANDS = {"build": cmd_build, "demo": cmd_demo, "spec": cmd_spec, "runs": cmd_runs, "devices": cmd_devices}
+def cmd_chat(args) -> int:
+    from agent.chat import run_chat
+    from agent.context import Context, LLMSettings
+    from agent.runs import default_root
+
+    llm = LLMSettings.from_env(args.llm_provider, args.llm_model, args.llm_base_url)
+    data = {k: v for k, v in {"images": args.images, "examples": args.examples, "test": args.test}.items() if v}
+    # folders the user named on the command line are theirs to use; the model may not reach beyond them
+    trusted = [Path(v).expanduser().resolve() for v in data.values() if v != "fashion-mnist"]
+    ctx = Context(runs_dir=args.runs_dir or default_root(), llm=llm, max_steps=args.max_steps,
+                  epochs=args.epochs, show_bars=not args.quiet, extra_roots=trusted)
+    return run_chat(ctx, args.request, data, args.thread)
+
+
+def cmd_run(args) -> int:
+    from agent.chat import replay
+    from agent.runs import default_root
+
+    run, metrics = replay(args.plan, args.runs_dir or default_root(), show_bars=not args.quiet)
+    _print_summary(run, metrics)
+    return 0
+
+
+COMMANDS = {"chat": cmd_chat, "run": cmd_run, "build": cmd_build, "demo": cmd_demo, "spec": cmd_spec, "runs": cmd_runs, "devices": cmd_devices}
 
 
 def main(argv: list[str] | None = None) -> int:

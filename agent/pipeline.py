@@ -65,7 +65,8 @@ class Run:
         return [s for s in STAGES if self.is_done(s)]
 
 
-def create_run(spec: DesignSpec, plan: Plan, store: RunStore) -> Run:
+def create_run(spec: DesignSpec, plan: Plan, store: RunStore, decisions: dict | None = None) -> Run:
+    """A new run folder with its design.json; ``decisions`` records who planned it and what they changed."""
     run_id = store.new_id(spec.classes[0].name if spec.classes else "run")
     run_dir = store.root / run_id
     run_dir.mkdir(parents=True)
@@ -76,6 +77,7 @@ def create_run(spec: DesignSpec, plan: Plan, store: RunStore) -> Run:
         "plan": json.loads(plan.model_dump_json()),
         "seed": spec.seed,
         "versions": package_versions(),
+        "decisions": decisions or {"planner": "offline", "changes": []},
     }
     write_json_atomic(run_dir / "design.json", design)
     store.record(run_id, "created", spec.device, spec.request)
@@ -90,8 +92,9 @@ def open_run(store: RunStore, run_id: str) -> Run:
     return Run(id=run_id, dir=run_dir, spec=spec, plan=plan)
 
 
-def execute(run: Run, store: RunStore, progress: Progress | None = None, show_bars: bool = True) -> dict:
-    """Run every unfinished stage in order; return the final metrics."""
+def execute(run: Run, store: RunStore, progress: Progress | None = None, show_bars: bool = True,
+            until: str = "report") -> dict | None:
+    """Run every unfinished stage in order up to ``until``; the final metrics, or None when stopped early."""
     from agent.stages import STAGES, StageContext
 
     ctx = StageContext(run=run, show_bars=show_bars)
@@ -100,15 +103,17 @@ def execute(run: Run, store: RunStore, progress: Progress | None = None, show_ba
         for stage in STAGES:
             if run.is_done(stage):
                 log.info("stage %s already done", stage)
-                continue
-            if progress:
-                progress(stage, "start")
-            started = time.perf_counter()
-            result = STAGES[stage](ctx)
-            result["seconds"] = round(time.perf_counter() - started, 2)
-            write_json_atomic(run.stage_file(stage), result)
-            if progress:
-                progress(stage, f"done {result['seconds']:.1f}")
+            else:
+                if progress:
+                    progress(stage, "start")
+                started = time.perf_counter()
+                result = STAGES[stage](ctx)
+                result["seconds"] = round(time.perf_counter() - started, 2)
+                write_json_atomic(run.stage_file(stage), result)
+                if progress:
+                    progress(stage, f"done {result['seconds']:.1f}")
+            if stage == until:
+                break
     except KeyboardInterrupt:
         store.record(run.id, "interrupted", message="interrupted; resume with --resume " + run.id)
         raise
@@ -118,6 +123,9 @@ def execute(run: Run, store: RunStore, progress: Progress | None = None, show_ba
     except Exception as e:
         store.record(run.id, "crashed", message=f"{type(e).__name__}: {e}")
         raise
+    if not run.is_done("report"):
+        store.record(run.id, "paused", message=f"stopped after {until}")
+        return None
     metrics = json.loads((run.dir / "metrics.json").read_text())
     store.record(run.id, "done", metrics=metrics)
     return metrics

@@ -148,3 +148,24 @@ def test_build_from_saved_spec(shapes_data, tmp_path, capsys):
 
     assert DesignSpec.from_dict(design["spec"]) == DesignSpec.load(spec_file)
     assert record.status == "done"
+
+
+def test_replay_a_design_without_an_llm(built, capsys):
+    """`nanofactory run design.json` rebuilds the same spec and plan into a new run."""
+    store, run_id = built
+    design = store.path(run_id) / "design.json"
+    assert main(["run", str(design), "--runs-dir", str(store.root), "--quiet"]) == 0
+    assert "report:" in capsys.readouterr().out
+    newest = store.list()[0]
+    assert newest.id != run_id and newest.status == "done"
+    replayed = json.loads((store.path(newest.id) / "design.json").read_text())
+    original = json.loads(design.read_text())
+    assert replayed["spec"] == original["spec"] and replayed["plan"] == original["plan"]
+    assert replayed["decisions"]["planner"].startswith("replay of")
+
+
+def test_replay_refuses_a_malformed_plan(tmp_path, capsys):
+    bad = tmp_path / "plan.yaml"
+    bad.write_text("spec: {classes: [{name: a}], device: RP2040, data: {pool: [{kind: fashion-mnist}]}}\nplan: {steps: [{kind: nope}]}\n")
+    assert main(["run", str(bad), "--runs-dir", str(tmp_path)]) == 1
+    assert "plan" in capsys.readouterr().err

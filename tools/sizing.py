@@ -8,6 +8,25 @@ from __future__ import annotations
 
 from knowledge.devices import Device
 from knowledge.errors import NanofactoryError
+
+
+class DoesNotFit(NanofactoryError):
+    """No candidate meets the budget; carries the numbers a planner re-plans on."""
+
+    def __init__(self, message: str, smallest: Cost, flash: int, sram: int, latency_ms: float | None):
+        super().__init__(message)
+        self.smallest, self.flash, self.sram, self.latency_ms = smallest, flash, sram, latency_ms
+
+    def shortfalls(self) -> list[str]:
+        """E.g. ["needs 16.1 KB SRAM, the budget is 8.0 KB"]."""
+        s, out = self.smallest, []
+        if s.sram_bytes > self.sram:
+            out.append(f"needs {s.sram_bytes / 1024:.1f} KB SRAM, the budget is {self.sram / 1024:.1f} KB")
+        if s.weight_bytes > self.flash:
+            out.append(f"needs {s.weight_bytes / 1024:.1f} KB flash, the budget is {self.flash / 1024:.1f} KB")
+        if self.latency_ms is not None and s.latency_ms > self.latency_ms:
+            out.append(f"needs {s.latency_ms:.1f} ms, the budget is {self.latency_ms:g} ms")
+        return out
 from tools.cost import Cost, estimate_cost
 from tools.student import WIDTHS, StudentConfig, ds_cnn
 
@@ -43,10 +62,11 @@ def size_student(
         small = candidates[0][1]
         limits = f"flash {flash / 1024:.1f} KB, SRAM {sram / 1024:.1f} KB" + (
             f", latency {latency_ms:g} ms" if latency_ms else "")
-        raise NanofactoryError(
+        raise DoesNotFit(
             f"No student fits the budget ({limits}) on {device.name}: the smallest needs "
             f"{small.weight_bytes / 1024:.1f} KB flash, {small.sram_bytes / 1024:.1f} KB SRAM and "
-            f"{small.latency_ms:.1f} ms; raise the budget, lower the input size, or pick a larger device."
+            f"{small.latency_ms:.1f} ms; raise the budget, lower the input size, or pick a larger device.",
+            small, flash, sram, latency_ms,
         )
     affordable = [(c, cost) for c, cost in fitting if cost.macs <= max_macs] or fitting[:1]
     return affordable[-1]

@@ -1,0 +1,159 @@
+"""The agent graph: a planner node, a tool node, and a node that asks the user.
+
+    START -> planner -> (tool calls) -> tools -> planner ... -> END
+                                          \\-> ask (interrupt, waits for the answer) -> planner
+
+The planner is an LLM with the tools bound when one is configured, else the deterministic
+offline planner below: both emit tool calls as AI messages, so the graph, the tools and the
+checkpoints are the same either way. Failed checks (does not fit, accuracy floor missed)
+come back from the tools as state the planner re-plans on, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import interrupt
+
+from agent.context import Context
+from agent.prompts import SYSTEM
+from agent.state import AgentState
+from agent.tools import call_tool, list_tools
+
+log = logging.getLogger(__name__)
+
+MIN_INPUT = 16  # below this a camera image says too little; the offline planner refuses instead
+
+
+# ---- the offline planner ------------------------------------------------------------------------
+
+
+def _last_tool_result(state: AgentState) -> tuple[str | None, dict | None]:
+    messages = state.get("messages", [])
+    if messages and isinstance(messages[-1], ToolMessage):
+        return messages[-1].name, json.loads(messages[-1].content)
+    return None, None
+
+
+def _call(name: str, args: dict, step: int) -> AIMessage:
+    return AIMessage(content="", tool_calls=[{"name": name, "args": args, "id": f"call_{step}_{name}"}])
+
+
+def offline_planner(state: AgentState, ctx: Context) -> AIMessage:
+    """Rules instead of an LLM: spec -> plan (shrinking the input when it does not fit) -> build -> reply."""
+    step = state.get("steps", 0)
+    name, result = _last_tool_result(state)
+    data = state.get("data") or {}
+    if result and result.get("status") == "needs_input" and not state.get("question"):
+        return _call("ask_user", {"question": result["question"]}, step)
+    if result and "error" in result and name != "plan_build":
+        return AIMessage(content=f"I could not continue: {result['error']}")
+    if not state.get("spec"):
+        args = {"request": state.get("request", "")} | {k: v for k, v in data.items() if v}
+        return _call("make_spec", args, step)
+    if not state.get("plan"):
+        if name == "plan_build" and result.get("status") == "does_not_fit":
+            check = result["failed_checks"][0]
+            size = check["input_size"]
+            smaller = max(MIN_INPUT, (size * 3 // 4) // 4 * 4)
+            if state.get("replans", 0) < ctx.max_replans and smaller < size:
+                reason = f"{'; '.join(check['shortfalls'])}: lowering the input from {size} to {smaller} px"
+                return _call("update_spec", {"input_size": smaller, "reason": reason}, step)
+            return AIMessage(content=f"I cannot build this within the budget. {check['message']}")
+        return _call("plan_build", {}, step)
+    if not state.get("metrics"):
+        return _call("run_build", {}, step)
+    return AIMessage(content=summary(state))
+
+
+def summary(state: AgentState) -> str:
+    m = state["metrics"]
+    lines = [f"Built run {state['run_id']}: int8 accuracy {100 * m['student_int8_test_accuracy']:.1f} % "
+             f"({m['evaluated_on']}), weights {m['weight_bytes'] / 1024:.1f} KB, SRAM {m['sram_estimate_bytes'] / 1024:.1f} KB, "
+             f"latency about {m['latency_estimate_ms']:.1f} ms."]
+    for decision in state.get("decisions", []):
+        lines.append(f"Re-planned: {decision.removeprefix('update_spec: ')}.")
+    for check in state.get("failed_checks", []):
+        lines.append(f"Check failed: {check['check']}" + (f" ({check['message']})" if check.get("message") else "") + ".")
+    lines.append(f"Report: {m['report']}")
+    return "\n".join(lines)
+
+
+# ---- nodes --------------------------------------------------------------------------------------
+
+
+def _llm(ctx: Context):
+    model = ctx.chat_model if ctx.chat_model is not None else ctx.llm.chat_model()
+    return model.bind_tools([t.schema() for t in list_tools()])
+
+
+def planner_node(state: AgentState, ctx: Context) -> dict:
+    steps = state.get("steps", 0)
+    if steps >= ctx.max_steps:
+        return {"messages": [AIMessage(content=f"I stopped after {steps} steps without finishing; "
+                                               "say how to continue, or start again with a simpler request.")],
+                "outcome": "out_of_steps"}
+    if ctx.chat_model is None and ctx.llm is None:
+        message = offline_planner(state, ctx)
+    else:
+        from knowledge.devices import list_devices
+
+        system = SystemMessage(SYSTEM.format(devices=", ".join(d.name for d in list_devices())))
+        message = _llm(ctx).invoke([system] + state["messages"])
+    outcome = None if message.tool_calls else ("refused" if "cannot" in message.content else "done")
+    return {"messages": [message], "steps": steps + 1, "outcome": outcome}
+
+
+def tools_node(state: AgentState, ctx: Context) -> dict:
+    message = state["messages"][-1]
+    merged: dict[str, Any] = {}
+    replies = []
+    view = dict(state)
+    for call in message.tool_calls:
+        outcome = call_tool(call["name"], call.get("args") or {}, view, ctx)
+        view.update(outcome.update)
+        merged.update(outcome.update)
+        replies.append(ToolMessage(content=json.dumps(outcome.result, default=str), name=call["name"],
+                                   tool_call_id=call["id"]))
+        log.info("tool %s -> %s", call["name"], str(outcome.result)[:200])
+    return {**merged, "messages": replies}
+
+
+def ask_node(state: AgentState, ctx: Context) -> dict:
+    answer = interrupt({"question": state["question"]})
+    return {"messages": [HumanMessage(content=str(answer))], "question": None,
+            "request": f"{state.get('request', '')} {answer}".strip()}
+
+
+def _after_planner(state: AgentState) -> str:
+    last = state["messages"][-1]
+    return "tools" if isinstance(last, AIMessage) and last.tool_calls else END
+
+
+def _after_tools(state: AgentState) -> str:
+    return "ask" if state.get("question") else "planner"
+
+
+def build_graph(ctx: Context, checkpointer=None):
+    graph = StateGraph(AgentState)
+    graph.add_node("planner", lambda s: planner_node(s, ctx))
+    graph.add_node("tools", lambda s: tools_node(s, ctx))
+    graph.add_node("ask", lambda s: ask_node(s, ctx))
+    graph.add_edge(START, "planner")
+    graph.add_conditional_edges("planner", _after_planner, ["tools", END])
+    graph.add_conditional_edges("tools", _after_tools, ["ask", "planner"])
+    graph.add_edge("ask", "planner")
+    return graph.compile(checkpointer=checkpointer)
+
+
+def user_turn(text: str, data: dict | None = None, previous_request: str = "") -> dict:
+    """The input for one user message: it starts a new turn (the step budget resets)."""
+    turn: dict[str, Any] = {"messages": [HumanMessage(content=text)], "steps": 0,
+                            "request": f"{previous_request} {text}".strip()}
+    if data is not None:
+        turn["data"] = data
+    return turn

@@ -1,0 +1,272 @@
+"""Agent tools: thin typed adapters over the library. Each docstring is the LLM's contract.
+
+A tool takes one validated arguments model, reads and updates the agent state, and returns
+a compact JSON-able result. Expected domain failures come back as ``{"error": ...}`` the
+model can act on; bugs still raise. There is no shell, no code execution, and every path
+is confined to the workspace and the runs folder.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agent.context import MAX_TEXT, Context
+from knowledge.errors import MissingInformation, NanofactoryError
+from knowledge.registry import Registry
+
+
+class Args(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class ToolOutcome:
+    result: dict
+    update: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AgentTool:
+    name: str
+    args: type[Args]
+    run: Callable[[Args, dict, Context], ToolOutcome]
+
+    @property
+    def description(self) -> str:
+        return (self.run.__doc__ or "").strip()
+
+    def schema(self) -> dict:
+        """OpenAI-style function schema for bind_tools."""
+        return {"type": "function", "function": {"name": self.name, "description": self.description,
+                                                 "parameters": self.args.model_json_schema()}}
+
+
+AGENT_TOOLS: Registry[AgentTool] = Registry("agent tool")
+
+
+def register_tool(name: str, args: type[Args]):
+    def decorate(fn):
+        AGENT_TOOLS.register(name)(lambda: AgentTool(name, args, fn))
+        return fn
+
+    return decorate
+
+
+def list_tools() -> list[AgentTool]:
+    return [AGENT_TOOLS.create(n) for n in AGENT_TOOLS.names()]
+
+
+def call_tool(name: str, raw_args: dict, state: dict, ctx: Context) -> ToolOutcome:
+    """Validate and run one tool call; invalid calls and domain failures become errors for the model."""
+    if name not in AGENT_TOOLS:
+        return ToolOutcome({"error": f"There is no tool {name!r}; use one of: {', '.join(AGENT_TOOLS.names())}."})
+    tool = AGENT_TOOLS.create(name)
+    try:
+        args = tool.args.model_validate(raw_args or {})
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "arguments"
+        return ToolOutcome({"error": f"Invalid arguments for {name}: `{where}`: {first['msg']}."})
+    try:
+        return tool.run(args, state, ctx)
+    except MissingInformation as e:
+        return ToolOutcome({"status": "needs_input", "question": str(e)})
+    except NanofactoryError as e:
+        return ToolOutcome({"error": str(e)})
+
+
+# ---- the tools ---------------------------------------------------------------------------------
+
+
+class MakeSpecArgs(Args):
+    request: str = Field(max_length=MAX_TEXT, description="the user's request in their words, with any answers added")
+    images: str | None = Field(None, max_length=1024, description="folder of unlabeled images, or 'fashion-mnist'")
+    examples: str | None = Field(None, max_length=1024, description="folder with one subfolder of examples per class")
+    test: str | None = Field(None, max_length=1024, description="labeled test folder, or 'fashion-mnist'")
+
+
+def _source(value: str | None, ctx: Context, split: str = "train"):
+    from agent.spec import PoolSource
+
+    if value is None:
+        return None
+    if value == "fashion-mnist":
+        return PoolSource(kind="fashion-mnist", split=split)
+    return PoolSource(kind="folder", path=ctx.confine(value))
+
+
+@register_tool("make_spec", MakeSpecArgs)
+def make_spec(args: MakeSpecArgs, state: dict, ctx: Context) -> ToolOutcome:
+    """Turn the request into a design spec (device, classes, budgets, data). Returns the spec summary,
+    or {"status": "needs_input", "question": ...} when the device or the classes are missing."""
+    from agent.parse import spec_from_request
+    from agent.spec import DataSpec
+
+    images = args.images or (state.get("data") or {}).get("images")
+    if not images:
+        return ToolOutcome({"status": "needs_input",
+                            "question": "Which images should I learn from? Give a folder of your images."})
+    data = DataSpec(pool=[_source(images, ctx)],
+                    examples_dir=ctx.confine(args.examples) if args.examples else None,
+                    test=_source(args.test, ctx, split="test"))
+    spec = spec_from_request(args.request, data)
+    summary = {"device": spec.device, "labels": spec.label_names,
+               "budgets": spec.budgets.model_dump(exclude_none=True)}
+    return ToolOutcome({"status": "ok", "spec": summary},
+                       {"spec": json.loads(spec.to_json()), "request": args.request, "plan": None})
+
+
+class InspectPoolArgs(Args):
+    path: str = Field(max_length=1024, description="a folder of images inside the workspace")
+
+
+@register_tool("inspect_pool", InspectPoolArgs)
+def inspect_pool(args: InspectPoolArgs, state: dict, ctx: Context) -> ToolOutcome:
+    """Count the readable and unreadable images in a folder (recursive) before building on it."""
+    from knowledge.pools import load_folder
+
+    pool = load_folder(ctx.confine(args.path))
+    return ToolOutcome({"images": len(pool), "unreadable": len(pool.skipped),
+                        "first": [p for p in pool.uids[:3]]})
+
+
+class UpdateSpecArgs(Args):
+    input_size: int | None = Field(None, ge=8, le=512, description="student input side in pixels")
+    sram_kb: float | None = Field(None, gt=0, description="SRAM budget in KB")
+    flash_kb: float | None = Field(None, gt=0, description="flash budget in KB")
+    latency_ms: float | None = Field(None, gt=0, description="latency budget in ms")
+    accuracy_floor: float | None = Field(None, ge=0, le=1, description="lowest acceptable test accuracy, 0-1")
+    reason: str = Field(max_length=500, description="why, in one sentence the user will read")
+    user_approved: bool = Field(False, description="true only when the user agreed to a looser budget")
+
+
+@register_tool("update_spec", UpdateSpecArgs)
+def update_spec(args: UpdateSpecArgs, state: dict, ctx: Context) -> ToolOutcome:
+    """Change the student's input size or a budget. Loosening a budget (more SRAM, flash or latency,
+    a lower accuracy floor) needs user_approved=true after the user said yes."""
+    from agent.spec import DesignSpec
+
+    if not state.get("spec"):
+        return ToolOutcome({"error": "There is no spec yet; call make_spec first."})
+    spec = DesignSpec.model_validate(state["spec"])
+    budgets = spec.budgets.model_dump()
+    new = {"sram_bytes": None if args.sram_kb is None else int(args.sram_kb * 1024),
+           "flash_bytes": None if args.flash_kb is None else int(args.flash_kb * 1024),
+           "latency_ms": args.latency_ms, "accuracy_floor": args.accuracy_floor}
+    looser = [k for k, v in new.items() if v is not None and budgets[k] is not None
+              and (v < budgets[k] if k == "accuracy_floor" else v > budgets[k])]
+    if looser and not args.user_approved:
+        return ToolOutcome({"error": f"Loosening {', '.join(looser)} needs the user's consent; ask with ask_user first."})
+    budgets.update({k: v for k, v in new.items() if v is not None})
+    data = {**json.loads(spec.to_json()), "budgets": budgets}
+    if args.input_size is not None:
+        channels = spec.input.channels if spec.input else (native_input(spec)[1] or 3)
+        data["input"] = {"size": args.input_size, "channels": channels}
+    spec = DesignSpec.model_validate(data)
+    decision = f"update_spec: {args.reason}"
+    return ToolOutcome({"status": "ok", "input": spec.input.model_dump() if spec.input else None,
+                        "budgets": spec.budgets.model_dump(exclude_none=True)},
+                       {"spec": json.loads(spec.to_json()), "plan": None, "replans": state.get("replans", 0) + 1,
+                        "decisions": state.get("decisions", []) + [decision]})
+
+
+class NoArgs(Args):
+    pass
+
+
+def _spec(state: dict):
+    from agent.spec import DesignSpec
+
+    if not state.get("spec"):
+        raise NanofactoryError("There is no spec yet; call make_spec first.")
+    return DesignSpec.model_validate(state["spec"])
+
+
+def native_input(spec) -> tuple[int | None, int | None]:
+    from agent.data import load_pool
+
+    pool = load_pool(spec)
+    if pool.pixels is None:
+        return None, None
+    return pool.pixels.shape[1], pool.pixels.shape[3]
+
+
+@register_tool("plan_build", NoArgs)
+def plan_build(args: NoArgs, state: dict, ctx: Context) -> ToolOutcome:
+    """Size the student for the spec's device and budgets. Returns the plan's student and its cost,
+    or failed checks naming what does not fit and the smallest student's needs."""
+    from agent.plan import default_input, offline_plan
+    from tools.sizing import DoesNotFit
+    from tools.train import TrainConfig
+
+    spec = _spec(state)
+    input_spec = default_input(spec, *native_input(spec))
+    train = TrainConfig(epochs=ctx.epochs) if ctx.epochs else None
+    try:
+        plan = offline_plan(spec, input_spec, train=train)
+    except DoesNotFit as e:
+        check = {"check": "fits", "ok": False, "message": str(e), "shortfalls": e.shortfalls(),
+                 "input_size": input_spec.size}
+        return ToolOutcome({"status": "does_not_fit", "failed_checks": [check]}, {"plan": None, "failed_checks": [check]})
+    from knowledge.devices import get_device
+    from tools.cost import estimate_cost
+
+    student = plan.step("train").student
+    cost = estimate_cost(student, get_device(spec.device))
+    return ToolOutcome({"status": "ok", "student": student.name, "input": input_spec.model_dump(),
+                        "cost": {"weight_kb": round(cost.weight_bytes / 1024, 1), "sram_kb": round(cost.sram_bytes / 1024, 1),
+                                 "macs": cost.macs, "latency_ms": round(cost.latency_ms, 2)}},
+                       {"plan": json.loads(plan.model_dump_json()), "failed_checks": []})
+
+
+class RunBuildArgs(Args):
+    until: Literal["data", "teacher", "label", "train", "quantize", "evaluate", "report"] = Field(
+        "report", description="stop after this stage (label: auto-label only); a later call continues")
+
+
+@register_tool("run_build", RunBuildArgs)
+def run_build(args: RunBuildArgs, state: dict, ctx: Context) -> ToolOutcome:
+    """Run the plan: teacher labels, distillation, int8, evaluation, report. Resumes the same run when
+    called again. Returns the stage results or the final metrics and checks (fit, accuracy floor)."""
+    from agent.pipeline import create_run, execute, open_run
+    from agent.plan import Plan
+    from agent.runs import RunStore
+
+    spec = _spec(state)
+    if not state.get("plan"):
+        return ToolOutcome({"error": "There is no plan that fits yet; call plan_build first."})
+    store = RunStore(ctx.runs_dir)
+    decisions = {"planner": ctx.planner_name, "changes": state.get("decisions", [])}
+    run = open_run(store, state["run_id"]) if state.get("run_id") else \
+        create_run(spec, Plan.model_validate(state["plan"]), store, decisions)
+    metrics = execute(run, store, show_bars=ctx.show_bars, until=args.until)
+    if metrics is None:
+        done = run.finished_stages()
+        return ToolOutcome({"status": "partial", "run_id": run.id, "finished": done,
+                            args.until: run.result(args.until)}, {"run_id": run.id})
+    checks = [{"check": "fits_flash", "ok": metrics["fits_flash"]}, {"check": "fits_sram", "ok": metrics["fits_sram"]}]
+    if metrics["meets_latency"] is not None:
+        checks.append({"check": "latency", "ok": metrics["meets_latency"]})
+    if metrics["meets_accuracy_floor"] is not None:
+        checks.append({"check": "accuracy_floor", "ok": metrics["meets_accuracy_floor"],
+                       "message": f"int8 accuracy {metrics['student_int8_test_accuracy']:.3f}, floor {metrics['accuracy_floor']}"})
+    compact = {k: metrics[k] for k in ("student_int8_test_accuracy", "oracle_int8_test_accuracy", "weight_bytes",
+                                        "sram_estimate_bytes", "latency_estimate_ms", "evaluated_on")}
+    compact["report"] = str(run.dir / "report.html")
+    failed = [c for c in checks if not c["ok"]]
+    return ToolOutcome({"status": "done", "run_id": run.id, "metrics": compact, "checks": checks},
+                       {"run_id": run.id, "metrics": compact, "failed_checks": failed})
+
+
+class AskUserArgs(Args):
+    question: str = Field(max_length=1000, description="one clear question")
+
+
+@register_tool("ask_user", AskUserArgs)
+def ask_user(args: AskUserArgs, state: dict, ctx: Context) -> ToolOutcome:
+    """Ask the user a question and wait for the answer (the device, the classes, consent to a budget)."""
+    return ToolOutcome({"status": "asked", "question": args.question}, {"question": args.question})
