@@ -36,6 +36,7 @@ test: install data
 	$(BIN)/python -m pytest -q
 
 test-all: install data
+	$(BIN)/pip install --quiet -e '.[test,llm]'
 	$(BIN)/python -m pytest -q -m ''
 
 clean:

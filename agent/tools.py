@@ -240,7 +240,9 @@ def run_build(args: RunBuildArgs, state: dict, ctx: Context) -> ToolOutcome:
     if not state.get("plan"):
         return ToolOutcome({"error": "There is no plan that fits yet; call plan_build first."})
     store = RunStore(ctx.runs_dir)
-    decisions = {"planner": ctx.planner_name, "changes": state.get("decisions", [])}
+    calls = [{"tool": c["name"], "args": c.get("args") or {}} for m in state.get("messages", [])
+             for c in (getattr(m, "tool_calls", None) or [])]
+    decisions = {"planner": ctx.planner_name, "changes": state.get("decisions", []), "tool_calls": calls}
     run = open_run(store, state["run_id"]) if state.get("run_id") else \
         create_run(spec, Plan.model_validate(state["plan"]), store, decisions)
     metrics = execute(run, store, show_bars=ctx.show_bars, until=args.until)

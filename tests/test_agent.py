@@ -89,6 +89,7 @@ def test_offline_replans_an_infeasible_budget_until_it_fits(ctx, shapes_data):
     design = json.loads((ctx.runs_dir / state["run_id"] / "design.json").read_text())
     assert design["spec"]["input"]["size"] < 64  # the re-planned spec is the one that was built
     assert design["decisions"]["changes"] == state["decisions"]
+    assert [c["tool"] for c in design["decisions"]["tool_calls"]][-2:] == ["plan_build", "run_build"]
     metrics = json.loads((ctx.runs_dir / state["run_id"] / "metrics.json").read_text())
     assert metrics["sram_estimate_bytes"] <= 8 * 1024
 
@@ -248,3 +249,28 @@ def test_chat_scripted_stops_with_the_question_and_resumes(shapes_data, tmp_path
     out = capsys.readouterr().out
     assert code == 0, out
     assert "Built run" in out and (runs / "agent.sqlite").is_file()
+
+
+# ---- LLM settings -----------------------------------------------------------------------------------
+
+
+def test_llm_settings_from_flags_and_environment(monkeypatch):
+    from agent.context import LLMSettings
+    from knowledge.errors import NanofactoryError
+
+    for name in ("NANOFACTORY_LLM_PROVIDER", "NANOFACTORY_LLM_MODEL", "NANOFACTORY_LLM_BASE_URL",
+                 "NANOFACTORY_LLM_API_KEY", "OPENAI_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    assert LLMSettings.from_env() is None  # nothing configured: the offline planner
+    monkeypatch.setenv("NANOFACTORY_LLM_BASE_URL", "http://127.0.0.1:9/v1")
+    with pytest.raises(NanofactoryError, match="no model"):
+        LLMSettings.from_env()
+    monkeypatch.setenv("NANOFACTORY_LLM_MODEL", "qwen")
+    settings = LLMSettings.from_env()
+    assert (settings.provider, settings.model, settings.base_url) == ("openai", "qwen", "http://127.0.0.1:9/v1")
+    model = settings.chat_model()  # constructing contacts nothing
+    assert type(model).__name__ == "ChatOpenAI" and model.model_name == "qwen"
+    ollama = LLMSettings.from_env(provider="ollama", model="llama3.2").chat_model()
+    assert type(ollama).__name__ == "ChatOllama"
+    with pytest.raises(NanofactoryError, match="provider"):
+        LLMSettings.from_env(provider="bard", model="x")

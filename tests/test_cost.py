@@ -141,3 +141,12 @@ def test_too_small_budget_names_the_smallest_student():
 def test_too_small_flash_raises():
     with pytest.raises(NanofactoryError, match="flash 0.5 KB"):
         size_student(M4, 28, 1, 5, flash_bytes=512)
+
+
+def test_budgets_never_exceed_the_device():
+    from knowledge.devices import get_device
+    from tools.sizing import budget_limits
+
+    device = get_device("nRF52840")
+    assert budget_limits(device, None, None) == (device.flash_bytes, device.sram_bytes)
+    assert budget_limits(device, 10 * device.flash_bytes, 64 * 1024) == (device.flash_bytes, 64 * 1024)

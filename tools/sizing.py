@@ -36,8 +36,8 @@ DEFAULT_MAX_MACS = 1_500_000
 
 
 def budget_limits(device: Device, flash_bytes: int | None, sram_bytes: int | None) -> tuple[int, int]:
-    """Flash and SRAM the model may use: the user's budget, else the device's capacity."""
-    return flash_bytes or device.flash_bytes, sram_bytes or device.sram_bytes
+    """Flash and SRAM the model may use: the user's budget, else (and at most) the device's capacity."""
+    return min(flash_bytes or device.flash_bytes, device.flash_bytes), min(sram_bytes or device.sram_bytes, device.sram_bytes)
 
 
 def fits(cost: Cost, flash: int, sram: int, latency_ms: float | None) -> bool:
