@@ -92,7 +92,7 @@ def run_chat(ctx: Context, request: str | None, data: dict, thread: str | None) 
                     return QUESTION_EXIT
             elif not interactive:
                 outcome = graph.get_state(config).values.get("outcome")
-                return 0 if outcome == "done" else 1
+                return 0 if outcome in ("done", "replied") else 1
     except (KeyboardInterrupt, EOFError):
         _say(f"\n[saved; continue with `nanofactory chat --thread {thread}`]")
         return 130

@@ -104,7 +104,12 @@ def planner_node(state: AgentState, ctx: Context) -> dict:
 
         system = SystemMessage(SYSTEM.format(devices=", ".join(d.name for d in list_devices())))
         message = _llm(ctx).invoke([system] + state["messages"])
-    outcome = None if message.tool_calls else ("refused" if "cannot" in message.content else "done")
+    if message.tool_calls:
+        outcome = None
+    elif "cannot" in message.content:
+        outcome = "refused"
+    else:  # "done" means a model was built; otherwise the planner only answered
+        outcome = "done" if state.get("metrics") else "replied"
     return {"messages": [message], "steps": steps + 1, "outcome": outcome}
 
 

@@ -21,4 +21,4 @@ class AgentState(TypedDict, total=False):
     replans: int
     steps: int  # model turns in the current user turn
     question: str | None  # what the agent asked and is waiting for
-    outcome: str | None  # "done" | "refused" | "asked" | "out_of_steps"
+    outcome: str | None  # "done" (built) | "replied" | "refused" | "out_of_steps"; None mid-turn

@@ -123,7 +123,7 @@ def test_llm_replans_after_a_failed_fit(ctx, shapes_data):
     results = [json.loads(m.content) for m in state["messages"] if isinstance(m, ToolMessage)]
     assert results[1]["status"] == "does_not_fit" and "needs" in results[1]["failed_checks"][0]["shortfalls"][0]
     assert results[3]["status"] == "ok" and results[3]["input"]["size"] == 24
-    assert state["plan"] is not None and state["outcome"] == "done"
+    assert state["plan"] is not None and state["outcome"] == "replied"  # planned, not built
     # the model saw the failed check before it re-planned
     assert any('"does_not_fit"' in str(m.content) for m in c.chat_model.seen[2])
     assert {t["function"]["name"] for t in c.chat_model.tools} == set(AGENT_TOOLS.names())
@@ -157,7 +157,7 @@ def test_invalid_tool_arguments_go_back_to_the_model(ctx):
     assert "`input_size`" in errors[0]
     assert "no tool 'run_shell'" in errors[1]
     assert "`colour`" in errors[2]
-    assert len(c.chat_model.seen) == 2 and state["outcome"] == "done"
+    assert len(c.chat_model.seen) == 2 and state["outcome"] == "replied"
 
 
 def test_step_budget_stops_the_loop(ctx):
