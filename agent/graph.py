@@ -67,6 +67,15 @@ def offline_planner(state: AgentState, ctx: Context) -> AIMessage:
         return _call("plan_build", {}, step)
     if not state.get("metrics"):
         return _call("run_build", {}, step)
+    floor = [c for c in state.get("failed_checks", []) if c["check"] == "accuracy_floor"]
+    if floor and name == "run_build":  # just built, below the floor: more data is the lever a person holds
+        return _call("ask_user", {"question": f"The model misses the accuracy floor ({floor[0]['message']}). "
+                                  "Add example images to the examples folder and answer 'retry', "
+                                  "or answer 'accept' to keep this model."}, step)
+    last = state["messages"][-1]
+    if floor and isinstance(last, HumanMessage) and "retry" in str(last.content).lower():
+        args = {"request": state.get("request", "")} | {k: v for k, v in data.items() if v}
+        return _call("make_spec", args, step)  # a fresh spec re-reads the examples; a new run follows
     return AIMessage(content=summary(state))
 
 

@@ -117,7 +117,8 @@ def make_spec(args: MakeSpecArgs, state: dict, ctx: Context) -> ToolOutcome:
     summary = {"device": spec.device, "labels": spec.label_names,
                "budgets": spec.budgets.model_dump(exclude_none=True)}
     return ToolOutcome({"status": "ok", "spec": summary},
-                       {"spec": json.loads(spec.to_json()), "request": args.request, "plan": None})
+                       {"spec": json.loads(spec.to_json()), "request": args.request, "plan": None,
+                        "run_id": None, "metrics": None, "failed_checks": []})
 
 
 class InspectPoolArgs(Args):

@@ -94,6 +94,21 @@ def test_offline_replans_an_infeasible_budget_until_it_fits(ctx, shapes_data):
     assert metrics["sram_estimate_bytes"] <= 8 * 1024
 
 
+@pytest.mark.slow
+def test_offline_asks_for_data_when_the_accuracy_floor_is_missed(ctx, shapes_data):
+    request = TINY_RAM.replace("8 KB RAM", "64 KB RAM, at least 99.9% accuracy")
+    tiny = Context(workspace=ctx.workspace, runs_dir=ctx.runs_dir, epochs=1)
+    graph = build_graph(tiny, InMemorySaver())
+    state = run(graph, user_turn(request, data(shapes_data)))
+    question = state["__interrupt__"][0].value["question"]
+    assert "accuracy floor" in question and "retry" in question
+    state = run(graph, Command(resume="retry"))  # a second build, then the same question
+    assert tool_names(state).count("run_build") == 2 and "__interrupt__" in state
+    state = run(graph, Command(resume="accept"))
+    assert state["outcome"] == "done"
+    assert "Check failed: accuracy_floor" in state["messages"][-1].content
+
+
 def test_offline_refuses_honestly_naming_the_smallest_budget(ctx, shapes_data):
     request = TINY_RAM.replace("8 KB", "1 KB")
     state = run(build_graph(ctx, InMemorySaver()), user_turn(request, data(shapes_data)))
