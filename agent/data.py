@@ -27,10 +27,11 @@ def load_pool(spec: DesignSpec) -> ImagePool:
 
 
 def _norm(name: str) -> str:
+    """A matching key: "Trouser", "trousers" and "TROUSERS" agree; "T-shirt/top" and "shirt" do not."""
     from agent.parse import singular
 
     words = re.sub(r"[^a-z0-9]+", " ", name.lower()).split()
-    return " ".join(singular(w) for w in words)
+    return " ".join(singular(w).rstrip("s") for w in words)
 
 
 def label_index(name: str | None, label_names: list[str], other: bool) -> int:

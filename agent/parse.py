@@ -175,7 +175,10 @@ _IRREGULAR = {
     "wolves": "wolf", "shelves": "shelf", "scarves": "scarf", "halves": "half", "loaves": "loaf",
     "calves": "calf", "thieves": "thief", "oxen": "ox", "cacti": "cactus", "fungi": "fungus",
 }
-_UNCHANGED = {"clothes", "series", "species", "sheep", "fish", "deer", "news", "aircraft"}
+_UNCHANGED = {"clothes", "series", "species", "sheep", "fish", "deer", "news", "aircraft",
+              # plural-only nouns: "a trouser" means nothing to a text embedder ("trouser" lands near "grouse")
+              "trousers", "jeans", "pants", "shorts", "leggings", "tights", "pajamas", "scissors", "pliers",
+              "tongs", "tweezers", "sunglasses", "binoculars", "headphones", "earphones"}
 _IE_NOUNS = {"cookie", "movie", "tie", "pie", "hoodie", "beanie", "zombie", "brownie", "selfie", "onesie",
              "bootie", "goalie", "smoothie", "rookie", "calorie", "magpie", "budgie", "collie", "yorkie"}
 _OE_NOUNS = {"shoe", "toe", "canoe", "oboe", "hoe", "foe"}

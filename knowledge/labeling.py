@@ -30,6 +30,8 @@ from knowledge.errors import NanofactoryError
 
 log = logging.getLogger(__name__)
 
+ZERO_SHOT_CLAIM = 0.8  # a cluster within 80 % of a class's best cluster score is that class's too
+
 
 class LabelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -149,14 +151,15 @@ def _label_clusters(km, assign, example_emb, example_labels, zero_shot, k, named
     if len(example_emb):
         _, ex_cluster = km.index.search(example_emb, 1)
         np.add.at(counts, (ex_cluster[:, 0], example_labels), 1)
-    # classes without examples claim the clusters where zero-shot puts them first
+    # a class without examples claims the clusters it scores highest on, relative to the other clusters:
+    # on out-of-domain pools the teacher's absolute scores are tiny, but their ranking still holds
     zs_mean = np.zeros((k, zero_shot.shape[1]), np.float32)
     np.add.at(zs_mean, assign, zero_shot)
     zs_mean /= np.maximum(np.bincount(assign, minlength=k)[:, None], 1)
     for c in range(named):
         if c not in with_examples:
-            claims = zs_mean[:, c] >= zs_mean.max(1) - 1e-9
-            counts[claims & (counts.sum(1) == 0), c] += 1
+            claims = (zs_mean[:, c] >= ZERO_SHOT_CLAIM * zs_mean[:, c].max()) & (counts.sum(1) == 0)
+            counts[claims, c] += 1
     labels = np.where(counts.sum(1) > 0, counts.argmax(1), named if other else -1)
     if not other:  # every cluster must be some class: nearest labeled centroid
         labeled = np.where(labels >= 0)[0]

@@ -129,3 +129,14 @@ def test_help_explains(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "--images" in out and "--examples" in out and "--resume" in out
+
+
+def test_hidden_labels_match_class_names_in_any_number():
+    from agent.data import label_index
+
+    names = ["shirt", "trousers", "sneaker", "other"]
+    assert label_index("Trouser", names, other=True) == 1
+    assert label_index("Shirt", names, other=True) == 0
+    assert label_index("T-shirt/top", names, other=True) == 3  # not a shirt: the 'other' bucket
+    assert label_index("Sneaker", names, other=False) == 2
+    assert label_index("Bag", names[:3], other=False) == -1

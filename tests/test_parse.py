@@ -20,7 +20,7 @@ CATALOG_NAMES = [d.name for d in list_devices()]
 REQUESTS = [
     ("a smart-closet camera that sorts shirts, trousers, sneakers, bags and everything else, "
      "on an STM32F446 with 128 KB RAM",
-     "STM32F446RE", ["shirt", "trouser", "sneaker", "bag"], True),
+     "STM32F446RE", ["shirt", "trousers", "sneaker", "bag"], True),
     ("tells apart cats and dogs on an nRF52840", "nRF52840", ["cat", "dog"], False),
     ("classify images into apples, bananas or oranges on an ESP32-S3 with 0.5 MB flash",
      "ESP32-S3", ["apple", "banana", "orange"], False),
@@ -110,7 +110,7 @@ def test_input_hints(text: str, grayscale: bool, size: int | None) -> None:
 
 @pytest.mark.parametrize(
     "plural, single",
-    [("shirts", "shirt"), ("trousers", "trouser"), ("boxes", "box"), ("berries", "berry"), ("knives", "knife"),
+    [("shirts", "shirt"), ("trousers", "trousers"), ("pliers", "pliers"), ("boxes", "box"), ("berries", "berry"), ("knives", "knife"),
      ("people", "person"), ("mice", "mouse"), ("dresses", "dress"), ("glasses", "glass"), ("horses", "horse"),
      ("hoodies", "hoodie"), ("shoes", "shoe"), ("potatoes", "potato"), ("watches", "watch"), ("glass", "glass"),
      ("bus", "bus"), ("cat", "cat")],
@@ -134,7 +134,7 @@ def test_spec_from_request_builds_valid_spec() -> None:
     spec = spec_from_request(text, DATA)
     assert isinstance(spec, DesignSpec)
     assert spec.device == "STM32F446RE"
-    assert spec.label_names == ["shirt", "trouser", "sneaker", "bag", "other"]
+    assert spec.label_names == ["shirt", "trousers", "sneaker", "bag", "other"]
     assert spec.budgets.sram_bytes == 128 * KiB
     assert spec.budgets.flash_bytes == 512 * KiB
     assert spec.budgets.latency_ms == pytest.approx(80.0)
