@@ -299,7 +299,7 @@ def cmd_devices(args) -> int:
 
 
 def cmd_chat(args) -> int:
-    from agent.chat import run_chat
+    from agent.cli_chat import run_chat
     from agent.context import Context, LLMSettings
     from agent.runs import default_root
 
@@ -313,10 +313,10 @@ def cmd_chat(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from agent.chat import replay
-    from agent.runs import default_root
+    from agent.pipeline import replay
+    from agent.runs import RunStore
 
-    run, metrics = replay(args.plan, args.runs_dir or default_root(), show_bars=not args.quiet)
+    run, metrics = replay(args.plan, RunStore(args.runs_dir), show_bars=not args.quiet)
     _print_summary(run, metrics)
     return 0
 

@@ -129,3 +129,27 @@ def execute(run: Run, store: RunStore, progress: Progress | None = None, show_ba
     metrics = json.loads((run.dir / "metrics.json").read_text())
     store.record(run.id, "done", metrics=metrics)
     return metrics
+
+
+def replay(path: Path, store: RunStore, show_bars: bool) -> tuple[Run, dict]:
+    """Run a saved design (design.json, or YAML/JSON with `spec` and `plan`) again, without any LLM."""
+    import yaml
+    from pydantic import ValidationError
+
+    from agent.spec import describe_validation_error
+
+    if not path.is_file():
+        raise NanofactoryError(f"Plan file {path} does not exist; pass a run's design.json or a saved plan.")
+    try:
+        data = yaml.safe_load(path.read_text()) if path.suffix in (".yaml", ".yml") else json.loads(path.read_text())
+    except (yaml.YAMLError, json.JSONDecodeError):
+        raise NanofactoryError(f"Plan file {path} is not valid {path.suffix.lstrip('.').upper()}; fix the syntax.") from None
+    if not isinstance(data, dict) or "spec" not in data or "plan" not in data:
+        raise NanofactoryError(f"Plan file {path} needs a `spec` and a `plan` (a run's design.json has both).")
+    spec = DesignSpec.from_dict(data["spec"], source=str(path))
+    try:
+        plan = Plan.model_validate(data["plan"])
+    except ValidationError as e:
+        raise NanofactoryError(describe_validation_error(e, f"{path} plan")) from None
+    run = create_run(spec, plan, store, {"planner": f"replay of {path}", "changes": []})
+    return run, execute(run, store, show_bars=show_bars)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import sqlite3
 import sys
 import time
-from pathlib import Path
 
 from agent.context import Context
 
@@ -98,37 +97,3 @@ def run_chat(ctx: Context, request: str | None, data: dict, thread: str | None) 
         return 130
     finally:
         connection.close()
-
-
-def replay(path: Path, runs_dir: Path, show_bars: bool) -> tuple[object, dict]:
-    """Run a saved design (design.json, or YAML/JSON with `spec` and `plan`) again, without any LLM."""
-    import json
-
-    import yaml
-
-    from agent.pipeline import create_run, execute
-    from agent.plan import Plan
-    from agent.runs import RunStore
-    from agent.spec import DesignSpec
-    from knowledge.errors import NanofactoryError
-
-    if not path.is_file():
-        raise NanofactoryError(f"Plan file {path} does not exist; pass a run's design.json or a saved plan.")
-    try:
-        data = yaml.safe_load(path.read_text()) if path.suffix in (".yaml", ".yml") else json.loads(path.read_text())
-    except (yaml.YAMLError, json.JSONDecodeError):
-        raise NanofactoryError(f"Plan file {path} is not valid {path.suffix.lstrip('.').upper()}; fix the syntax.") from None
-    if not isinstance(data, dict) or "spec" not in data or "plan" not in data:
-        raise NanofactoryError(f"Plan file {path} needs a `spec` and a `plan` (a run's design.json has both).")
-    from pydantic import ValidationError
-
-    from agent.spec import describe_validation_error
-
-    spec = DesignSpec.from_dict(data["spec"], source=str(path))
-    try:
-        plan = Plan.model_validate(data["plan"])
-    except ValidationError as e:
-        raise NanofactoryError(describe_validation_error(e, f"{path} plan")) from None
-    store = RunStore(runs_dir)
-    run = create_run(spec, plan, store, {"planner": f"replay of {path}", "changes": []})
-    return run, execute(run, store, show_bars=show_bars)
