@@ -147,13 +147,14 @@ def _spec_from_args(args):
 def _run_build(spec, args, store) -> dict:
     from agent.pipeline import create_run
     from agent.plan import default_input, offline_plan
-    from agent.data import load_pool
+    from agent.data import load_examples, load_pool
     from knowledge.teachers.base import TeacherConfig
     from tools.train import TrainConfig
 
     if args.seed is not None:
         spec = spec.model_copy(update={"seed": args.seed})
     pool = load_pool(spec)  # fail fast on bad folders, before a run folder exists
+    load_examples(spec)
     native = pool.pixels.shape[1] if pool.pixels is not None else None
     channels = pool.pixels.shape[3] if pool.pixels is not None else None
     teacher = TeacherConfig(name=args.teacher or "efficientnet-lite", model=args.teacher_model)

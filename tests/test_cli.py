@@ -140,3 +140,14 @@ def test_hidden_labels_match_class_names_in_any_number():
     assert label_index("T-shirt/top", names, other=True) == 3  # not a shirt: the 'other' bucket
     assert label_index("Sneaker", names, other=False) == 2
     assert label_index("Bag", names[:3], other=False) == -1
+
+
+def test_examples_folder_with_an_unknown_class(capsys, shapes_data, tmp_path):
+    examples = tmp_path / "examples"
+    (examples / "hexagon").mkdir(parents=True)
+    runs = tmp_path / "runs"
+    assert main(["build", REQUEST, "--images", str(shapes_data["pool"]), "--examples", str(examples),
+                 "--runs-dir", str(runs)]) == 1
+    line = _error(capsys)
+    assert "'hexagon' matches no class" in line and "circle" in line
+    assert not runs.exists() or not any(p.is_dir() for p in runs.iterdir())  # no run folder was started
