@@ -139,8 +139,10 @@ _VERB = re.compile(
     r"distinguish(?:es|ing)?|differentiat(?:e|es|ing)|tell(?:s|ing)?\s+apart|spot(?:s|ting)?|"
     r"identif(?:y|ies|ying)|separat(?:e|es|ing)|categori[sz](?:e|es|ing))\b"
 )
-_CONTRAST_VERB = re.compile(r"^(?:distinguish|differentiat|tell)")  # "cats from dogs" is a list
-_TELL_APART = re.compile(r"\btell(?:s|ing)?\s+([^.;:]+?)\s+apart\b")  # "tell cats and dogs apart"
+_CONTRAST_VERB = re.compile(r"^(?:distinguish|differentiat|tell|separat)")  # "cats from dogs" is a list
+# "tell cats and dogs apart", "tell mice apart from rats"
+_TELL_APART = re.compile(r"\btell(?:s|ing)?\s+([^.;:]+?)\s+apart\b(?:\s+from\s+([^.;:,]+))?")
+_LABELED_LIST = re.compile(r"\b(?:classes|labels|categories)\s*:")  # "Classes: forklift, pallet, person"
 _LIST_WORD = re.compile(r"\b(?:between|into)\b")
 _TASK_NOUN = re.compile(
     r"\b(?:detector|recogni[sz]er|classifier|detection|recognition|classification|sorter|spotter|identifier)s?\b"
@@ -149,7 +151,7 @@ _FOR = re.compile(r"\bfor\b")
 # an enumeration ends where the sentence turns to the device, budgets or purpose
 _STOP = re.compile(
     r"[.;!?()\[\]\"\n]|\s[-–—]\s|—|\b(?:on|for|with|that|which|who|running|runs?|at|under|using|in|within|"
-    r"below|to|so|when|where|while|without|inside|via|because|if|it|they|we|but|from)\b"
+    r"below|above|ideally|to|so|when|where|while|without|inside|via|because|if|it|they|we|but|from)\b"
 )
 _SEPARATOR = re.compile(r",|/|&|\+|\b(?:and|or|nor|vs\.?|versus|plus|as well as)\b")
 _OTHER = re.compile(
@@ -257,7 +259,9 @@ def find_classes(text: str) -> tuple[list[str], bool]:
     for attribute in (_GRAYSCALE, _SIZE_PAIR, _SIZE_PX, _AMOUNT, _LATENCY, _ACCURACY_AFTER, _ACCURACY_BEFORE):
         text = attribute.sub(".", text)  # "..., empty or occupied, black-and-white": a stated attribute ends a list
     candidates = [_enumeration(text, m.end(), bool(_CONTRAST_VERB.match(m.group()))) for m in _VERB.finditer(text)]
-    candidates += [m.group(1) for m in _TELL_APART.finditer(text)]
+    candidates = [_enumeration(text, m.end()) for m in _LABELED_LIST.finditer(text)] + candidates
+    candidates += [m.group(1) + (f", {_enumeration(m.group(2), 0)}" if m.group(2) else "")
+                   for m in _TELL_APART.finditer(text)]
     candidates += [_enumeration(text, m.end()) for m in _LIST_WORD.finditer(text)]
     candidates += [_task_noun_phrase(text, m.start()) for m in _TASK_NOUN.finditer(text)]
     for phrase in candidates:

@@ -13,7 +13,8 @@ NANOFACTORY_LLM_BASE_URL and NANOFACTORY_LLM_MODEL (NANOFACTORY_LLM_API_KEY opti
 
 Conventions of the expected values:
   device          canonical catalog name (knowledge.devices), None when the request names none
-  classes         singular, lowercase, in the order mentioned; [] when none are named
+  classes         singular, lowercase, in the order mentioned; [] when none are named; plural-only
+                  nouns stay as they are (trousers, scissors)
   other           True when the request names an "everything else" bucket, and for a
                   single-class request ("a person detector" is person vs everything else)
   flash/sram      bytes, 1 KB = 1 K = 1024 bytes, 1 MB = 1024 KB; the smallest figure stated
@@ -56,7 +57,7 @@ class Case:
 CASES: list[Case] = [
     Case("A smart-closet camera that sorts shirts, trousers, sneakers, bags and everything else, "
          "on an STM32F446 with 128 KB RAM",
-         F446, ["shirt", "trouser", "sneaker", "bag"], other=True, sram_bytes=128 * KiB),
+         F446, ["shirt", "trousers", "sneaker", "bag"], other=True, sram_bytes=128 * KiB),
     Case("Person detector for the nRF52, 256K RAM, under 30 ms per frame please",
          NRF, ["person"], other=True, sram_bytes=256 * KiB, latency_ms=30),
     Case("Can you build a model that tells apart cats and dogs? It has to run on a Raspberry Pi Pico.",

@@ -222,3 +222,13 @@ def test_unknown_device_lists_valid_names() -> None:
     for name in CATALOG_NAMES:
         assert name in str(err.value)
     assert find_device("atmega328p") is None
+
+
+@pytest.mark.parametrize("text, classes, other", [
+    ("Need a classifier for the STM32F746 that separates good welds from bad welds.", ["good weld", "bad weld"], False),
+    ("Something to tell mice apart from rats in the barn, on a raspberry pi pico", ["mouse", "rat"], False),
+    ("Target: ESP32S3, 512 KB RAM. Classes: forklift, pallet, person.", ["forklift", "pallet", "person"], False),
+])
+def test_contrast_and_labeled_lists(text, classes, other):
+    parsed = parse_request(text)
+    assert parsed.classes == classes and parsed.other is other
