@@ -63,8 +63,7 @@ def run_chat(ctx: Context, request: str | None, data: dict, thread: str | None) 
     if pending and request:
         next_input = Command(resume=request)
     elif request:
-        previous = (graph.get_state(config).values or {}).get("request", "")
-        next_input = user_turn(request, data or None, previous)
+        next_input = user_turn(request, data or None)
     elif pending:
         _say(f"nanofactory> {pending}")
     try:
@@ -78,8 +77,7 @@ def run_chat(ctx: Context, request: str | None, data: dict, thread: str | None) 
                 if pending:
                     next_input = Command(resume=text)
                 else:
-                    previous = (graph.get_state(config).values or {}).get("request", "")
-                    next_input = user_turn(text, data or None, previous)
+                    next_input = user_turn(text, data or None)
             for update in graph.stream(next_input, config, stream_mode="updates"):
                 _render(update)
             next_input = None

@@ -164,10 +164,11 @@ def build_graph(ctx: Context, checkpointer=None):
     return graph.compile(checkpointer=checkpointer)
 
 
-def user_turn(text: str, data: dict | None = None, previous_request: str = "") -> dict:
-    """The input for one user message: it starts a new turn (the step budget resets)."""
-    turn: dict[str, Any] = {"messages": [HumanMessage(content=text)], "steps": 0,
-                            "request": f"{previous_request} {text}".strip()}
+def user_turn(text: str, data: dict | None = None) -> dict:
+    """The input for a new user message: a new design (the conversation history stays for an LLM)."""
+    turn: dict[str, Any] = {"messages": [HumanMessage(content=text)], "request": text, "steps": 0, "spec": None,
+                            "plan": None, "run_id": None, "metrics": None, "failed_checks": [], "decisions": [],
+                            "replans": 0, "question": None, "outcome": None}
     if data is not None:
         turn["data"] = data
     return turn

@@ -289,3 +289,12 @@ def test_llm_settings_from_flags_and_environment(monkeypatch):
     assert type(ollama).__name__ == "ChatOllama"
     with pytest.raises(NanofactoryError, match="provider"):
         LLMSettings.from_env(provider="bard", model="x")
+
+
+def test_a_new_message_starts_a_new_design(ctx, shapes_data):
+    graph = build_graph(ctx, InMemorySaver())
+    first = run(graph, user_turn(TINY_RAM.replace("8 KB", "1 KB"), data(shapes_data)))
+    assert first["outcome"] == "refused"
+    second = run(graph, user_turn("tells apart circles and everything else on an ESP32-S3 with 1 KB RAM"))
+    assert second["spec"]["device"] == "ESP32-S3" and second["outcome"] == "refused"
+    assert second["data"] == data(shapes_data)  # the folders named earlier still apply
