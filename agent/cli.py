@@ -147,7 +147,7 @@ def _spec_from_args(args):
 def _run_build(spec, args, store) -> dict:
     from agent.pipeline import create_run
     from agent.plan import default_input, offline_plan
-    from agent.data import load_examples, load_pool
+    from agent.data import load_examples, load_pool, native_shape
     from knowledge.teachers.base import TeacherConfig
     from tools.train import TrainConfig
 
@@ -155,11 +155,9 @@ def _run_build(spec, args, store) -> dict:
         spec = spec.model_copy(update={"seed": args.seed})
     pool = load_pool(spec)  # fail fast on bad folders, before a run folder exists
     load_examples(spec)
-    native = pool.pixels.shape[1] if pool.pixels is not None else None
-    channels = pool.pixels.shape[3] if pool.pixels is not None else None
     teacher = TeacherConfig(name=args.teacher or "efficientnet-lite", model=args.teacher_model)
     train = TrainConfig(epochs=args.epochs) if args.epochs else None
-    plan = offline_plan(spec, default_input(spec, native, channels), teacher=teacher, train=train)
+    plan = offline_plan(spec, default_input(spec, *native_shape(pool)), teacher=teacher, train=train)
     run = create_run(spec, plan, store)
     _say(f"run {run.id}: {len(spec.classes)} classes{' + other' if spec.other else ''} on {spec.device}, "
          f"student {plan.step('train').student.name}")

@@ -26,6 +26,20 @@ def load_pool(spec: DesignSpec) -> ImagePool:
     return concat([load_source(s) for s in spec.data.pool])
 
 
+def native_shape(pool: ImagePool) -> tuple[int | None, int | None]:
+    """(side, channels) of in-memory images (Fashion-MNIST: 28, 1); (None, None) for folders of files."""
+    if pool.pixels is None:
+        return None, None
+    return pool.pixels.shape[1], pool.pixels.shape[3]
+
+
+def hidden_truth(pool: ImagePool, spec: DesignSpec) -> np.ndarray | None:
+    """Label index of every hidden label (-1: matches no output), or None when the pool has none. Measuring only."""
+    if not pool.hidden_labels:
+        return None
+    return np.array([label_index(h, spec.label_names, spec.other) for h in pool.hidden_labels], np.int64)
+
+
 def _norm(name: str) -> str:
     """A matching key: "Trouser", "trousers" and "TROUSERS" agree; "T-shirt/top" and "shirt" do not."""
     from agent.parse import singular
@@ -115,7 +129,7 @@ def load_test(spec: DesignSpec) -> tuple[ImagePool, np.ndarray] | None:
     pool = load_source(source)
     if source.kind == "folder":
         pool.hidden_labels = [Path(uid).parts[0] if len(Path(uid).parts) > 1 else None for uid in pool.uids]
-    y = np.array([label_index(h, spec.label_names, spec.other) for h in pool.hidden_labels], np.int64)
+    y = hidden_truth(pool, spec)
     keep = np.where(y >= 0)[0]
     if len(keep) == 0:
         raise NanofactoryError(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.data import Examples, load_examples, load_pool, load_test, label_index
+from agent.data import Examples, hidden_truth, load_examples, load_pool, load_test
 from agent.pipeline import Run
 from knowledge.errors import NanofactoryError
 from knowledge.io import atomic_path, write_json_atomic, write_text_atomic
@@ -36,6 +36,7 @@ class StageContext:
 
     run: Run
     show_bars: bool = True
+    teacher_images_per_second: float | None = None  # set only when the teacher ran (not a cache hit)
     _cache: dict = field(default_factory=dict)
 
     @property
@@ -80,7 +81,10 @@ class StageContext:
     def _embed_pool(self) -> np.ndarray:
         from tqdm.auto import tqdm
 
+        import time
+
         pool, teacher = self.pool, self.teacher
+        started = time.perf_counter()
         chunk = 2048
         out = []
         with tqdm(total=len(pool), desc="teacher", unit="img", disable=not self.show_bars, leave=False) as bar:
@@ -89,6 +93,7 @@ class StageContext:
                 images = pool.pixels[start:idx.stop] if pool.pixels is not None else pool.load(idx, teacher.image_size, 3)
                 out.append(teacher.embed(images).astype(np.float16))  # half the cache size; labels unchanged
                 bar.update(len(idx))
+        self.teacher_images_per_second = round(len(pool) / max(time.perf_counter() - started, 1e-9), 1)
         return np.concatenate(out)
 
 
@@ -120,12 +125,8 @@ def stage_data(ctx: StageContext) -> dict:
 
 
 def stage_teacher(ctx: StageContext) -> dict:
-    import time
-
     spec, teacher = ctx.run.spec, ctx.teacher
-    started = time.perf_counter()
     emb = ctx.pool_embeddings()
-    seconds = time.perf_counter() - started
     ex = ctx.examples
     ex_emb = teacher.embed(ex.pool.load(range(len(ex.pool)), teacher.image_size, 3)) if ex.pool else \
         np.zeros((0, emb.shape[1]), np.float32)
@@ -135,8 +136,9 @@ def stage_teacher(ctx: StageContext) -> dict:
               example_labels=ex.labels)
     concepts = {c.name: teacher.concepts(c.prompt) for c in spec.classes} if hasattr(teacher, "concepts") else {}
     write_json_atomic(ctx.dir / "data" / "concepts.json", concepts)
-    return {"teacher": teacher.cache_key, "embedding_dim": int(emb.shape[1]),
-            "images_per_second": round(len(emb) / max(seconds, 1e-9), 1)}
+    rate = ctx.teacher_images_per_second
+    return {"teacher": teacher.cache_key, "embedding_dim": int(emb.shape[1]), "images_per_second": rate,
+            "embeddings_from_cache": rate is None}
 
 
 def stage_label(ctx: StageContext) -> dict:
@@ -176,7 +178,7 @@ def stage_label(ctx: StageContext) -> dict:
 
     out = {"labeled_for_training": int(len(kept)), "low_confidence": int(len(pool) - len(kept)),
            "label_counts": counts, "teacher_label_accuracy": None}
-    truth = np.array([label_index(h, names, spec.other) for h in pool.hidden_labels]) if pool.hidden_labels else None
+    truth = hidden_truth(pool, spec)
     if truth is not None and (truth >= 0).any():
         has = truth >= 0
         out["teacher_label_accuracy"] = float((labels[has] == truth[has]).mean())
@@ -249,14 +251,13 @@ def stage_train(ctx: StageContext) -> dict:
     _save_student(ctx.dir / "student.pt", result.model, step.student)
     out = {"student": step.student.name, "history": result.history, "oracle_history": None}
     pool = ctx.pool
-    if step.oracle and pool.hidden_labels:
-        truth = np.array([label_index(h, spec.label_names, spec.other) for h in pool.hidden_labels])
-        if (truth >= 0).all():  # the reference: same student, same pool, the true labels
-            train_idx = np.setdiff1d(np.arange(len(pool)), val)
-            oracle = train_student(step.student, inputs[train_idx], truth[train_idx], None, inputs[val], truth[val],
-                                   step.train, seed=spec.seed, desc="oracle (true labels)", progress=ctx.show_bars)
-            _save_student(ctx.dir / "oracle" / "oracle.pt", oracle.model, step.student)
-            out["oracle_history"] = oracle.history
+    truth = hidden_truth(pool, spec) if step.oracle else None
+    if truth is not None and (truth >= 0).all():  # the reference: same student, same pool, the true labels
+        train_idx = np.setdiff1d(np.arange(len(pool)), val)
+        oracle = train_student(step.student, inputs[train_idx], truth[train_idx], None, inputs[val], truth[val],
+                               step.train, seed=spec.seed, desc="oracle (true labels)", progress=ctx.show_bars)
+        _save_student(ctx.dir / "oracle" / "oracle.pt", oracle.model, step.student)
+        out["oracle_history"] = oracle.history
     return out
 
 
@@ -276,8 +277,8 @@ def stage_quantize(ctx: StageContext) -> dict:
     calib = to_input(inputs[np.sort(rng.choice(train, min(len(train), step.quantize.calibration_samples),
                                                 replace=False))]).numpy()
     out = {}
-    for name, folder in (("student", ctx.dir), ("oracle", ctx.dir / "oracle")):
-        ckpt = (ctx.dir / "student.pt") if name == "student" else folder / "oracle.pt"
+    for name, folder, ckpt in (("student", ctx.dir, ctx.dir / "student.pt"),
+                               ("oracle", ctx.dir / "oracle", ctx.dir / "oracle" / "oracle.pt")):
         if not ckpt.is_file():
             continue
         model, config = load_student(ckpt)

@@ -132,7 +132,7 @@ def inspect_pool(args: InspectPoolArgs, state: dict, ctx: Context) -> ToolOutcom
 
     pool = load_folder(ctx.confine(args.path))
     return ToolOutcome({"images": len(pool), "unreadable": len(pool.skipped),
-                        "first": [p for p in pool.uids[:3]]})
+                        "first": pool.uids[:3]})
 
 
 class UpdateSpecArgs(Args):
@@ -188,12 +188,9 @@ def _spec(state: dict):
 
 
 def native_input(spec) -> tuple[int | None, int | None]:
-    from agent.data import load_pool
+    from agent.data import load_pool, native_shape
 
-    pool = load_pool(spec)
-    if pool.pixels is None:
-        return None, None
-    return pool.pixels.shape[1], pool.pixels.shape[3]
+    return native_shape(load_pool(spec))
 
 
 @register_tool("plan_build", NoArgs)

@@ -223,7 +223,7 @@ def test_text_in_data_is_never_an_instruction(ctx, shapes_data, tmp_path):
         state = run(build_graph(ctx, InMemorySaver()), user_turn(TINY_RAM.replace("8 KB", "1 KB"), data(shapes_data)))
         calls = [c for m in state["messages"] if isinstance(m, AIMessage) for c in m.tool_calls]
         assert all(c["args"].get("sram_kb") is None for c in calls)
-        assert json.loads(json.dumps(state["spec"]))["budgets"]["sram_bytes"] == 1024
+        assert state["spec"]["budgets"]["sram_bytes"] == 1024
     finally:
         evil.unlink()
 

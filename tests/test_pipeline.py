@@ -48,6 +48,7 @@ def test_artifacts_and_metrics(built):
     assert metrics["student_int8_test_accuracy"] >= 0.8
     assert set(metrics["timings_s"]) >= {"data", "teacher", "label", "train", "quantize", "evaluate", "total"}
     assert not list(run_dir.rglob("*.tmp")), "no half-written files"
+    assert metrics["teacher_images_per_second"] > 0  # the cache was empty, so the teacher really ran
 
 
 def test_manifest_covers_every_sample(built, shapes_data):
