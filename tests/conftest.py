@@ -10,9 +10,12 @@ import pytest
 SHAPES = ("circle", "square", "triangle")
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("NANOFACTORY_CACHE", str(tmp_path_factory.mktemp("cache")))
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Session-wide, so module-scoped builds never read or write the user's real cache either."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NANOFACTORY_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
 
 
 def _shape_image(kind: str, rng: np.random.Generator, size: int = 48) -> np.ndarray:

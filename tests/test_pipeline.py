@@ -22,12 +22,14 @@ REQUIRED = ("teacher_label_accuracy", "student_fp32_test_accuracy", "student_int
 @pytest.fixture(scope="module")
 def built(shapes_data, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    code = main(["build", REQUEST, "--images", str(shapes_data["pool"]), "--examples", str(shapes_data["examples"]),
-                 "--test", str(shapes_data["test"]), "--runs-dir", str(runs), "--epochs", "30", "--quiet"])
-    assert code == 0
-    store = RunStore(runs)
-    (record,) = store.list()
-    return store, record.id
+    with pytest.MonkeyPatch.context() as patch:  # a cold embedding cache for this module's builds
+        patch.setenv("NANOFACTORY_CACHE", str(tmp_path_factory.mktemp("cold-cache")))
+        code = main(["build", REQUEST, "--images", str(shapes_data["pool"]), "--examples", str(shapes_data["examples"]),
+                     "--test", str(shapes_data["test"]), "--runs-dir", str(runs), "--epochs", "30", "--quiet"])
+        assert code == 0
+        store = RunStore(runs)
+        (record,) = store.list()
+        yield store, record.id
 
 
 def test_artifacts_and_metrics(built):
@@ -163,6 +165,8 @@ def test_replay_a_design_without_an_llm(built, capsys):
     original = json.loads(design.read_text())
     assert replayed["spec"] == original["spec"] and replayed["plan"] == original["plan"]
     assert replayed["decisions"]["planner"].startswith("replay of")
+    teacher = json.loads((store.path(newest.id) / "stages" / "teacher.json").read_text())
+    assert teacher["embeddings_from_cache"] and teacher["images_per_second"] is None  # same pool: no re-embedding
 
 
 def test_replay_refuses_a_malformed_plan(tmp_path, capsys):
