@@ -1,0 +1,247 @@
+"""The quantized IR as a self-contained C99 library: model.h/model.c, the kernels, a host
+test harness and a Makefile (host build, and Cortex-M4/M7 objects with their sizes).
+
+``nf_invoke(const int8_t *input, int8_t *output)`` copies the input into a static arena at
+its planned offset, runs one kernel call per op with every parameter a literal, and copies
+the output out. Weights are ``const`` (flash); the arena is the only RAM the model uses and
+its size is the memory plan's, to the byte.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from compilers.ir import Graph, Op
+from compilers.planner import MemoryPlan
+
+KERNEL_FILES = ("nf_kernels.h", "nf_kernels.c")
+SOFTMAX_FILES = ("nf_softmax.h", "nf_softmax.c")
+
+
+def folded_bias(graph: Graph, op: Op) -> np.ndarray:
+    """int32 bias with the input offset folded in: bias - zp_in * sum(w) per output channel."""
+    zp = graph.tensors[op.inputs[0]].quant.zero_point
+    w = op.qweight.astype(np.int64)
+    sums = w.sum(axis=(0, 1, 2)) if op.kind == "dwconv" else w.reshape(w.shape[0], -1).sum(axis=1)
+    folded = op.qbias.astype(np.int64) - zp * sums
+    if np.abs(folded).max(initial=0) >= 2**31:
+        raise ValueError(f"bias of {op.name} overflows int32 after folding the input offset")
+    return folded.astype(np.int32)
+
+
+def _array(ctype: str, name: str, values: np.ndarray) -> str:
+    flat = [str(int(v)) for v in np.asarray(values).reshape(-1)]
+    lines = [", ".join(flat[i : i + 24]) for i in range(0, len(flat), 24)]
+    body = ",\n  ".join(lines)
+    return f"static const {ctype} {name}[{len(flat)}] = {{\n  {body}\n}};\n"
+
+
+def _ident(i: int, op: Op) -> str:
+    return f"op{i}"
+
+
+class _Emitter:
+    def __init__(self, graph: Graph, plan: MemoryPlan, name: str):
+        self.graph, self.plan, self.name = graph, plan, name
+        self.consts: list[str] = []
+        self.calls: list[str] = []
+
+    def ptr(self, tensor: str) -> str:
+        return f"(nf_arena + {self.plan.offsets[tensor]})"
+
+    def conv_params(self, i: int, op: Op) -> str:
+        g = self.graph
+        _, ih, iw, ic = g.shape(op.inputs[0])
+        _, oh, ow, oc = g.shape(op.output)
+        lo, hi = op.extra["act_range"]
+        zin = g.tensors[op.inputs[0]].quant.zero_point
+        zout = g.tensors[op.output].quant.zero_point if op.kind in ("conv", "dwconv") else 0
+        self.consts.append(
+            f"static const nf_conv_params op{i}_p = {{{ih}, {iw}, {ic}, {oh}, {ow}, {oc}, {op.kernel[0]}, "
+            f"{op.kernel[1]}, {op.stride[0]}, {op.stride[1]}, {op.pads[0]}, {op.pads[1]}, {op.depth_multiplier}, "
+            f"{zin}, {zout}, {lo}, {hi}}};\n")
+        return f"&op{i}_p"
+
+    def op(self, i: int, op: Op) -> None:
+        g = self.graph
+        x, y = self.ptr(op.inputs[0]), self.ptr(op.output)
+        lo, hi = op.extra["act_range"]
+        comment = f"  /* {op.kind} {op.name}: {list(g.shape(op.inputs[0]))} -> {list(g.shape(op.output))} */\n"
+        if op.is_weighted:
+            self.consts.append(_array("int8_t", f"op{i}_w", op.qweight))
+            self.consts.append(_array("int32_t", f"op{i}_b", folded_bias(g, op)))
+            self.consts.append(_array("int32_t", f"op{i}_m", op.extra["multiplier"]))
+            self.consts.append(_array("int32_t", f"op{i}_s", op.extra["shift"]))
+            args = f"op{i}_w, op{i}_b, op{i}_m, op{i}_s"
+            if op.kind == "fc":
+                k, n = op.qweight.shape[1], op.qweight.shape[0]
+                zout = g.tensors[op.output].quant.zero_point
+                call = f"nf_fc_s8({k}, {n}, {x}, {args}, {zout}, {lo}, {hi}, {y});"
+            else:
+                fn = "nf_conv_s8" if op.kind == "conv" else "nf_dwconv_s8"
+                call = f"{fn}({self.conv_params(i, op)}, {x}, {args}, {y});"
+        elif op.kind == "add":
+            qa, qb, qo = (g.tensors[n].quant for n in (*op.inputs, op.output))
+            (ma, sa), (mb, sb) = op.extra["input_multipliers"]
+            mo, so = op.extra["output_multiplier"]
+            n = g.tensors[op.output].size
+            call = (f"nf_add_s8({n}, {x}, {self.ptr(op.inputs[1])}, {qa.zero_point}, {ma}, {sa}, {qb.zero_point}, "
+                    f"{mb}, {sb}, {op.extra['left_shift']}, {mo}, {so}, {qo.zero_point}, {lo}, {hi}, {y});")
+        elif op.kind in ("avgpool", "maxpool"):
+            call = f"nf_{op.kind}_s8({self.conv_params(i, op)}, {x}, {y});"
+        elif op.kind == "reshape":
+            if self.plan.offsets[op.inputs[0]] == self.plan.offsets[op.output]:
+                call = "/* in place: same bytes, new shape */"
+            else:
+                call = f"nf_copy_s8({g.tensors[op.output].size}, {x}, {y});"
+        elif op.kind == "concat":
+            out_shape = g.shape(op.output)
+            outer = int(np.prod(out_shape[: op.axis]))
+            out_inner = int(np.prod(out_shape[op.axis :]))
+            start, parts = 0, []
+            for name in op.inputs:
+                in_inner = int(np.prod(g.shape(name)[op.axis :]))
+                parts.append(f"nf_concat_slice_s8({outer}, {in_inner}, {out_inner}, {start}, {self.ptr(name)}, {y});")
+                start += in_inner
+            call = "\n  ".join(parts)
+        elif op.kind == "softmax":
+            from compilers.softmax import softmax_params
+
+            mult, shift, diff_min = softmax_params(g.tensors[op.inputs[0]].quant.scale)
+            rows, depth = 1, g.shape(op.output)[-1]
+            call = f"nf_softmax_s8({x}, {y}, {rows}, {depth}, {mult}, {shift}, {diff_min});"
+        else:  # pragma: no cover
+            raise ValueError(op.kind)
+        self.calls.append(comment + "  " + call + "\n")
+
+    def header(self) -> str:
+        g = self.graph
+        qi, qo = g.tensors[g.input].quant, g.tensors[g.output].quant
+        shape = g.input_shape
+        dims = (f"#define NF_INPUT_H {shape[1]}\n#define NF_INPUT_W {shape[2]}\n#define NF_INPUT_C {shape[3]}\n"
+                if len(shape) == 4 else "")
+        guard = "NF_MODEL_H"
+        return (
+            f"/* {self.name}: int8 model generated by Nanofactory. Do not edit. */\n"
+            f"#ifndef {guard}\n#define {guard}\n\n#include <stdint.h>\n\n"
+            f"#define NF_INPUT_SIZE {g.tensors[g.input].size}\n"
+            f"#define NF_OUTPUT_SIZE {g.tensors[g.output].size}\n{dims}"
+            f"/* tensor arena: all activations, planned at compile time */\n"
+            f"#define NF_ARENA_SIZE {self.plan.arena_bytes}\n"
+            f"/* real = scale * (q - zero_point) */\n"
+            f"#define NF_INPUT_SCALE {float(np.float32(qi.scale))!r}f\n#define NF_INPUT_ZERO_POINT {qi.zero_point}\n"
+            f"#define NF_OUTPUT_SCALE {float(np.float32(qo.scale))!r}f\n#define NF_OUTPUT_ZERO_POINT {qo.zero_point}\n\n"
+            f"/* Runs the model on NF_INPUT_SIZE int8 values (NHWC) and writes NF_OUTPUT_SIZE int8 values. */\n"
+            f"void nf_invoke(const int8_t *input, int8_t *output);\n\n#endif\n"
+        )
+
+    def source(self) -> str:
+        g = self.graph
+        for i, op in enumerate(g.ops):
+            self.op(i, op)
+        includes = '#include "model.h"\n#include "nf_kernels.h"\n'
+        if any(op.kind == "softmax" for op in g.ops):
+            includes += '#include "nf_softmax.h"\n'
+        words = (self.plan.arena_bytes + 3) // 4
+        return (
+            f"/* {self.name}: int8 model generated by Nanofactory from {Path(g.source).name or 'ONNX'}. */\n"
+            f"{includes}\n"
+            f"/* {self.plan.arena_bytes} bytes, word-aligned */\n"
+            f"static int32_t nf_arena_words[{words}];\n#define nf_arena ((int8_t *)nf_arena_words)\n\n"
+            + "".join(self.consts)
+            + "\nvoid nf_invoke(const int8_t *input, int8_t *output) {\n"
+            f"  nf_copy_s8(NF_INPUT_SIZE, input, {self.ptr(g.input)});\n"
+            + "".join(self.calls)
+            + f"  nf_copy_s8(NF_OUTPUT_SIZE, {self.ptr(g.output)}, output);\n}}\n"
+        )
+
+
+HARNESS = r"""/* Host test harness: int8 inputs from a file, int8 outputs to a file, time per inference.
+ * usage: nf_test INPUTS.bin OUTPUTS.bin [REPEAT] */
+#define _POSIX_C_SOURCE 199309L
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "model.h"
+
+int main(int argc, char **argv) {
+  static int8_t input[NF_INPUT_SIZE], output[NF_OUTPUT_SIZE];
+  if (argc < 3) {
+    fprintf(stderr, "usage: %s INPUTS.bin OUTPUTS.bin [REPEAT]\n", argv[0]);
+    return 2;
+  }
+  FILE *in = fopen(argv[1], "rb"), *out = fopen(argv[2], "wb");
+  if (!in || !out) {
+    fprintf(stderr, "cannot open %s or %s\n", argv[1], argv[2]);
+    return 1;
+  }
+  const long repeat = argc > 3 ? atol(argv[3]) : 1;
+  long count = 0;
+  double seconds = 0;
+  while (fread(input, 1, NF_INPUT_SIZE, in) == NF_INPUT_SIZE) {
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (long r = 0; r < repeat; ++r) nf_invoke(input, output);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    seconds += (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    if (fwrite(output, 1, NF_OUTPUT_SIZE, out) != NF_OUTPUT_SIZE) return 1;
+    ++count;
+  }
+  fclose(in);
+  fclose(out);
+  printf("%ld inferences, %.2f us each\n", count, count ? seconds / (double)(count * repeat) * 1e6 : 0.0);
+  return 0;
+}
+"""
+
+MAKEFILE = """# Nanofactory int8 library: `make` builds the host test harness, `make m4` / `make m7` build
+# Cortex-M objects with arm-none-eabi-gcc and print their sizes (text = flash, bss = RAM).
+CC ?= gcc
+CFLAGS ?= -std=c99 -O2 -Wall -Wextra -Werror
+ARM_CC ?= arm-none-eabi-gcc
+ARM_SIZE ?= arm-none-eabi-size
+ARM_CFLAGS = -std=c99 -O2 -Wall -Wextra -Werror -mthumb -ffunction-sections -fdata-sections
+SRCS = {srcs}
+
+nf_test: main.c $(SRCS) model.h nf_kernels.h
+\t$(CC) $(CFLAGS) -o $@ main.c $(SRCS)
+
+m4:
+\tmkdir -p build-m4
+\tcd build-m4 && $(ARM_CC) $(ARM_CFLAGS) -mcpu=cortex-m4 -mfloat-abi=hard -mfpu=fpv4-sp-d16 -I.. $(addprefix ../,$(SRCS)) -c
+\t$(ARM_SIZE) -t build-m4/*.o
+
+m7:
+\tmkdir -p build-m7
+\tcd build-m7 && $(ARM_CC) $(ARM_CFLAGS) -mcpu=cortex-m7 -mfloat-abi=hard -mfpu=fpv5-d16 -I.. $(addprefix ../,$(SRCS)) -c
+\t$(ARM_SIZE) -t build-m7/*.o
+
+clean:
+\trm -rf nf_test build-m4 build-m7
+
+.PHONY: m4 m7 clean
+"""
+
+
+def emit_c(graph: Graph, plan: MemoryPlan, out_dir: Path, name: str = "model") -> Path:
+    """Write the C library for a quantized graph into ``out_dir`` (created; files replaced)."""
+    from knowledge.io import write_text_atomic
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    emitter = _Emitter(graph, plan, name)
+    files = {"model.h": emitter.header(), "model.c": emitter.source(), "main.c": HARNESS}
+    kernels = list(KERNEL_FILES)
+    if any(op.kind == "softmax" for op in graph.ops):
+        kernels += list(SOFTMAX_FILES)
+    for kernel in kernels:
+        files[kernel] = resources.files("compilers").joinpath("c", kernel).read_text()
+    srcs = " ".join(["model.c"] + [k for k in kernels if k.endswith(".c")])
+    files["Makefile"] = MAKEFILE.format(srcs=srcs)
+    for filename, text in files.items():
+        write_text_atomic(out_dir / filename, text)
+    return out_dir
