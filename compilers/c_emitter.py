@@ -71,7 +71,9 @@ class _Emitter:
         lo, hi = op.extra["act_range"]
         comment = f"  /* {op.kind} {op.name}: {list(g.shape(op.inputs[0]))} -> {list(g.shape(op.output))} */\n"
         if op.is_weighted:
-            self.consts.append(_array("int8_t", f"op{i}_w", op.qweight))
+            # conv weights go HWIO in C: the kernel's inner loop runs over output channels
+            weights = op.qweight.transpose(1, 2, 3, 0) if op.kind == "conv" else op.qweight
+            self.consts.append(_array("int8_t", f"op{i}_w", weights))
             self.consts.append(_array("int32_t", f"op{i}_b", folded_bias(g, op)))
             self.consts.append(_array("int32_t", f"op{i}_m", op.extra["multiplier"]))
             self.consts.append(_array("int32_t", f"op{i}_s", op.extra["shift"]))

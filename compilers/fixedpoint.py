@@ -21,7 +21,7 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
     if real == 0.0:
         return 0, 0
     mantissa, shift = math.frexp(real)
-    q = int(math.floor(abs(mantissa) * (1 << 31) + 0.5)) * (1 if mantissa >= 0 else -1)  # std::round
+    q = math.floor(abs(mantissa) * (1 << 31) + 0.5) * (1 if mantissa >= 0 else -1)  # std::round
     if q == (1 << 31):
         q //= 2
         shift += 1
@@ -60,7 +60,7 @@ def multiply_by_quantized_multiplier(x: np.ndarray, multiplier, shift) -> np.nda
 
 def round_half_away(x: float) -> int:
     """std::round."""
-    return int(math.floor(abs(x) + 0.5)) * (1 if x >= 0 else -1)
+    return math.floor(abs(x) + 0.5) * (1 if x >= 0 else -1)
 
 
 def activation_range(act: str, scale: float, zero_point: int) -> tuple[int, int]:

@@ -39,7 +39,7 @@ def read_onnx(path: Path) -> Graph:
     try:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
-    except Exception as exc:  # onnx raises DecodeError, ValidationError, ... for a broken file
+    except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError, ValidationError, ... for a broken file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise NanofactoryError(f"{path} is not a valid ONNX model ({first}); re-export it.") from None
     return _Reader(model, str(path)).read()
@@ -179,7 +179,7 @@ class _Reader:
         model = onnx.helper.make_model(graph, opset_imports=list(self.model.opset_import))
         try:
             outs = ReferenceEvaluator(model).run(None, feeds)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any evaluator failure is the same user-facing message
             raise self.fail(node, f"has constant inputs that could not be folded ({exc})") from None
         for name, value in zip([o for o in node.output if o], outs):
             self.consts[name] = np.asarray(value)

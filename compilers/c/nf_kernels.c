@@ -3,7 +3,7 @@
 
 #define NF_INT32_MIN (-2147483647 - 1)
 #define NF_INT32_MAX 2147483647
-#define NF_CHUNK 64 /* depthwise accumulators per pass, on the stack */
+#define NF_BLOCK 8 /* output channels per pass: one register of int32 accumulators */
 
 /* gemmlowp's SaturatingRoundingDoublingHighMul; C division truncates toward zero as in C++ */
 static inline int32_t nf_srdhm(int32_t a, int32_t b) {
@@ -38,74 +38,96 @@ static inline int32_t nf_dot(const int8_t *a, const int8_t *b, int32_t n) {
   return acc;
 }
 
+/* One output pixel, output channels [c0, c0 + n) of a standard convolution. Called with the
+ * constant n = NF_BLOCK for full blocks, so the channel loop becomes one SIMD register of
+ * int32 accumulators; the tail of an odd channel count takes the same code with a smaller n. */
+static inline void nf_conv_pixel(const nf_conv_params *p, const int8_t *in, const int8_t *w, const int32_t *bias,
+                                 const int32_t *mult, const int32_t *shift, int8_t *o, int32_t iy0, int32_t ix0,
+                                 int32_t c0, const int32_t n) {
+  const int32_t oc_n = p->out_c, ic_n = p->in_c;
+  int32_t acc[NF_BLOCK];
+  for (int32_t c = 0; c < n; ++c) acc[c] = bias[c0 + c];
+  for (int32_t ky = 0; ky < p->k_h; ++ky) {
+    const int32_t iy = iy0 + ky;
+    for (int32_t kx = 0; kx < p->k_w; ++kx) {
+      const int32_t ix = ix0 + kx;
+      const int8_t *f = w + ((int64_t)ky * p->k_w + kx) * ic_n * oc_n + c0;
+      if (iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w) {
+        const int8_t *x = in + ((int64_t)iy * p->in_w + ix) * ic_n;
+        for (int32_t ic = 0; ic < ic_n; ++ic) {
+          const int32_t v = x[ic];
+          const int8_t *fr = f + (int64_t)ic * oc_n;
+          for (int32_t c = 0; c < n; ++c) acc[c] += v * (int32_t)fr[c];
+        }
+      } else {
+        /* padding reads the zero point (the bias holds -zp * sum(w)) */
+        const int32_t v = p->in_zero_point;
+        for (int32_t ic = 0; ic < ic_n; ++ic) {
+          const int8_t *fr = f + (int64_t)ic * oc_n;
+          for (int32_t c = 0; c < n; ++c) acc[c] += v * (int32_t)fr[c];
+        }
+      }
+    }
+  }
+  for (int32_t c = 0; c < n; ++c) {
+    o[c0 + c] = nf_clamp(nf_requant(acc[c], mult[c0 + c], shift[c0 + c]) + p->out_zero_point, p->act_min,
+                         p->act_max);
+  }
+}
+
 void nf_conv_s8(const nf_conv_params *p, const int8_t *in, const int8_t *w, const int32_t *bias,
                 const int32_t *mult, const int32_t *shift, int8_t *out) {
-  const int32_t zp = p->in_zero_point;
-  const int32_t row = p->k_w * p->in_c; /* weights of one filter row */
+  /* weights are HWIO here (the emitter transposes TFLite's OHWI): the innermost loop runs over
+   * output channels with independent accumulators */
+  const int32_t full = p->out_c / NF_BLOCK * NF_BLOCK;
   for (int32_t oy = 0; oy < p->out_h; ++oy) {
     for (int32_t ox = 0; ox < p->out_w; ++ox) {
       const int32_t iy0 = oy * p->stride_h - p->pad_t, ix0 = ox * p->stride_w - p->pad_l;
-      const int interior = iy0 >= 0 && ix0 >= 0 && iy0 + p->k_h <= p->in_h && ix0 + p->k_w <= p->in_w;
       int8_t *o = out + ((int64_t)oy * p->out_w + ox) * p->out_c;
-      for (int32_t oc = 0; oc < p->out_c; ++oc) {
-        const int8_t *f = w + (int64_t)oc * p->k_h * row;
-        int32_t acc = bias[oc];
-        for (int32_t ky = 0; ky < p->k_h; ++ky) {
-          const int32_t iy = iy0 + ky;
-          if (interior && ix0 >= 0) {
-            /* the whole filter row is inside: one contiguous dot product */
-            acc += nf_dot(in + ((int64_t)iy * p->in_w + ix0) * p->in_c, f + ky * row, row);
-            continue;
-          }
-          for (int32_t kx = 0; kx < p->k_w; ++kx) {
-            const int32_t ix = ix0 + kx;
-            const int8_t *fw = f + ky * row + kx * p->in_c;
-            if (iy < 0 || iy >= p->in_h || ix < 0 || ix >= p->in_w) {
-              /* padding reads the zero point (the bias holds -zp * sum(w)) */
-              for (int32_t ic = 0; ic < p->in_c; ++ic) acc += zp * fw[ic];
-            } else {
-              acc += nf_dot(in + ((int64_t)iy * p->in_w + ix) * p->in_c, fw, p->in_c);
-            }
-          }
-        }
-        o[oc] = nf_clamp(nf_requant(acc, mult[oc], shift[oc]) + p->out_zero_point, p->act_min, p->act_max);
+      for (int32_t c0 = 0; c0 < full; c0 += NF_BLOCK) nf_conv_pixel(p, in, w, bias, mult, shift, o, iy0, ix0, c0, NF_BLOCK);
+      if (full < p->out_c) nf_conv_pixel(p, in, w, bias, mult, shift, o, iy0, ix0, full, p->out_c - full);
+    }
+  }
+}
+
+static inline void nf_dwconv_pixel(const nf_conv_params *p, const int8_t *in, const int8_t *w, const int32_t *bias,
+                                   const int32_t *mult, const int32_t *shift, int8_t *o, int32_t iy0, int32_t ix0,
+                                   int32_t c0, const int32_t n) {
+  const int32_t m = p->depth_multiplier, oc_n = p->out_c;
+  int32_t acc[NF_BLOCK];
+  for (int32_t c = 0; c < n; ++c) acc[c] = bias[c0 + c];
+  for (int32_t ky = 0; ky < p->k_h; ++ky) {
+    const int32_t iy = iy0 + ky;
+    for (int32_t kx = 0; kx < p->k_w; ++kx) {
+      const int32_t ix = ix0 + kx;
+      const int8_t *f = w + ((int64_t)ky * p->k_w + kx) * oc_n + c0;
+      if (iy < 0 || iy >= p->in_h || ix < 0 || ix >= p->in_w) {
+        for (int32_t c = 0; c < n; ++c) acc[c] += p->in_zero_point * (int32_t)f[c];
+      } else if (m == 1) {
+        const int8_t *x = in + ((int64_t)iy * p->in_w + ix) * p->in_c + c0;
+        for (int32_t c = 0; c < n; ++c) acc[c] += (int32_t)x[c] * (int32_t)f[c];
+      } else {
+        /* output channel k reads input channel k / depth_multiplier */
+        const int8_t *x = in + ((int64_t)iy * p->in_w + ix) * p->in_c;
+        for (int32_t c = 0; c < n; ++c) acc[c] += (int32_t)x[(c0 + c) / m] * (int32_t)f[c];
       }
     }
+  }
+  for (int32_t c = 0; c < n; ++c) {
+    o[c0 + c] = nf_clamp(nf_requant(acc[c], mult[c0 + c], shift[c0 + c]) + p->out_zero_point, p->act_min,
+                         p->act_max);
   }
 }
 
 void nf_dwconv_s8(const nf_conv_params *p, const int8_t *in, const int8_t *w, const int32_t *bias,
                   const int32_t *mult, const int32_t *shift, int8_t *out) {
-  const int32_t zp = p->in_zero_point, m = p->depth_multiplier, oc_n = p->out_c;
-  int32_t acc[NF_CHUNK];
+  const int32_t full = p->out_c / NF_BLOCK * NF_BLOCK;
   for (int32_t oy = 0; oy < p->out_h; ++oy) {
     for (int32_t ox = 0; ox < p->out_w; ++ox) {
       const int32_t iy0 = oy * p->stride_h - p->pad_t, ix0 = ox * p->stride_w - p->pad_l;
-      int8_t *o = out + ((int64_t)oy * p->out_w + ox) * oc_n;
-      for (int32_t c0 = 0; c0 < oc_n; c0 += NF_CHUNK) {
-        const int32_t n = oc_n - c0 < NF_CHUNK ? oc_n - c0 : NF_CHUNK;
-        for (int32_t c = 0; c < n; ++c) acc[c] = bias[c0 + c];
-        for (int32_t ky = 0; ky < p->k_h; ++ky) {
-          const int32_t iy = iy0 + ky;
-          for (int32_t kx = 0; kx < p->k_w; ++kx) {
-            const int32_t ix = ix0 + kx;
-            const int8_t *f = w + ((int64_t)ky * p->k_w + kx) * oc_n + c0;
-            if (iy < 0 || iy >= p->in_h || ix < 0 || ix >= p->in_w) {
-              for (int32_t c = 0; c < n; ++c) acc[c] += zp * f[c];
-            } else if (m == 1) {
-              const int8_t *x = in + ((int64_t)iy * p->in_w + ix) * p->in_c + c0;
-              for (int32_t c = 0; c < n; ++c) acc[c] += (int32_t)x[c] * (int32_t)f[c];
-            } else {
-              const int8_t *x = in + ((int64_t)iy * p->in_w + ix) * p->in_c;
-              for (int32_t c = 0; c < n; ++c) acc[c] += (int32_t)x[(c0 + c) / m] * (int32_t)f[c];
-            }
-          }
-        }
-        for (int32_t c = 0; c < n; ++c) {
-          o[c0 + c] = nf_clamp(nf_requant(acc[c], mult[c0 + c], shift[c0 + c]) + p->out_zero_point, p->act_min,
-                               p->act_max);
-        }
-      }
+      int8_t *o = out + ((int64_t)oy * p->out_w + ox) * p->out_c;
+      for (int32_t c0 = 0; c0 < full; c0 += NF_BLOCK) nf_dwconv_pixel(p, in, w, bias, mult, shift, o, iy0, ix0, c0, NF_BLOCK);
+      if (full < p->out_c) nf_dwconv_pixel(p, in, w, bias, mult, shift, o, iy0, ix0, full, p->out_c - full);
     }
   }
 }

@@ -1,6 +1,6 @@
 /* Nanofactory int8 kernels: TFLite Micro's reference arithmetic, bit for bit.
  *
- * NHWC tensors, per-channel weights (conv OHWI, depthwise 1HWO, fully connected OI).
+ * NHWC tensors, per-channel weights (conv HWIO, depthwise 1HWO, fully connected OI).
  * Input offsets are folded into the biases at compile time (bias + offset * sum(w)),
  * which is exact because padding taps read the input zero point. No malloc, no libc.
  */

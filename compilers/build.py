@@ -1,0 +1,105 @@
+"""``compile``: ONNX + calibration data -> quantized IR, memory plan, ``model.tflite`` and the C
+library, in one folder with ``compile.json`` (what was built, with the exact arena).
+
+The folder keeps the quantized graph (``graph.pkl``) so ``verify`` checks the artifacts
+against the same bits that produced them.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from compilers.ir import Graph
+from compilers.planner import MemoryPlan, plan_memory
+from knowledge.errors import NanofactoryError
+from knowledge.io import atomic_path, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+class CompileConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    calibration_samples: int = Field(512, ge=1)
+    backends: list[str] = Field(default_factory=lambda: ["tflite", "c"])
+
+
+@dataclass
+class Compiled:
+    dir: Path
+    graph: Graph
+    plan: MemoryPlan
+
+    @property
+    def summary(self) -> dict:
+        return load_summary(self.dir)
+
+
+def nchw_to_nhwc(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else np.asarray(x)
+
+
+def compile_graph(graph: Graph, calibration: np.ndarray, out_dir: Path, name: str = "model",
+                  config: CompileConfig | None = None) -> Compiled:
+    """Quantize ``graph`` on float NCHW ``calibration`` inputs and write every backend's artifact."""
+    from compilers.backends import create_backend
+    from compilers.int8 import quantize_graph
+    from compilers.profile import profile_layers
+
+    config = config or CompileConfig()
+    backends = [create_backend(b) for b in config.backends]  # unknown names fail before any work
+    if len(calibration) == 0:
+        raise NanofactoryError("No calibration data: the compiler needs a few representative inputs.")
+    quantize_graph(graph, nchw_to_nhwc(calibration[: config.calibration_samples]).astype(np.float32))
+    plan = plan_memory(graph)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for backend in backends:
+        backend(graph, plan, out_dir, name)
+    with atomic_path(out_dir / "graph.pkl") as tmp:
+        tmp.write_bytes(pickle.dumps(graph, protocol=pickle.HIGHEST_PROTOCOL))
+    qi, qo = graph.tensors[graph.input].quant, graph.tensors[graph.output].quant
+    summary = {
+        "name": name,
+        "source": graph.source,
+        "backends": config.backends,
+        "ops": len(graph.ops),
+        "input": {"shape_nhwc": list(graph.input_shape), "scale": qi.scale, "zero_point": qi.zero_point},
+        "output": {"shape": list(graph.output_shape), "scale": qo.scale, "zero_point": qo.zero_point},
+        "arena_bytes": plan.arena_bytes,
+        "macs": int(sum(graph.macs(op) for op in graph.ops)),
+        "weight_bytes": int(sum(graph.weight_bytes(op) for op in graph.ops)),
+        "params": int(sum(op.weight.size + op.bias.size for op in graph.ops if op.is_weighted)),
+        "layers": profile_layers(graph),
+    }
+    write_json_atomic(out_dir / "compile.json", summary)
+    return Compiled(out_dir, graph, plan)
+
+
+def compile_onnx(onnx_path: Path, calibration: np.ndarray, out_dir: Path, name: str = "model",
+                 config: CompileConfig | None = None) -> Compiled:
+    """Read ONNX, then :func:`compile_graph`. A bad model fails before anything is written."""
+    from compilers.onnx_reader import read_onnx
+
+    return compile_graph(read_onnx(onnx_path), calibration, out_dir, name, config)
+
+
+def load_compiled(out_dir: Path) -> Compiled:
+    out_dir = Path(out_dir)
+    path = out_dir / "graph.pkl"
+    if not path.is_file():
+        raise NanofactoryError(f"{out_dir} holds no compiled model; run `nanofactory compile` first.")
+    graph = pickle.loads(path.read_bytes())
+    return Compiled(out_dir, graph, plan_memory(graph))
+
+
+def load_summary(out_dir: Path) -> dict:
+    import json
+
+    return json.loads((Path(out_dir) / "compile.json").read_text())

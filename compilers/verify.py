@@ -1,0 +1,190 @@
+"""``verify``: the compiled artifacts against each other and against TFLite Micro.
+
+* the C library, built with gcc -O2 -Wall -Wextra -Werror (optionally with ASan/UBSan),
+  against the numpy int8 reference: bit-exact or not, on every input;
+* the .tflite in TFLite Micro's Python interpreter and in LiteRT (reference kernels):
+  bit-exact with the C library or not;
+* the arena: ours against the allocation TFLM records for the same model;
+* accuracy of the int8 C library against the fp32 model, when labels are given;
+* Cortex-M4/M7 text/data/bss from arm-none-eabi-size, when the cross-compiler is installed;
+* host latency of the C library against onnxruntime int8, one thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from compilers.build import Compiled, nchw_to_nhwc
+from knowledge.errors import NanofactoryError
+
+log = logging.getLogger(__name__)
+
+HOST_CFLAGS = "-std=c99 -O2 -Wall -Wextra -Werror"
+SANITIZE = " -fsanitize=address,undefined -fno-sanitize-recover=all -g"
+
+
+def build_host(c_dir: Path, build_dir: Path, sanitize: bool = False) -> Path:
+    """Compile the C library and harness with gcc; returns the executable."""
+    if shutil.which("gcc") is None:
+        raise NanofactoryError("gcc is not installed; install it (apt-get install gcc) to verify the C library.")
+    shutil.copytree(c_dir, build_dir, dirs_exist_ok=True)
+    flags = HOST_CFLAGS + (SANITIZE if sanitize else "")
+    proc = subprocess.run(["make", "-s", "nf_test", "CC=gcc", f"CFLAGS={flags}"], cwd=build_dir,
+                          check=False, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"the generated C library does not compile:\n{proc.stderr[-4000:]}")
+    return build_dir / "nf_test"
+
+
+def run_host(exe: Path, inputs: np.ndarray, output_size: int, repeat: int = 1) -> tuple[np.ndarray, float]:
+    """Outputs of the C harness for int8 ``inputs`` (N, ...), and microseconds per inference."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "in.bin", Path(tmp) / "out.bin"
+        np.ascontiguousarray(inputs, np.int8).tofile(src)
+        proc = subprocess.run([str(exe), str(src), str(dst), str(repeat)], check=False, capture_output=True, text=True)
+        if proc.returncode:
+            raise RuntimeError(f"the C harness failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+        out = np.fromfile(dst, np.int8).reshape(len(inputs), output_size)
+    match = re.search(r"([\d.]+) us each", proc.stdout)
+    return out, float(match.group(1)) if match else float("nan")
+
+
+def _captured_stderr(fn) -> str:
+    """What a C extension writes to file descriptor 2 while ``fn`` runs."""
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        saved = os.dup(2)
+        try:
+            os.dup2(tmp.fileno(), 2)
+            fn()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        tmp.seek(0)
+        return tmp.read().decode(errors="replace")
+
+
+def run_tflm(tflite: bytes, inputs: np.ndarray, arena_size: int) -> tuple[np.ndarray, dict]:
+    """Outputs in TFLite Micro's interpreter, and the arena it records (head = planned tensors)."""
+    from tflite_micro.python.tflite_micro import runtime
+
+    interpreter = runtime.Interpreter.from_bytes(tflite, arena_size=arena_size)
+    outs = []
+    for x in inputs:
+        interpreter.set_input(x[None], 0)
+        interpreter.invoke()
+        outs.append(interpreter.get_output(0).reshape(-1))
+    text = _captured_stderr(interpreter.print_allocations)
+    fields = {key: int(v) for key, v in re.findall(r"Arena allocation (total|head|tail) (\d+) bytes", text)}
+    return np.stack(outs), {"tflm_arena_total_bytes": fields.get("total"),
+                            "tflm_arena_head_bytes": fields.get("head"),
+                            "tflm_arena_tail_bytes": fields.get("tail")}
+
+
+def run_litert(tflite: bytes, inputs: np.ndarray, reference_kernels: bool = True) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolver = OpResolverType.BUILTIN_REF if reference_kernels else OpResolverType.AUTO
+    interpreter = Interpreter(model_content=tflite, experimental_op_resolver_type=resolver, num_threads=1)
+    interpreter.allocate_tensors()
+    src = interpreter.get_input_details()[0]["index"]
+    dst = interpreter.get_output_details()[0]["index"]
+    outs = []
+    for x in inputs:
+        interpreter.set_tensor(src, x[None])
+        interpreter.invoke()
+        outs.append(interpreter.get_tensor(dst).reshape(-1))
+    return np.stack(outs)
+
+
+def arm_sizes(c_dir: Path) -> dict:
+    """text/data/bss of the library for Cortex-M4 and M7 (arm-none-eabi-size), or why not."""
+    if shutil.which("arm-none-eabi-gcc") is None:
+        return {"skipped": "arm-none-eabi-gcc is not installed (apt-get install gcc-arm-none-eabi)"}
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copytree(c_dir, tmp, dirs_exist_ok=True)
+        for core in ("m4", "m7"):
+            proc = subprocess.run(["make", "-s", core], cwd=tmp, check=False, capture_output=True, text=True)
+            if proc.returncode:
+                raise RuntimeError(f"the Cortex-{core.upper()} build failed:\n{proc.stderr[-4000:]}")
+            total = next(line for line in proc.stdout.splitlines() if "(TOTALS)" in line).split()
+            out[f"cortex-{core}"] = {"text": int(total[0]), "data": int(total[1]), "bss": int(total[2])}
+    return out
+
+
+def ort_latency_us(int8_onnx: Path, x: np.ndarray, repeat: int = 200) -> float:
+    """onnxruntime int8 (QDQ) latency, batch 1, one thread."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(int8_onnx), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    sample = x[:1].astype(np.float32)
+    for _ in range(20):
+        session.run(None, {name: sample})
+    start = time.perf_counter()
+    for _ in range(repeat):
+        session.run(None, {name: sample})
+    return (time.perf_counter() - start) / repeat * 1e6
+
+
+def verify(compiled: Compiled, x: np.ndarray, labels: np.ndarray | None = None, fp32_onnx: Path | None = None,
+           int8_onnx: Path | None = None, sanitize: bool = False, tflm: bool = True, litert: bool = True,
+           arm: bool = True, latency: bool = True) -> dict:
+    """Check the artifacts in ``compiled.dir`` on float NCHW inputs ``x``; returns the figures."""
+    from compilers.reference import run_int8
+
+    graph = compiled.graph
+    qi, qo = graph.tensors[graph.input].quant, graph.tensors[graph.output].quant
+    xq = qi.quantize(nchw_to_nhwc(x))
+    n_out = graph.tensors[graph.output].size
+    reference = run_int8(graph, xq).reshape(len(xq), n_out)
+    report: dict = {"samples": len(xq), "arena_bytes": compiled.plan.arena_bytes}
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = build_host(compiled.dir / "c", Path(tmp) / "build", sanitize=sanitize)
+        c_out, _ = run_host(exe, xq, n_out)
+        if latency:
+            _, report["c_latency_us"] = run_host(build_host(compiled.dir / "c", Path(tmp) / "fast"), xq[:16], n_out,
+                                                 repeat=50)
+    report["c_flags"] = HOST_CFLAGS + (SANITIZE if sanitize else "")
+    report["c_vs_reference_bitexact"] = float((c_out == reference).all(axis=1).mean())
+    tflite = (compiled.dir / "model.tflite").read_bytes()
+    if tflm:
+        arena = max(4 * compiled.plan.arena_bytes, 64 * 1024) + 64 * 1024
+        tflm_out, alloc = run_tflm(tflite, xq, arena)
+        report["tflm_vs_c_bitexact"] = float((tflm_out.reshape(len(xq), -1) == c_out).all(axis=1).mean())
+        report.update(alloc)
+        if alloc["tflm_arena_head_bytes"]:
+            report["arena_ratio_vs_tflm_head"] = compiled.plan.arena_bytes / alloc["tflm_arena_head_bytes"]
+    if litert:
+        ref_out = run_litert(tflite, xq, reference_kernels=True)
+        report["litert_vs_c_bitexact"] = float((ref_out.reshape(len(xq), -1) == c_out).all(axis=1).mean())
+        opt_out = run_litert(tflite, xq, reference_kernels=False)
+        report["litert_optimized_vs_c_bitexact"] = float((opt_out.reshape(len(xq), -1) == c_out).all(axis=1).mean())
+    if labels is not None:
+        pred = qo.dequantize(c_out).argmax(1)
+        report["c_int8_accuracy"] = float((pred == labels).mean())
+        if fp32_onnx is not None:
+            from compilers.onnx_export import run_onnx
+
+            fp32 = run_onnx(fp32_onnx, x.astype(np.float32)).argmax(1)
+            report["fp32_accuracy"] = float((fp32 == labels).mean())
+            report["c_int8_vs_fp32_top1_agreement"] = float((pred == fp32).mean())
+    if arm:
+        report["arm"] = arm_sizes(compiled.dir / "c")
+    if latency and int8_onnx is not None and Path(int8_onnx).is_file():
+        report["onnxruntime_int8_latency_us"] = ort_latency_us(Path(int8_onnx), x)
+        report["c_over_onnxruntime_latency"] = report["c_latency_us"] / report["onnxruntime_int8_latency_us"]
+    return report
