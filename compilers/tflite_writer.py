@@ -1,6 +1,9 @@
 """The quantized IR as an int8 ``.tflite`` flatbuffer, for TFLite Micro and LiteRT.
 
-Written with the schema's object API from the ``tflite-micro`` package. Convolutions
+Written with the schema's object API from the ``tflite-micro`` package. Fully connected
+layers are written as 1x1 CONV_2D on a (1, 1, 1, K) view: LiteRT's FULLY_CONNECTED kernel
+rounds its requantization once where TFLite Micro rounds twice, while both runtimes'
+convolution kernels round like ours, so this keeps the .tflite bit-exact in both. Convolutions
 whose padding is neither VALID nor TFLite's SAME (PyTorch pads stride-2 layers on both
 sides; SAME puts the odd pixel after) get an explicit PAD op filled with the input's zero
 point, which is exactly what TFLite's skipped taps contribute.
@@ -32,6 +35,13 @@ class _Builder:
         self.buffers = [self.S.BufferT()]  # buffer 0: the empty buffer of every activation
         self.codes: list[str] = []
         self.operators: list = []
+        self.flat_views: dict[int, int] = {}  # tensor index -> its (1, 1, 1, K) form
+
+    def skippable_reshape(self, op: Op) -> bool:
+        shape = self.graph.shape(op.inputs[0])
+        users = self.graph.consumers(op.output)
+        return (len(shape) == 4 and shape[1] == shape[2] == 1 and op.output != self.graph.output
+                and bool(users) and all(u.kind == "fc" for u in users))
 
     def quant(self, scales, zero_points, axis: int = 0):
         q = self.S.QuantizationParametersT()
@@ -104,18 +114,14 @@ class _Builder:
         in_scale = np.float32(self.graph.tensors[op.inputs[0]].quant.scale)
         axis = 3 if op.kind == "dwconv" else 0
         channels = op.qweight.shape[axis]
-        w = self.tensor(f"{op.output}/weights", op.qweight.shape, S.TensorType.INT8,
-                        self.quant(op.weight_scale, np.zeros(channels, int), axis), op.qweight)
+        qweight = op.qweight.reshape(channels, 1, 1, -1) if op.kind == "fc" else op.qweight
+        w = self.tensor(f"{op.output}/weights", qweight.shape, S.TensorType.INT8,
+                        self.quant(op.weight_scale, np.zeros(channels, int), axis), qweight)
         b = self.tensor(f"{op.output}/bias", (channels,), S.TensorType.INT32,
                         self.quant(op.weight_scale.astype(np.float32) * in_scale, np.zeros(channels, int)),
                         op.qbias.astype("<i4"))
         if op.kind == "fc":
-            options = S.FullyConnectedOptionsT()
-            options.fusedActivationFunction = self.act(op)
-            options.weightsFormat = S.FullyConnectedOptionsWeightsFormat.DEFAULT
-            options.keepNumDims = False
-            self.operator("FULLY_CONNECTED", [x, w, b], [self.activation(op.output)],
-                          S.BuiltinOptions.FullyConnectedOptions, options)
+            self.fc_as_conv(op, x, w, b)
             return
         padding, x = self.padding(op, x, op.output)
         options = S.Conv2DOptionsT() if op.kind == "conv" else S.DepthwiseConv2DOptionsT()
@@ -130,8 +136,47 @@ class _Builder:
             self.operator("DEPTHWISE_CONV_2D", [x, w, b], [self.activation(op.output)],
                           S.BuiltinOptions.DepthwiseConv2DOptions, options)
 
+    def view(self, source: int, shape, name: str) -> int:
+        """A RESHAPE of tensor ``source`` to ``shape`` (same quantization)."""
+        S = self.S
+        src = self.tensors[source]
+        out = self.tensor(name, shape, S.TensorType.INT8, self.quant(src.quantization.scale, src.quantization.zeroPoint))
+        new_shape = np.array(shape, np.int32)
+        target = self.tensor(f"{name}/shape", new_shape.shape, S.TensorType.INT32, data=new_shape)
+        options = S.ReshapeOptionsT()
+        options.newShape = [int(v) for v in new_shape]
+        self.operator("RESHAPE", [source, target], [out], S.BuiltinOptions.ReshapeOptions, options)
+        return out
+
+    def fc_as_conv(self, op: Op, x: int, w: int, b: int) -> None:
+        S = self.S
+        k, n = op.qweight.shape[1], op.qweight.shape[0]
+        if x in self.flat_views:  # the flattened (1, 1, 1, K) tensor itself: no reshape needed
+            x4 = self.flat_views[x]
+        else:
+            x4 = self.view(x, (1, 1, 1, k), f"{op.output}/input4d")
+        options = S.Conv2DOptionsT()
+        options.padding = S.Padding.VALID
+        options.strideH = options.strideW = 1
+        options.dilationHFactor = options.dilationWFactor = 1
+        options.fusedActivationFunction = self.act(op)
+        q = self.graph.tensors[op.output].quant
+        y4 = self.tensor(f"{op.output}/output4d", (1, 1, 1, n), S.TensorType.INT8, self.quant(q.scale, q.zero_point))
+        self.operator("CONV_2D", [x4, w, b], [y4], S.BuiltinOptions.Conv2DOptions, options)
+        out = self.activation(op.output)
+        new_shape = np.array(self.graph.shape(op.output), np.int32)
+        target = self.tensor(f"{op.output}/shape", new_shape.shape, S.TensorType.INT32, data=new_shape)
+        reshape = S.ReshapeOptionsT()
+        reshape.newShape = [int(v) for v in new_shape]
+        self.operator("RESHAPE", [y4, target], [out], S.BuiltinOptions.ReshapeOptions, reshape)
+
     def op(self, op: Op) -> None:
         S = self.S
+        if op.kind == "reshape" and self.skippable_reshape(op):
+            # a flatten of (1, 1, 1, K) read only by fully connected layers: they read the 4-D tensor
+            self.index[op.output] = self.activation(op.inputs[0])
+            self.flat_views[self.index[op.output]] = self.index[op.output]
+            return
         if op.is_weighted:
             self.weighted(op)
             return
