@@ -8,8 +8,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 # Debian packages the tools call: the Cortex-M cross-compiler (compile/verify), and the
-# text-to-speech engines (speech generator). Installed when make runs as root.
-DEBS   := dataset-fashion-mnist gcc-arm-none-eabi espeak-ng flite
+# text-to-speech engines (speech generator), and Chromium for the browser tests of the app.
+# Installed when make runs as root.
+DEBS   := dataset-fashion-mnist gcc-arm-none-eabi espeak-ng flite chromium
 
 .PHONY: demo test test-all install data clean
 
@@ -25,6 +26,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 data:
 	@if [ ! -f $(FMNIST) ] || ! command -v arm-none-eabi-gcc >/dev/null || ! command -v espeak-ng >/dev/null \
+	    || ! command -v chromium >/dev/null \
 	    || ! command -v flite >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBS) >/dev/null; \
