@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from generators.augment import AugmentConfig, augment_batch
-from tools.student import StudentConfig, build_student
+from tools.student import StudentConfig
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np
 
 
 def train_student(
-    student: StudentConfig,
+    student: StudentConfig,  # or any config tools.spaces.build_model takes
     images: np.ndarray,
     labels: np.ndarray,
     soft_targets: np.ndarray | None,
@@ -78,7 +78,9 @@ def train_student(
     torch.manual_seed(seed)
     torch.set_num_threads(torch_threads())
     gen = torch.Generator().manual_seed(seed)
-    model = build_student(student)
+    from tools.spaces import build_model
+
+    model = build_model(student)
     x_all = to_input(images)
     y_all = torch.from_numpy(np.asarray(labels, dtype=np.int64))
     x_val, y_val = to_input(val_images), np.asarray(val_labels, dtype=np.int64)
