@@ -19,12 +19,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from knowledge.devices import get_device  # noqa: E402
-from knowledge.pools import load_fashion_mnist  # noqa: E402
-from tools.cost import estimate_cost  # noqa: E402
-from tools.proxies import Batch, list_proxies, rank_combination, score_all  # noqa: E402
-from tools.spaces import create_space  # noqa: E402
-from tools.train import TrainConfig, predict, to_input, train_student  # noqa: E402
+from knowledge.devices import get_device
+from knowledge.pools import load_fashion_mnist
+from tools.cost import estimate_cost
+from tools.proxies import Batch, list_proxies, rank_combination, score_all
+from tools.spaces import create_space
+from tools.train import TrainConfig, predict, to_input, train_student
 
 SRAM, MAX_MACS = 128 * 1024, 1_500_000
 
