@@ -17,7 +17,8 @@ def assemble_metrics(ctx) -> dict:
     cost = quantize["cost"]
     flash, sram = budget_limits(ctx.device, spec.budgets.flash_bytes, spec.budgets.sram_bytes)
     latency_budget = spec.budgets.latency_ms
-    timings = {s: run.result(s)["seconds"] for s in ("data", "teacher", "label", "train", "quantize", "evaluate")}
+    stages = ("data", "teacher", "label", "train", "quantize", "evaluate", "compile")
+    timings = {s: run.result(s)["seconds"] for s in stages if run.is_done(s)}
     timings["total"] = round(sum(timings.values()), 2)
     student, oracle = evaluate["student_int8_test_accuracy"], evaluate["oracle_int8_test_accuracy"]
     step = run.plan.step("train").student
@@ -58,5 +59,25 @@ def assemble_metrics(ctx) -> dict:
             "skipped_images": data["skipped_images"],
         },
         "student": {"arch": step.name, "width": step.stem_channels, "input": data["input"]},
+        "compiled": _compiled(run, cost),
         "timings_s": timings,
+    }
+
+
+def _compiled(run, cost: dict) -> dict | None:
+    """The compile stage's figures: exact arena, bit-exactness, Cortex-M sizes, C accuracy."""
+    if not run.is_done("compile"):
+        return None
+    c = run.result("compile")
+    v = c["verify"]
+    keys = ("samples", "runtime_samples", "c_vs_reference_bitexact", "tflm_vs_c_bitexact", "litert_vs_c_bitexact",
+            "litert_optimized_vs_c_bitexact", "tflm_arena_head_bytes", "tflm_arena_total_bytes",
+            "arena_ratio_vs_tflm_head", "c_int8_accuracy", "fp32_accuracy", "c_int8_vs_fp32_top1_agreement",
+            "c_latency_us", "onnxruntime_int8_latency_us", "c_over_onnxruntime_latency", "arm", "c_flags")
+    return {
+        "dir": c["dir"],
+        "arena_bytes": c["arena_bytes"],
+        "sram_estimate_matches_arena": c["arena_bytes"] == cost["sram_bytes"],
+        "weight_bytes": c["weight_bytes"],
+        **{k: v.get(k) for k in keys},
     }

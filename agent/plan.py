@@ -12,6 +12,10 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.spec import DesignSpec, InputSpec
+from compilers.build import CompileConfig
+from generators.ddpm import DDPMConfig
+from generators.gate import GateConfig
+from generators.text_to_image import TextToImageConfig
 from knowledge.devices import get_device
 from knowledge.labeling import LabelConfig
 from knowledge.teachers.base import TeacherConfig
@@ -40,6 +44,21 @@ class LabelStep(_Step):
     label: LabelConfig = Field(default_factory=LabelConfig)
 
 
+class GenerateStep(_Step):
+    """Synthetic images for short classes, kept only where the teacher agrees (generators/)."""
+
+    kind: Literal["generate"] = "generate"
+    mode: Literal["auto", "on", "off"] = Field(
+        "auto", description="auto: classes with fewer than min_per_class confident labels; on: `classes` "
+        "(every named class when empty); off: never")
+    classes: list[str] = Field(default_factory=list, description="with mode 'on': the classes to generate for")
+    min_per_class: int = Field(20, ge=1, description="a class with fewer confident training labels is short")
+    candidates_per_class: int = Field(200, ge=1, le=10_000, description="generated before the quality gate")
+    text_to_image: TextToImageConfig | None = Field(None, description="a diffusers pipeline; None = train the DDPM")
+    ddpm: DDPMConfig = Field(default_factory=DDPMConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+
+
 class TrainStep(_Step):
     kind: Literal["train"] = "train"
     student: StudentConfig
@@ -52,12 +71,21 @@ class QuantizeStep(_Step):
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
 
 
+class CompileStep(_Step):
+    kind: Literal["compile"] = "compile"
+    compile: CompileConfig = Field(default_factory=CompileConfig)
+    verify: bool = Field(True, description="check the C library against TFLite Micro and LiteRT, and build for Cortex-M")
+    verify_samples: int | None = Field(2000, ge=1, description="inputs run through TFLM/LiteRT (None: all)")
+
+
 class ReportStep(_Step):
     kind: Literal["report"] = "report"
     samples_per_class: int = Field(12, ge=0)
 
 
-Step = Annotated[Union[DataStep, TeacherStep, LabelStep, TrainStep, QuantizeStep, ReportStep], Field(discriminator="kind")]
+Step = Annotated[Union[DataStep, TeacherStep, LabelStep, GenerateStep, TrainStep, QuantizeStep, CompileStep,
+                       ReportStep],
+                 Field(discriminator="kind")]
 
 
 class Plan(BaseModel):
@@ -87,8 +115,10 @@ def offline_plan(
     teacher: TeacherConfig | None = None,
     train: TrainConfig | None = None,
     max_macs: int = DEFAULT_MAX_MACS,
+    generate: GenerateStep | None = None,
 ) -> Plan:
-    """The deterministic plan: teacher labels, fixed DS-CNN sized to the budget, KD, PTQ int8."""
+    """The deterministic plan: teacher labels, synthetic data for short classes, fixed DS-CNN sized to the
+    budget, KD, PTQ int8."""
     device = get_device(spec.device)
     student, _ = size_student(
         device, input_spec.size, input_spec.channels, len(spec.label_names),
@@ -98,7 +128,9 @@ def offline_plan(
         DataStep(input=input_spec),
         TeacherStep(teacher=teacher or TeacherConfig()),
         LabelStep(),
+        generate or GenerateStep(),
         TrainStep(student=student, train=train or TrainConfig()),
         QuantizeStep(),
+        CompileStep(),
         ReportStep(),
     ])

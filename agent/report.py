@@ -40,6 +40,9 @@ class ReportInputs:
     min_confidence: float = 0.0
     history: list[dict] = field(default_factory=list)
     concepts: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+    layers: list[dict] = field(default_factory=list)  # the compiler's per-layer profile
+    device: Any = None  # knowledge.devices.Device, for the profile's cycle estimate
+    synthetic_samples: dict[str, list[tuple[np.ndarray, float]]] = field(default_factory=dict)  # kept, with confidence
 
 
 def write_report(inputs: ReportInputs, path: Path) -> None:
@@ -53,12 +56,14 @@ def render_report(inputs: ReportInputs) -> str:
     sections = [
         _section("Summary", _summary_table(m, inputs.spec)),
         _section("Cost vs budget", _cost_table(m)),
+        _section("Deployment: C library and .tflite", _deploy_block(inputs)),
         _section("Per-class metrics (int8 student, test set)", _per_class_table(m, labels)),
         _section("Confusion matrix (test set, row-normalised)", _confusion_plots(inputs)),
         _section("Teacher labels vs hidden truth (pool)",
                  _img(_confusion_fig([("auto-label vs truth", inputs.teacher_confusion)], labels, "auto-label"))
                  if inputs.teacher_confusion is not None else _na("No ground truth for the pool.")),
         _section("Auto-label confidence", _confidence_block(inputs)),
+        _section("Synthetic data (data card)", _synthetic_block(inputs)),
         _section("Training curve (student)",
                  _img(_history_fig(inputs.history)) if inputs.history else _na("No training history recorded.")),
         _section("Auto-labeled samples", _samples_grid(inputs.samples, labels)),
@@ -159,7 +164,7 @@ def _cost_table(m: dict) -> str:
     rows = [
         ["flash (weights)", _kib(m.get("weight_bytes")), _kib(m.get("flash_bytes_budget")),
          _bar(m.get("weight_bytes"), m.get("flash_bytes_budget"))],
-        ["SRAM (estimate)", _kib(m.get("sram_estimate_bytes")), _kib(m.get("sram_bytes_budget")),
+        ["SRAM (planned arena)", _kib(m.get("sram_estimate_bytes")), _kib(m.get("sram_bytes_budget")),
          _bar(m.get("sram_estimate_bytes"), m.get("sram_bytes_budget"))],
         ["latency (estimate)", _ms(m.get("latency_estimate_ms")), _ms(m.get("latency_budget_ms")),
          _bar(m.get("latency_estimate_ms"), m.get("latency_budget_ms"))],
@@ -169,6 +174,44 @@ def _cost_table(m: dict) -> str:
     return _table(["resource", "used", "budget", "% of budget"], rows)
 
 
+def _deploy_block(inputs: ReportInputs) -> str:
+    c = inputs.metrics.get("compiled")
+    if not c:
+        return _na("Not compiled in this run.")
+    arm = c.get("arm") or {}
+    m4 = arm.get("cortex-m4")
+    rows = [
+        ["tensor arena (planned, exact)", f"{_num(c['arena_bytes'])} B",
+         "= SRAM estimate before compiling" if c.get("sram_estimate_matches_arena") else "differs from the estimate"],
+        ["TFLite Micro arena for the same .tflite",
+         f"{_num(c.get('tflm_arena_head_bytes'))} B tensors, {_num(c.get('tflm_arena_total_bytes'))} B total",
+         f"ours / TFLM tensors = {c['arena_ratio_vs_tflm_head']:.2f}" if c.get("arena_ratio_vs_tflm_head") else DASH],
+        ["Cortex-M4 build (arm-none-eabi-size)",
+         f"text {_num(m4['text'])} B · data {_num(m4['data'])} B · bss {_num(m4['bss'])} B" if m4
+         else esc_text(arm.get("skipped", DASH)), "text = flash (weights + kernels), bss = RAM"],
+        ["C library vs numpy int8 reference", _pct(c.get("c_vs_reference_bitexact")),
+         f"bit-exact, {_num(c.get('samples'))} inputs"],
+        ["C library vs TFLite Micro", _pct(c.get("tflm_vs_c_bitexact")),
+         f"bit-exact, {_num(c.get('runtime_samples'))} inputs"],
+        ["C library vs LiteRT (reference kernels)", _pct(c.get("litert_vs_c_bitexact")), "bit-exact"],
+        ["int8 C library accuracy", _pct(c.get("c_int8_accuracy")), f"fp32 model {_pct(c.get('fp32_accuracy'))}"],
+        ["host latency, one thread", f"C {_num(c.get('c_latency_us'), '{:.0f}')} µs",
+         f"onnxruntime int8 {_num(c.get('onnxruntime_int8_latency_us'), '{:.0f}')} µs"],
+    ]
+    body = _table(["", "value", "note"], rows)
+    if inputs.layers and inputs.device is not None:
+        from compilers.profile import profile_plot_png
+
+        d = inputs.device
+        png = profile_plot_png(inputs.layers, d.macs_per_cycle, d.clock_mhz, d.name)
+        body += f"<img class='plot' alt='per-layer profile' src='data:image/png;base64,{png}'>"
+    return body + f"<p class='muted'>Files: <code>{html.escape(c['dir'])}</code> (model.tflite, c/)</p>"
+
+
+def esc_text(text: str) -> str:
+    return html.escape(str(text))
+
+
 def _per_class_table(m: dict, labels: list[str]) -> str:
     per_class = m.get("per_class") or {}
     train_n = (m.get("labeling") or {}).get("examples_per_class") or {}
@@ -176,6 +219,46 @@ def _per_class_table(m: dict, labels: list[str]) -> str:
     rows = [[html.escape(n)] + [_num((per_class.get(n) or {}).get(k), "{:.3f}") for k in ("precision", "recall", "f1")]
             + [_num((per_class.get(n) or {}).get("support")), _num(train_n.get(n))] for n in names]
     return _table(["class", "precision", "recall", "F1", "test support", "training examples"], rows)
+
+
+def _synthetic_block(inputs: ReportInputs) -> str:
+    """Generated, kept and rejected per class, and whether the kept samples helped on real images."""
+    s = inputs.metrics.get("synthetic")
+    if not s:
+        return _na("No synthetic data: generation was off for this build.")
+    esc = html.escape
+    head = f"<p>generator <b>{esc(str(s.get('generator') or DASH))}</b>"
+    head += f" ({esc(str(s['model']))})" if s.get("model") else ""
+    head += f", mode {esc(str(s.get('mode', DASH)))}</p>"
+    if s.get("unavailable"):
+        return head + _na(f"Built without synthetic data: {s['unavailable']}")
+    if not s.get("classes"):
+        return head + _na(f"Nothing generated: {s.get('note') or 'no class needed it'}.")
+    rows = []
+    for name, c in (s.get("per_class") or {}).items():
+        rejected = ", ".join(f"{k} {v}" for k, v in (c.get("rejected") or {}).items())
+        rows.append([esc(name), _num(c.get("real")), _num(c.get("generated")), _num(c.get("kept")),
+                     _pct(c.get("rejection_rate")), esc(c.get("unavailable") or rejected or DASH)])
+    body = head + _table(["class", "real", "generated", "kept", "rejected by the gate", "reasons"], rows)
+    over = f"; {_num(s['over_cap'])} more passed but were over the synthetic share cap" if s.get("over_cap") else ""
+    body += (f"<p>{_num(s.get('kept'))} synthetic of {_num(s.get('generated'))} generated kept for training; "
+             f"gate rejection rate <b>{_pct(s.get('rejection_rate'))}</b> (teacher disagreed, unsure, or "
+             f"near-duplicate){over}.</p>")
+    t, a = s.get("training") or {}, s.get("ablation") or {}
+    if t:
+        rows = [["validation (real images, auto-labels)", _pct(t.get("val_accuracy_with")),
+                 _pct(t.get("val_accuracy_without"))]]
+        if a:
+            rows.append([esc(f"fp32 accuracy, {a.get('evaluated_on', '')}"), _pct(a.get("fp32_accuracy_with")),
+                         _pct(a.get("fp32_accuracy_without"))])
+            for name in a.get("recall_with") or {}:
+                rows.append([esc(f"{name} recall"), _pct(a["recall_with"][name]), _pct(a["recall_without"].get(name))])
+        body += _table(["same student, same seed", "with synthetic", "without"], rows)
+        body += f"<p>Shipped: <b>{esc(str(t.get('shipped', DASH)))}</b> (the better on validation).</p>"
+    samples = {k: v for k, v in inputs.synthetic_samples.items() if v}
+    if samples:
+        body += "<p class='muted'>Kept samples, with the teacher's confidence:</p>" + _samples_grid(samples, list(samples))
+    return body
 
 
 def _concepts_table(concepts: dict[str, list[tuple[str, float]]], labels: list[str]) -> str:

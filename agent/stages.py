@@ -15,6 +15,15 @@ import numpy as np
 
 from agent.data import Examples, hidden_truth, load_examples, load_pool, load_test
 from agent.pipeline import Run
+from agent.stage_compile import stage_compile
+from agent.stage_generate import (
+    add_synthetic_metrics,
+    synthesize,
+    synthetic_ablation,
+    synthetic_samples,
+    text_to_image_may_fill,
+    train_with_synthetic,
+)
 from knowledge.errors import NanofactoryError
 from knowledge.io import atomic_path, write_json_atomic, write_text_atomic
 
@@ -165,7 +174,7 @@ def stage_label(ctx: StageContext) -> dict:
     split[val] = "val"
     counts = {n: int((labels[kept] == i).sum()) for i, n in enumerate(names)}
     starved = [n for n in names[: len(spec.classes)] if counts[n] == 0]
-    if starved:
+    if starved and not text_to_image_may_fill(ctx):
         raise NanofactoryError(
             f"No pool image was labeled {', '.join(repr(s) for s in starved)} with confidence; add example images "
             "of that class (--examples), describe it differently, or add images of it to the pool."
@@ -177,7 +186,7 @@ def stage_label(ctx: StageContext) -> dict:
                               for i in np.where(split == "excluded")[0]))
 
     out = {"labeled_for_training": int(len(kept)), "low_confidence": int(len(pool) - len(kept)),
-           "label_counts": counts, "teacher_label_accuracy": None}
+           "label_counts": counts, "teacher_label_accuracy": None, "starved": starved}
     truth = hidden_truth(pool, spec)
     if truth is not None and (truth >= 0).any():
         has = truth >= 0
@@ -192,10 +201,11 @@ def stage_label(ctx: StageContext) -> dict:
 def _write_manifest(ctx: StageContext, labels, conf, split) -> None:
     pool, names, ex = ctx.pool, ctx.run.spec.label_names, ctx.examples
     lines = [json.dumps({"uid": pool.uids[i], "source": pool.source, "sha1": pool.sha1[i], "label": names[labels[i]],
-                         "confidence": round(float(conf[i]), 4), "split": str(split[i]), "provenance": PROVENANCE})
+                         "confidence": round(float(conf[i]), 4), "split": str(split[i]), "provenance": PROVENANCE,
+                         "synthetic": False})
              for i in range(len(pool))]
     lines += [json.dumps({"uid": str(p), "source": "examples", "label": names[y], "confidence": 1.0,
-                          "split": "train", "provenance": "example image given by the user"})
+                          "split": "train", "provenance": "example image given by the user", "synthetic": False})
               for p, y in zip(ex.paths, ex.labels)]
     write_text_atomic(ctx.dir / "data" / "manifest.jsonl", "\n".join(lines) + "\n")
 
@@ -245,11 +255,16 @@ def stage_train(ctx: StageContext) -> dict:
     from tools.train import train_student
 
     step, spec = ctx.run.plan.step("train"), ctx.run.spec
+    generated = synthesize(ctx)
     inputs, x, y, soft, val, val_y = _training_data(ctx)
     result = train_student(step.student, x, y, soft, inputs[val], val_y, step.train, seed=spec.seed,
                            desc="student (KD)", progress=ctx.show_bars)
+    out = {"student": step.student.name, "history": result.history, "oracle_history": None,
+           "generate_seconds": generated.get("seconds", 0.0) if generated.get("fresh") else 0.0}
+    if generated.get("kept"):
+        result, out["synthetic"] = train_with_synthetic(ctx, result, x, y, soft, inputs[val], val_y)
+        out["history"] = result.history
     _save_student(ctx.dir / "student.pt", result.model, step.student)
-    out = {"student": step.student.name, "history": result.history, "oracle_history": None}
     pool = ctx.pool
     truth = hidden_truth(pool, spec) if step.oracle else None
     if truth is not None and (truth >= 0).all():  # the reference: same student, same pool, the true labels
@@ -326,6 +341,7 @@ def stage_evaluate(ctx: StageContext) -> dict:
         out["oracle_int8_test_accuracy"] = float((pred == truth).mean())
         mats["oracle"] = confusion(truth, pred, len(names))
     _save_npz(ctx.dir / "eval" / "test_confusion.npz", **mats)
+    out["synthetic"] = synthetic_ablation(ctx, x, truth, evaluated_on)
     return out
 
 
@@ -344,6 +360,7 @@ def stage_report(ctx: StageContext) -> dict:
     from agent.report import write_report
 
     metrics = assemble_metrics(ctx)
+    add_synthetic_metrics(ctx, metrics)
     write_json_atomic(ctx.dir / "metrics.json", metrics)
     write_report(_report_inputs(ctx, metrics), ctx.dir / "report.html")
     return {"report": str(ctx.dir / "report.html")}
@@ -380,6 +397,9 @@ def _report_inputs(ctx: StageContext, metrics: dict):
         min_confidence=ctx.run.plan.step("label").label.min_confidence,
         history=ctx.run.result("train")["history"],
         concepts={k: [tuple(x) for x in v] for k, v in concepts.items()},
+        layers=ctx.run.result("compile")["layers"] if ctx.run.is_done("compile") else [],
+        device=ctx.device,
+        synthetic_samples=synthetic_samples(ctx, per_class),
     )
 
 
@@ -390,5 +410,6 @@ STAGES = {
     "train": stage_train,
     "quantize": stage_quantize,
     "evaluate": stage_evaluate,
+    "compile": stage_compile,
     "report": stage_report,
 }

@@ -262,6 +262,43 @@ def run_build(args: RunBuildArgs, state: dict, ctx: Context) -> ToolOutcome:
                        {"run_id": run.id, "metrics": compact, "failed_checks": failed})
 
 
+class GenerateSamplesArgs(Args):
+    generator: Literal["speech", "diffusers", "ddpm"] = Field(
+        description="speech: keyword audio (espeak-ng, flite); diffusers: images from a text-to-image model; "
+                    "ddpm: images from a DDPM a build trained")
+    class_name: str = Field(min_length=1, max_length=200, description="the class, or the keyword to speak")
+    description: str = Field("", max_length=MAX_TEXT, description="what it looks like, or the words to speak")
+    count: int = Field(ge=1, le=5000)
+    folder: str = Field(max_length=1024, description="output folder inside the workspace or the runs folder")
+    model: str | None = Field(None, max_length=1024,
+                              description="diffusers: hub id in the local cache or a pipeline folder; ddpm: its folder")
+    seed: int = 0
+
+
+@register_tool("generate_samples", GenerateSamplesArgs)
+def generate_samples(args: GenerateSamplesArgs, state: dict, ctx: Context) -> ToolOutcome:
+    """Synthesize training samples into a folder: keyword clips (generator "speech": 16 kHz mono WAV, many
+    voices, speeds and pitches, with noise and reverb) or images of a class ("diffusers" with a model).
+    Returns the folder and how many files, or an error saying why the generator cannot run here. Builds
+    already synthesize images for short classes themselves; this is for keyword audio or a folder by hand."""
+    from pathlib import Path
+
+    from generators import GenerateRequest, create_generator_by_name
+
+    folder = ctx.confine(args.folder)
+    fields = {}
+    if args.model:
+        local = args.model.startswith(("/", ".", "~")) or (ctx.workspace / args.model).exists()
+        fields["model"] = str(ctx.confine(args.model)) if local else args.model  # else a hub id, from the cache only
+    generator = create_generator_by_name(args.generator, **fields)
+    generator.check()
+    request = GenerateRequest(class_name=args.class_name, description=args.description, count=args.count,
+                              seed=args.seed)
+    result = generator.generate(request, folder, progress=ctx.show_bars)
+    return ToolOutcome({"status": "ok", "generator": args.generator, "files": len(result.files), "folder": str(folder),
+                        "seconds": result.seconds, "first": [Path(p).name for p in result.paths[:3]]})
+
+
 class AskUserArgs(Args):
     question: str = Field(max_length=1000, description="one clear question")
 

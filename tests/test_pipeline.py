@@ -53,6 +53,29 @@ def test_artifacts_and_metrics(built):
     assert metrics["teacher_images_per_second"] > 0  # the cache was empty, so the teacher really ran
 
 
+def test_compile_stage_is_exact_and_verified(built):
+    """The build's compile stage: the SRAM estimate made before training is the C library's arena,
+    and the C library and TFLite Micro agree bit for bit on the test images."""
+    store, run_id = built
+    run_dir = store.path(run_id)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    c = metrics["compiled"]
+    assert c["arena_bytes"] == metrics["sram_estimate_bytes"] and c["sram_estimate_matches_arena"]
+    assert c["c_vs_reference_bitexact"] == 1.0
+    assert c["tflm_vs_c_bitexact"] == 1.0
+    # LiteRT's reference fully connected kernel rounds its requantization once where TFLM rounds
+    # twice: the two runtimes differ by one step on a few inputs, and we follow TFLM
+    assert c["litert_vs_c_bitexact"] >= 0.9
+    assert c["arena_bytes"] <= c["tflm_arena_head_bytes"]
+    assert abs(c["c_int8_accuracy"] - metrics["student_int8_test_accuracy"]) <= 0.05
+    for name in ("model.tflite", "compile.json", "verify.json", "c/model.c", "c/model.h", "c/nf_kernels.c", "c/Makefile"):
+        assert (run_dir / "compiled" / name).is_file(), name
+    header = (run_dir / "compiled" / "c" / "model.h").read_text()
+    assert f"#define NF_ARENA_SIZE {c['arena_bytes']}\n" in header
+    report = (run_dir / "report.html").read_text()
+    assert "Deployment: C library and .tflite" in report and "per-layer profile" in report
+
+
 def test_manifest_covers_every_sample(built, shapes_data):
     store, run_id = built
     lines = [json.loads(x) for x in (store.path(run_id) / "data" / "manifest.jsonl").read_text().splitlines()]
@@ -93,7 +116,7 @@ def test_design_replays(built):
     assert spec.request == REQUEST and plan.step("train").train.epochs == 30
     assert design["versions"]["torch"].startswith("2.13.0")
     run = open_run(store, run_id)
-    assert run.finished_stages() == ["data", "teacher", "label", "train", "quantize", "evaluate", "report"]
+    assert run.finished_stages() == ["data", "teacher", "label", "train", "quantize", "evaluate", "compile", "report"]
 
 
 def test_runs_lists_and_shows(built, capsys):
