@@ -1,0 +1,340 @@
+"""What the web app shows of one run folder: stage progress, labeled samples, the review queue,
+plots, the metrics table and the downloads. Each function reads files a stage already wrote
+and returns plain values (rows, PIL images, paths), so it is testable without a browser and
+shows whatever part of a run exists so far.
+
+Human labels from the review queue are stored in ``data/human_labels.json`` (atomic). The build
+does not read them yet: training on them arrives with the data engine's active learning.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import threading
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from knowledge.io import atomic_path, write_json_atomic
+
+SAMPLES_PER_CLASS = 5
+REVIEW_LIMIT = 24  # the lowest-confidence samples offered for review
+THUMB_PX = 96  # gallery thumbnails: small inputs are upscaled, nearest-neighbour
+REVIEW_PX = 224
+STAGE_NOTES = {
+    "data": "read the pool, resize to the student's input",
+    "teacher": "teacher embeds every image",
+    "label": "auto-label with confidence",
+    "generate": "synthesize images for short classes",
+    "train": "distil the student from soft labels",
+    "quantize": "int8 quantization",
+    "evaluate": "accuracy on the test set",
+    "compile": "C library + .tflite, verified",
+    "report": "metrics.json and report.html",
+}
+HUMAN_LABELS = Path("data") / "human_labels.json"
+_plot_lock = threading.Lock()  # matplotlib's pyplot (the profile plot) is not thread-safe
+_label_lock = threading.Lock()  # two tabs labeling one run must not lose each other's labels
+
+
+@dataclass
+class StageRow:
+    name: str
+    state: str  # "done" | "running" | "waiting" | "failed"
+    seconds: float | None
+    note: str
+
+
+@dataclass
+class ReviewItem:
+    index: int  # position in the pool (rows of labels.npz)
+    uid: str
+    guesses: list[tuple[str, float]]  # the teacher's top guesses, most likely first
+    used_for_training: bool
+
+
+# ---- run files ---------------------------------------------------------------------------------
+
+
+def design(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / "design.json").read_text())
+
+
+def label_names(run_dir: Path) -> list[str]:
+    from agent.spec import DesignSpec
+
+    return DesignSpec.model_validate(design(run_dir)["spec"]).label_names
+
+
+def stage_names() -> list[str]:
+    from agent.stages import STAGES
+
+    return list(STAGES)
+
+
+def _stage_result(run_dir: Path, stage: str) -> dict | None:
+    path = Path(run_dir) / "stages" / f"{stage}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def stage_rows(run_dir: Path, running: bool, status: str | None = None) -> list[StageRow]:
+    """One row per stage; the first unfinished one is running while the build is, failed if it stopped."""
+    rows, current = [], True
+    for name in stage_names():
+        result = _stage_result(run_dir, name)
+        if result is not None:
+            rows.append(StageRow(name, "done", result.get("seconds"), STAGE_NOTES.get(name, "")))
+            continue
+        state = "waiting"
+        if current and running:
+            state = "running"
+        elif current and status in ("failed", "crashed", "interrupted"):
+            state = "failed"
+        current = False
+        rows.append(StageRow(name, state, None, STAGE_NOTES.get(name, "")))
+    return rows
+
+
+def progress_html(rows: list[StageRow], title: str, message: str | None = None, elapsed: float | None = None) -> str:
+    icons = {"done": "✓", "running": "●", "waiting": "·", "failed": "✗"}
+    done = sum(r.state == "done" for r in rows)
+    body = "".join(
+        f"<tr class='{r.state}'><td class='icon'>{icons[r.state]}</td><td class='stage'>{html.escape(r.name)}</td>"
+        f"<td class='note'>{html.escape(r.note)}</td>"
+        f"<td class='secs'>{'' if r.seconds is None else f'{r.seconds:.1f} s'}"
+        f"{f'{elapsed:.0f} s…' if r.state == 'running' and elapsed is not None else ''}</td></tr>"
+        for r in rows)
+    pct = 100 * done / max(len(rows), 1)
+    extra = f"<p class='nf-message'>{html.escape(message)}</p>" if message else ""
+    return (f"<div class='nf-progress'><div class='nf-head'><b>{html.escape(title)}</b>"
+            f"<span>{done}/{len(rows)} stages</span></div>"
+            f"<div class='nf-bar'><div style='width:{pct:.0f}%'></div></div>"
+            f"<table>{body}</table>{extra}</div>")
+
+
+# ---- images ------------------------------------------------------------------------------------
+
+
+def _to_pil(pixels: np.ndarray, side: int):
+    from PIL import Image
+
+    a = np.asarray(pixels)
+    a = a[..., 0] if a.ndim == 3 and a.shape[2] == 1 else a
+    img = Image.fromarray(a.astype(np.uint8))
+    scale = max(1, side // max(img.size))
+    return img.resize((img.width * scale, img.height * scale), Image.NEAREST) if scale > 1 else img
+
+
+def _labels(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    path = Path(run_dir) / "data" / "labels.npz"
+    if not path.is_file():
+        return None
+    with np.load(path) as z:
+        return z["probs"], z["split"]
+
+
+def samples(run_dir: Path, per_class: int = SAMPLES_PER_CLASS, seed: int = 0) -> list[tuple[object, str]]:
+    """Auto-labeled pool samples per class (a seeded random draw, surest first), captioned 'label confidence'."""
+    labeled = _labels(run_dir)
+    if labeled is None:
+        return []
+    probs = labeled[0]
+    inputs = np.load(Path(run_dir) / "data" / "pool_inputs.npy", mmap_mode="r")
+    labels, conf = probs.argmax(1), probs.max(1)
+    out = []
+    for i, name in enumerate(label_names(run_dir)):
+        idx = np.random.default_rng(seed).permutation(np.where(labels == i)[0])[:per_class]
+        for j in idx[np.argsort(-conf[idx])]:
+            out.append((_to_pil(inputs[j], THUMB_PX), f"{name} {conf[j]:.2f}"))
+    return out
+
+
+def _pool_uids(run_dir: Path, n: int) -> list[str]:
+    """uids of the pool's samples in labels.npz order (the manifest lists the pool first, in order)."""
+    lines = (Path(run_dir) / "data" / "manifest.jsonl").read_text().splitlines()[:n]
+    return [json.loads(line)["uid"] for line in lines]
+
+
+def review_queue(run_dir: Path, limit: int = REVIEW_LIMIT) -> list[ReviewItem]:
+    """The pool samples the teacher was least sure of, lowest confidence first, minus those already labeled."""
+    labeled = _labels(run_dir)
+    if labeled is None:
+        return []
+    probs, split = labeled
+    names = label_names(run_dir)
+    uids = _pool_uids(run_dir, len(probs))
+    done = human_labels(run_dir)
+    order = np.argsort(probs.max(1), kind="stable")
+    items = []
+    for i in order:
+        if uids[i] in done:
+            continue
+        top = np.argsort(-probs[i])[:3]
+        items.append(ReviewItem(int(i), uids[i], [(names[k], float(probs[i, k])) for k in top], split[i] != "excluded"))
+        if len(items) == limit:
+            break
+    return items
+
+
+def review_image(run_dir: Path, item: ReviewItem):
+    """The original file when the pool is one folder (sharper for a person), else the student's input."""
+    from PIL import Image
+
+    pool = design(run_dir)["spec"]["data"]["pool"]
+    if len(pool) == 1 and pool[0].get("kind") == "folder" and pool[0].get("path"):
+        path = Path(pool[0]["path"]) / item.uid
+        if path.is_file():
+            with Image.open(path) as im:
+                img = im.convert("RGB")
+            scale = max(1, REVIEW_PX // max(img.size))
+            if scale > 1:
+                img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+            img.thumbnail((REVIEW_PX * 2, REVIEW_PX * 2))
+            return img
+    inputs = np.load(Path(run_dir) / "data" / "pool_inputs.npy", mmap_mode="r")
+    return _to_pil(inputs[item.index], REVIEW_PX)
+
+
+def human_labels(run_dir: Path) -> dict[str, dict]:
+    path = Path(run_dir) / HUMAN_LABELS
+    return json.loads(path.read_text())["labels"] if path.is_file() else {}
+
+
+def save_human_label(run_dir: Path, item: ReviewItem, label: str) -> int:
+    """Add one person's label to data/human_labels.json (atomic); the number of labels stored."""
+    with _label_lock:
+        labels = human_labels(run_dir)
+        labels[item.uid] = {"label": label, "teacher_guess": item.guesses[0][0],
+                            "teacher_confidence": round(item.guesses[0][1], 4),
+                            "labeled_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        write_json_atomic(Path(run_dir) / HUMAN_LABELS, {
+            "note": "labels given in the web app's review queue; a later build with active learning trains on them",
+            "labels": labels})
+    return len(labels)
+
+
+# ---- plots -------------------------------------------------------------------------------------
+
+
+def _png_to_pil(png: bytes):
+    from PIL import Image
+
+    return Image.open(io.BytesIO(png)).convert("RGB")
+
+
+def _fig_to_pil(fig):
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight", pad_inches=0.1)
+    return _png_to_pil(buf.getvalue())
+
+
+def training_curve(run_dir: Path):
+    from agent.report import _history_fig
+
+    train = _stage_result(run_dir, "train")
+    return _fig_to_pil(_history_fig(train["history"])) if train and train.get("history") else None
+
+
+def confusion_matrix(run_dir: Path):
+    from agent.report import _confusion_fig
+
+    path = Path(run_dir) / "eval" / "test_confusion.npz"
+    if not path.is_file():
+        return None
+    with np.load(path) as z:
+        mats = [("int8 student", z["student"])] + ([("oracle int8 (true labels)", z["oracle"])] if "oracle" in z else [])
+    return _fig_to_pil(_confusion_fig(mats, label_names(run_dir), "predicted"))
+
+
+def layer_profile(run_dir: Path):
+    """Per layer: estimated time on the device, weights (flash) and activations (SRAM), from the compiler."""
+    import base64
+
+    from compilers.profile import profile_plot_png
+    from knowledge.devices import get_device
+
+    compiled = _stage_result(run_dir, "compile")
+    if not compiled or not compiled.get("layers"):
+        return None
+    device = get_device(design(run_dir)["spec"]["device"])
+    with _plot_lock:
+        png = profile_plot_png(compiled["layers"], device.macs_per_cycle, device.clock_mhz, device.name)
+    return _png_to_pil(base64.b64decode(png))
+
+
+# ---- results -----------------------------------------------------------------------------------
+
+
+def _pct(v) -> str:
+    return "—" if v is None else f"{100 * v:.1f} %"
+
+
+def _kb(v) -> str:
+    return "—" if v is None else f"{v / 1024:.1f} KB"
+
+
+def metrics_rows(run_dir: Path) -> list[list[str]]:
+    path = Path(run_dir) / "metrics.json"
+    if not path.is_file():
+        return []
+    m = json.loads(path.read_text())
+    rows = [["device", m["device"]], ["evaluated on", m["evaluated_on"]],
+            ["student int8 accuracy", _pct(m["student_int8_test_accuracy"])],
+            ["student fp32 accuracy", _pct(m["student_fp32_test_accuracy"])],
+            ["oracle int8 accuracy", _pct(m["oracle_int8_test_accuracy"])],
+            ["teacher label accuracy", _pct(m["teacher_label_accuracy"])],
+            ["int8 / fp32 agreement", _pct(m["int8_fp32_top1_agreement"])],
+            ["weights (flash)", f"{_kb(m['weight_bytes'])} of {_kb(m['flash_bytes_budget'])}"],
+            ["SRAM (arena)", f"{_kb(m['sram_estimate_bytes'])} of {_kb(m['sram_bytes_budget'])}"],
+            ["MACs", f"{m['macs']:,}"],
+            ["latency estimate", f"{m['latency_estimate_ms']:.1f} ms"
+             + (f" (budget {m['latency_budget_ms']:g} ms)" if m.get("latency_budget_ms") else "")],
+            ["build time", f"{(m.get('timings_s') or {}).get('total', 0):.0f} s"]]
+    c = m.get("compiled") or {}
+    if c.get("tflm_vs_c_bitexact") is not None:
+        rows.append(["C library vs TFLite Micro", f"{_pct(c['tflm_vs_c_bitexact'])} bit-exact"])
+    return rows
+
+
+def zip_c_library(run_dir: Path, out: Path) -> Path | None:
+    """compiled/c as one zip (folder <run>-c/ inside), written atomically to ``out``."""
+    source = Path(run_dir) / "compiled" / "c"
+    if not source.is_dir():
+        return None
+    with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(p for p in source.rglob("*") if p.is_file()):
+            z.write(f, f"{Path(run_dir).name}-c/{f.relative_to(source)}")
+    return out
+
+
+def downloads(run_dir: Path, out_dir: Path) -> list[Path]:
+    """The run's deliverables that exist so far, copied to ``out_dir`` for serving: int8 ONNX, .tflite,
+    the C library zip, the report. Copies, so the web server never serves the runs folder itself."""
+    import shutil
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = []
+    for source in (run_dir / "model_int8.onnx", run_dir / "compiled" / "model.tflite", run_dir / "report.html"):
+        if source.is_file():
+            target = out_dir / f"{run_dir.name}-{source.name}"
+            shutil.copyfile(source, target)
+            out.append(target)
+    zipped = zip_c_library(run_dir, out_dir / f"{run_dir.name}-c-library.zip")
+    if zipped:
+        out.insert(min(2, len(out)), zipped)
+    return out
+
+
+def report_iframe(run_dir: Path) -> str:
+    """The self-contained report.html, isolated from the app's styles in an iframe."""
+    path = Path(run_dir) / "report.html"
+    if not path.is_file():
+        return "<p class='nf-muted'>No report yet: it is written when the build finishes.</p>"
+    return (f"<iframe class='nf-report' title='report' sandbox srcdoc=\"{html.escape(path.read_text(), quote=True)}\">"
+            "</iframe>")

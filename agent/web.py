@@ -1,0 +1,484 @@
+"""The web app's sessions: one per browser tab, each with its own agent thread, data and runs.
+
+A message starts a turn of the same LangGraph graph the terminal chat runs (the offline
+planner when no LLM is configured) in a background thread; the page follows it through
+:meth:`WebSession.follow`, which yields a :class:`Snapshot` whenever the chat or the build's
+stages change. Nothing here imports gradio: ``app.py`` renders snapshots, tests drive
+sessions directly.
+
+A build started by a session is found in the run index by the planner name the session's
+context records in ``design.json`` ("offline (web session 3f9a0c1d)"), so two tabs building
+at once each follow their own run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent import app_views
+from agent.app_uploads import check_folder, class_counts, save_uploads
+from agent.context import MAX_TEXT, Context, LLMSettings
+from knowledge.errors import NanofactoryError
+
+log = logging.getLogger(__name__)
+
+DATA_KINDS = {"images": "pool", "examples": "examples", "test": "test"}  # data key -> upload subfolder
+POLL_S = 0.25
+
+
+@dataclass
+class WebConfig:
+    runs_dir: Path
+    workspace: Path = field(default_factory=Path.cwd)
+    llm: LLMSettings | None = None
+    chat_model: object | None = None  # a ready LangChain chat model (tests use a scripted one)
+    epochs: int | None = None  # default training epochs; each session may change its own
+    max_steps: int = 24
+    data: dict[str, str] = field(default_factory=dict)  # folders named on the command line, preselected
+    extra_roots: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class SessionContext(Context):
+    """The agent's context in one browser session; its planner name marks the runs it creates."""
+
+    session: str = ""
+
+    @property
+    def planner_name(self) -> str:
+        return f"{super().planner_name} (web session {self.session})"
+
+
+@dataclass
+class Snapshot:
+    version: int  # changes whenever the chat does
+    messages: list[dict]
+    busy: bool
+    run_id: str | None  # the run the panels show: the one building, else the last one opened
+    stages: list[app_views.StageRow]
+    status: str | None  # the run index's status of that run
+    message: str | None  # its failure message, if any
+    elapsed: float | None  # seconds in the running stage
+
+    @property
+    def view_key(self) -> tuple:
+        """Changes when a stage finishes: the moment galleries, plots and downloads have something new."""
+        return self.run_id, tuple(r.name for r in self.stages if r.state == "done"), self.status
+
+
+def _summary(name: str, result: dict) -> str:
+    """One line for a tool's result in the chat, like the terminal chat prints."""
+    if "error" in result:
+        return f"⚠ {result['error']}"
+    status = result.get("status")
+    if status == "needs_input":
+        return "something is missing: the question follows"
+    if name == "make_spec":
+        spec = result["spec"]
+        budgets = ", ".join(f"{k.removesuffix('_bytes')} {v / 1024:.0f} KB" if k.endswith("_bytes") else f"{k} {v}"
+                            for k, v in spec["budgets"].items())
+        return f"device **{spec['device']}** · labels {', '.join(spec['labels'])}" + (f" · {budgets}" if budgets else "")
+    if name == "plan_build" and status == "ok":
+        c = result["cost"]
+        return (f"student {result['student']}, input {result['input']['size']} px: weights {c['weight_kb']} KB, "
+                f"SRAM {c['sram_kb']} KB, {c['macs']:,} MACs, about {c['latency_ms']} ms")
+    if status == "does_not_fit":
+        return "does not fit: " + "; ".join(result["failed_checks"][0]["shortfalls"])
+    if name == "run_build" and status == "done":
+        failed = [c["check"] for c in result["checks"] if not c["ok"]]
+        return (f"run {result['run_id']}: int8 accuracy {100 * result['metrics']['student_int8_test_accuracy']:.1f} %"
+                + (f"; failed checks: {', '.join(failed)}" if failed else "; all checks passed"))
+    if name == "run_build" and status == "partial":
+        return f"run {result['run_id']}: finished {', '.join(result['finished'])}"
+    return json.dumps(result, default=str)[:400]
+
+
+def _names_a_device(text: str) -> bool:
+    from agent.parse import parse_request
+
+    return parse_request(text).device is not None
+
+
+class WebSession:
+    """One browser tab: its conversation (a checkpointed LangGraph thread), its data and its runs."""
+
+    def __init__(self, app: WebApp, session_id: str):
+        self.app, self.id = app, session_id
+        self.thread = f"web-{session_id}"
+        self.data: dict[str, str] = dict(app.config.data)
+        self.counts: dict[str, str] = {}  # data key -> what it holds, for the page
+        self.roots: list[Path] = list(app.config.extra_roots)
+        self.epochs = app.config.epochs
+        self.messages: list[dict] = []
+        self.version = 0
+        self.run_ids: list[str] = []  # runs this session built
+        self.viewing: str | None = None  # the run the panels show
+        self.building: str | None = None  # the run being built now
+        self.question: str | None = None  # the agent's pending question
+        self.review: list[app_views.ReviewItem] = []
+        self._lock = threading.RLock()
+        self._worker: threading.Thread | None = None
+        self._tool_slots: dict[str, tuple[int, float]] = {}  # tool call id -> (message index, start time)
+        self._build_started: float | None = None
+        self._saved: set[tuple[str, str]] = set()  # (kind, uploaded temp file) already copied
+        self._frozen: set[str] = set()  # upload folders a run was built from: never added to again
+
+    # ---- data --------------------------------------------------------------------------------
+
+    def add_upload(self, kind: str, files: list[str], class_name: str | None = None) -> str:
+        """Save uploaded images (files or zips) for ``kind`` (images, examples, test); a line for the page."""
+        if kind not in DATA_KINDS:
+            raise NanofactoryError(f"Unknown upload {kind!r}; use one of {', '.join(DATA_KINDS)}.")
+        files = [f for f in files if (kind, f) not in self._saved]  # the event lists every file the box holds
+        if not files:
+            raise NanofactoryError("Choose some image files or a zip first.")
+        name = class_name.strip() if kind != "images" and class_name and class_name.strip() else None
+        if kind != "images" and name is None and any(not str(f).lower().endswith(".zip") for f in files):
+            raise NanofactoryError(f"Which class do these {DATA_KINDS[kind]} images show? Type it in the class box "
+                                   "and upload again, or upload a zip with one folder per class.")
+        target = self._upload_target(kind)
+        added = save_uploads(files, target, name)
+        self._saved.update((kind, f) for f in files)
+        self._set_data(kind, target)
+        return f"Added {added} image{'s' if added != 1 else ''} to {DATA_KINDS[kind]}."
+
+    def _upload_target(self, kind: str) -> Path:
+        """The session's upload folder for ``kind``; once a run has used it, later uploads go to a copy,
+        so that run's design.json keeps pointing at exactly the images it was built from."""
+        base = self.app.config.runs_dir / "uploads" / self.id
+        current = Path(self.data[kind]) if kind in self.data else None
+        ours = current is not None and current.parent == base
+        if ours and str(current) not in self._frozen:
+            return current
+        n, target = 1, base / DATA_KINDS[kind]
+        while target.exists():
+            n += 1
+            target = base / f"{DATA_KINDS[kind]}-{n}"
+        if ours:
+            shutil.copytree(current, target)
+        return target
+
+    def use_folder(self, kind: str, path: str) -> str:
+        """Use a folder on this machine, as `--images DIR` would; the person named it, so the agent may read it."""
+        folder = check_folder(path, DATA_KINDS[kind])
+        with self._lock:
+            if folder not in self.roots:
+                self.roots.append(folder)
+        self._set_data(kind, folder)
+        return f"Using {folder} as the {DATA_KINDS[kind]}."
+
+    def _set_data(self, kind: str, folder: Path) -> None:
+        from knowledge.pools import image_files
+
+        if kind == "images":
+            what = f"{len(image_files(folder)):,} images"
+        else:
+            counts = class_counts(folder)
+            what = ", ".join(f"{k} {v}" for k, v in counts.items()) or "no class subfolders yet"
+        with self._lock:
+            self.data[kind] = str(folder)
+            self.counts[kind] = what
+
+    def data_summary(self) -> str:
+        lines = []
+        for kind, word in DATA_KINDS.items():
+            if kind in self.data:
+                lines.append(f"- **{word}**: `{self.data[kind]}` — {self.counts.get(kind, 'named on the command line')}")
+            else:
+                lines.append(f"- **{word}**: none yet")
+        return "\n".join(lines)
+
+    # ---- chat --------------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None and self._worker.is_alive()
+
+    def _post(self, message: dict) -> int:
+        with self._lock:
+            self.messages.append(message)
+            self.version += 1
+            return len(self.messages) - 1
+
+    def _edit(self, index: int, **changes) -> None:
+        with self._lock:
+            message = dict(self.messages[index])
+            for key, value in changes.items():
+                if key == "metadata":
+                    message["metadata"] = {**message.get("metadata", {}), **value}
+                else:
+                    message[key] = value
+            self.messages[index] = message
+            self.version += 1
+
+    def send(self, text: str, device: str | None = None, epochs: int | None = None) -> bool:
+        """Start a turn with the person's message (an answer when the agent asked); False when busy or empty."""
+        text = " ".join((text or "").split())[:MAX_TEXT]
+        if not text:
+            return False
+        with self._lock:
+            if self.busy:
+                self._post({"role": "assistant", "content": "I am still working on the last message; "
+                            "the stages on the right show how far along it is."})
+                return False
+            asking_device = self.question is None or "device" in self.question.lower()
+            if device and asking_device and not _names_a_device(text):
+                text = f"{text} on the {device}"
+            if epochs:
+                self.epochs = int(epochs)
+            self._post({"role": "user", "content": text})
+            resume, self.question = self.question is not None, None
+            self._worker = threading.Thread(target=self._turn, args=(text, resume), daemon=True,
+                                            name=f"nanofactory-web-{self.id}")
+            self._worker.start()
+        return True
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the current turn ends; False on timeout."""
+        worker = self._worker
+        if worker is not None:
+            worker.join(timeout)
+        return not self.busy
+
+    def _context(self) -> SessionContext:
+        cfg = self.app.config
+        return SessionContext(workspace=cfg.workspace, runs_dir=cfg.runs_dir, llm=cfg.llm, chat_model=cfg.chat_model,
+                              max_steps=cfg.max_steps, epochs=self.epochs, show_bars=False,
+                              extra_roots=list(self.roots), session=self.id)
+
+    def _turn(self, text: str, resume: bool) -> None:
+        from langgraph.types import Command
+
+        from agent.graph import build_graph, user_turn
+
+        graph = build_graph(self._context(), self.app.checkpointer())
+        config = {"configurable": {"thread_id": self.thread}}
+        data = dict(self.data)
+        if resume:  # an answer; folders added since the question come with it
+            turn = Command(resume=text, update={"data": data}) if data else Command(resume=text)
+        else:
+            turn = user_turn(text, data or None)
+        try:
+            for update in graph.stream(turn, config, stream_mode="updates"):
+                self._render(update)
+            snapshot = graph.get_state(config)
+            question = next((i.value.get("question") if isinstance(i.value, dict) else str(i.value)
+                             for task in snapshot.tasks for i in task.interrupts), None)
+            run_id = snapshot.values.get("run_id")
+            if run_id:
+                self._add_run(run_id)
+            if question:
+                self.question = question
+                hint = "" if self.data.get("images") else \
+                    "\n\n*Add your images under **Data & device** (files, a zip, or a folder), then answer here.*"
+                self._post({"role": "assistant", "content": question + hint})
+        except NanofactoryError as e:
+            self._post({"role": "assistant", "content": f"⚠ {e}"})
+        except Exception as e:  # a bug: say so in the chat rather than leave the page spinning
+            log.exception("agent turn failed")
+            self._post({"role": "assistant", "content": f"⚠ The agent stopped on an internal error "
+                        f"({type(e).__name__}: {e}). Finished stages are kept in the run folder."})
+        finally:
+            with self._lock:
+                for index, started in self._tool_slots.values():
+                    self._edit(index, metadata={"status": "done", "duration": round(time.time() - started, 1)})
+                self._tool_slots.clear()
+                if self.building:
+                    self.viewing = self.building
+                self.building, self._build_started = None, None
+
+    def _render(self, update: dict) -> None:
+        """Chat messages from one graph update: tool calls as collapsible steps, the planner's words as replies."""
+        for node, values in (update or {}).items():
+            if node == "__interrupt__" or not isinstance(values, dict):
+                continue
+            for message in values.get("messages", []):
+                kind = type(message).__name__
+                if kind == "AIMessage":
+                    for call in message.tool_calls:
+                        if call["name"] == "ask_user":
+                            continue
+                        if call["name"] == "run_build":
+                            self._build_started = time.time()
+                        note = "building: follow the stages on the right" if call["name"] == "run_build" else "…"
+                        index = self._post({"role": "assistant", "content": note,
+                                            "metadata": {"title": call["name"], "status": "pending"}})
+                        self._tool_slots[call["id"]] = (index, time.time())
+                    if message.content:
+                        self._post({"role": "assistant", "content": str(message.content)})
+                elif kind == "ToolMessage" and message.tool_call_id in self._tool_slots:
+                    index, started = self._tool_slots.pop(message.tool_call_id)
+                    line = _summary(message.name, json.loads(message.content))
+                    short = line.replace("**", "")
+                    self._edit(index, content=line, metadata={
+                        "status": "done", "duration": round(time.time() - started, 1),
+                        "title": f"{message.name}: {short[:90]}{'…' if len(short) > 90 else ''}"})
+
+    def _add_run(self, run_id: str) -> None:
+        with self._lock:
+            if run_id not in self.run_ids:
+                self.run_ids.append(run_id)
+            self.viewing = run_id
+            self._frozen.update(self.data.values())
+
+    def _find_build(self) -> str | None:
+        """The run this session's build created: newest first in the index, marked with this session."""
+        if self.building or self._build_started is None:
+            return self.building
+        marker = f"(web session {self.id})"
+        for record in self.app.store().list():
+            if record.created < self._build_started - 5:
+                break
+            try:
+                planner = app_views.design(self.app.config.runs_dir / record.id)["decisions"]["planner"]
+            except (OSError, KeyError, json.JSONDecodeError):
+                continue
+            if planner.endswith(marker):
+                self.building = record.id
+                self._add_run(record.id)
+                break
+        return self.building
+
+    # ---- following a turn --------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        busy = self.busy
+        run_id = self._find_build() if busy else None
+        run_id = run_id or self.viewing
+        stages, status, message, elapsed = [], None, None, None
+        if run_id:
+            run_dir = self.app.config.runs_dir / run_id
+            record = next((r for r in self.app.store().list() if r.id == run_id), None)
+            status, message = (record.status, record.message) if record else (None, None)
+            stages = app_views.stage_rows(run_dir, running=busy and run_id == self.building, status=status)
+            if any(r.state == "running" for r in stages):
+                done = [run_dir / "stages" / f"{r.name}.json" for r in stages if r.state == "done"]
+                since = max([p.stat().st_mtime for p in done] + [(run_dir / "design.json").stat().st_mtime])
+                elapsed = time.time() - since
+        with self._lock:
+            return Snapshot(self.version, [dict(m) for m in self.messages], busy, run_id, stages, status, message, elapsed)
+
+    def follow(self, poll: float = POLL_S) -> Iterator[Snapshot]:
+        """Snapshots while a turn runs: one now, one whenever the chat or a stage changes (and each
+        second of a running stage), and a last one after the turn ended."""
+        last = None
+        while True:
+            busy = self.busy
+            snap = self.snapshot()
+            key = (snap.version, snap.view_key, None if snap.elapsed is None else int(snap.elapsed), busy)
+            if key != last:
+                yield snap
+                last = key
+            if not busy:
+                return
+            time.sleep(poll)
+
+    # ---- runs --------------------------------------------------------------------------------
+
+    def open_run(self, run_id: str) -> Path:
+        """Show a run from the index (this session's or a past one) in the panels."""
+        folder = self.app.store().path(run_id)
+        with self._lock:
+            self.viewing = run_id
+        return folder
+
+    def run_dir(self) -> Path | None:
+        run_id = self.building or self.viewing
+        return self.app.config.runs_dir / run_id if run_id else None
+
+    def start_review(self) -> app_views.ReviewItem | None:
+        folder = self.run_dir()
+        self.review = app_views.review_queue(folder) if folder else []
+        return self.review[0] if self.review else None
+
+    def label(self, label: str | None) -> str:
+        """Store the person's label for the first queued sample (None skips it); a line for the page."""
+        folder = self.run_dir()
+        if not self.review or folder is None:
+            return "Nothing to review."
+        item = self.review.pop(0)
+        if label is None:
+            return f"Skipped {item.uid}."
+        count = app_views.save_human_label(folder, item, label)
+        return (f"Saved '{label}' for {item.uid}: {count} human label{'s' if count != 1 else ''} in "
+                f"{app_views.HUMAN_LABELS}. This build does not train on them yet; a rebuild with "
+                "active learning will.")
+
+
+class WebApp:
+    """The server side of the page: the sessions, one agent checkpointer, the run index."""
+
+    def __init__(self, config: WebConfig):
+        self.config = config
+        self._sessions: dict[str, WebSession] = {}
+        self._lock = threading.Lock()
+        self._saver = None
+        self._files: Path | None = None
+
+    def session(self, session_id: str) -> WebSession:
+        if not session_id:
+            raise NanofactoryError("This page has no session; reload it.")
+        with self._lock:
+            if session_id not in self._sessions:
+                self._sessions[session_id] = WebSession(self, session_id[:16])
+            return self._sessions[session_id]
+
+    def session_count(self) -> int:
+        return len(self._sessions)
+
+    def drop(self, session_id: str) -> None:
+        """Forget a closed tab (a build it started still finishes and stays in the index)."""
+        with self._lock:
+            self._sessions.pop(session_id, None)
+
+    def store(self):
+        from agent.runs import RunStore
+
+        return RunStore(self.config.runs_dir)
+
+    def checkpointer(self):
+        """One SQLite checkpointer for every session (it locks around each write): a web conversation is a
+        thread in <runs>/agent.sqlite like a terminal one, so `nanofactory chat --terminal --thread web-…` resumes it."""
+        import sqlite3
+
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        with self._lock:
+            if self._saver is None:
+                self.config.runs_dir.mkdir(parents=True, exist_ok=True)
+                connection = sqlite3.connect(self.config.runs_dir / "agent.sqlite", check_same_thread=False)
+                self._saver = SqliteSaver(connection)
+            return self._saver
+
+    def files_dir(self, session_id: str) -> Path:
+        """Where a session's downloads are staged (the server serves copies, never the runs folder)."""
+        with self._lock:
+            if self._files is None:
+                self._files = Path(tempfile.mkdtemp(prefix="nanofactory-web-"))
+                atexit.register(shutil.rmtree, self._files, ignore_errors=True)
+        return self._files / session_id[:16]
+
+    def warm_up(self) -> None:
+        """Import the agent and the stages once at start, so the first reply does not wait for imports."""
+        import agent.graph
+        import agent.parse
+        import agent.stages  # noqa: F401
+
+        self.checkpointer()
+
+    def past_runs(self) -> list[list]:
+        rows = []
+        for r in self.store().list():
+            acc = f"{100 * r.student_int8_accuracy:.1f} %" if r.student_int8_accuracy is not None else "—"
+            size = f"{r.weight_bytes / 1024:.1f} / {r.sram_bytes / 1024:.1f}" if r.weight_bytes and r.sram_bytes else "—"
+            rows.append([r.id, r.status, r.device or "—", acc, size, (r.request or "")[:80]])
+        return rows

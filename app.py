@@ -1,0 +1,287 @@
+"""Nanofactory's web page: a chat with the agent beside the build it runs.
+
+    python app.py [--port 7860] [--share] [--auth USER:PASS]     same as `nanofactory chat`
+
+Thin on purpose: the sessions, the agent turns and everything shown of a run come from
+``agent.web`` and ``agent.app_views``; this file lays out the page and wires its events.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: it must not call out
+
+import gradio as gr
+
+from agent import app_views
+from agent.web import WebApp, WebSession
+from knowledge.errors import NanofactoryError
+
+log = logging.getLogger(__name__)
+LABEL_SLOTS = 12  # review buttons: one per class (and "other"); hidden when a run has fewer
+REQUESTS = [
+    "a pet-door camera that tells apart cats, dogs and everything else on an nRF52840",
+    "sort shirts, bags and everything else on an ESP32-S3 with 256 KB RAM",
+    "tells apart circles, squares, triangles and everything else",
+]
+CSS = """
+#nf-head h1{font-size:22px;margin:0}#nf-head p{margin:2px 0 0;color:var(--body-text-color-subdued)}
+.nf-progress{border:1px solid var(--border-color-primary);border-radius:8px;padding:10px 14px;background:var(--block-background-fill)}
+.nf-head{display:flex;justify-content:space-between;font-size:14px}.nf-head span{color:var(--body-text-color-subdued)}
+.nf-bar{height:6px;background:var(--border-color-primary);border-radius:3px;margin:6px 0 8px;overflow:hidden}
+.nf-bar div{height:100%;background:var(--color-accent);transition:width .4s}
+.nf-progress table{width:100%;border-collapse:collapse;font-size:13px;border:none!important;margin:0}
+.nf-progress tr,.nf-progress td{padding:2px 6px!important;border:none!important;background:none!important}
+.nf-progress td.icon{width:18px;text-align:center}.nf-progress td.stage{font-weight:600;width:80px}
+.nf-progress td.secs{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.nf-progress td.note{color:var(--body-text-color-subdued)}
+.nf-progress tr.waiting{opacity:.45}.nf-progress tr.done td.icon{color:#2e8b57}.nf-progress tr.failed{color:#c0392b}
+.nf-progress tr.running td.icon{color:var(--color-accent);animation:nfpulse 1s infinite}
+@keyframes nfpulse{50%{opacity:.2}}.nf-message{color:#c0392b;margin:6px 0 0}.nf-muted{color:var(--body-text-color-subdued)}
+iframe.nf-report{width:100%;height:900px;border:1px solid var(--border-color-primary);border-radius:8px;background:#fff}
+"""
+IDLE = ("<div class='nf-progress'><div class='nf-head'><b>No build yet</b><span>stages appear here</span></div>"
+        "<p class='nf-muted'>Describe the model in the chat; add your images under <b>Data &amp; device</b>.</p></div>")
+
+
+class Page:
+    """The page's event handlers for one WebApp; each finds the tab's session by its gradio session hash."""
+
+    def __init__(self, web: WebApp):
+        self.web = web
+        self.views: list = []  # the components _views fills, in order (set by build_ui)
+
+    def session(self, request: gr.Request) -> WebSession:
+        return self.web.session(request.session_hash)
+
+    def review(self, session: WebSession, item, status: str = "") -> list:
+        folder = session.run_dir()
+        names = app_views.label_names(folder) if folder and (folder / "design.json").is_file() else []
+        choices = names + ([] if "other" in names else ["other"]) if names else []
+        buttons = [gr.update(value=choices[i], visible=True) if i < len(choices) and item else gr.update(visible=False)
+                   for i in range(LABEL_SLOTS)]
+        if item is None:
+            info = ("The queue is empty: every low-confidence sample has a label." if session.review == [] and
+                    folder and (folder / "data" / "labels.npz").is_file() else
+                    "No samples to review yet: the queue fills once the **label** stage has run.")
+            return [None, info, *buttons, gr.update(visible=False), status]
+        guesses = ", ".join(f"{n} {p:.2f}" for n, p in item.guesses)
+        used = "trained on with the teacher's label" if item.used_for_training else "left out of training (unsure)"
+        info = (f"**{item.uid}**  \nteacher's guesses: {guesses}  \n{used}  \n"
+                f"{len(session.review)} in the queue: which class is it?")
+        return [app_views.review_image(folder, item), info, *buttons, gr.update(visible=True), status]
+
+    def run_views(self, session: WebSession) -> list:
+        """Values for self.views: everything the panels show of the session's current run."""
+        folder = session.run_dir()
+        if folder is None or not (folder / "design.json").is_file():
+            return [[], *self.review(session, None), None, None, None, [], None,
+                    "<p class='nf-muted'>No run yet.</p>"]
+        files = app_views.downloads(folder, self.web.files_dir(session.id) / folder.name)
+        return [app_views.samples(folder), *self.review(session, session.start_review()),
+                app_views.training_curve(folder), app_views.confusion_matrix(folder), app_views.layer_profile(folder),
+                app_views.metrics_rows(folder), [str(p) for p in files] or None, app_views.report_iframe(folder)]
+
+    def runs_table(self) -> tuple:
+        rows = self.web.past_runs()
+        return rows, gr.update(choices=[r[0] for r in rows])
+
+    def send(self, text: str, device: str | None, epochs: float | None, request: gr.Request):
+        session = self.session(request)
+        session.send(text, device=device or None, epochs=int(epochs) if epochs else None)
+        shown, built = None, False
+        for snap in session.follow():
+            built = built or (snap.busy and snap.run_id is not None)
+            views = [gr.skip()] * len(self.views)
+            if snap.run_id and snap.view_key != shown:
+                try:
+                    views, shown = self.run_views(session), snap.view_key
+                except Exception:  # a panel that cannot render must not stop the chat and the progress
+                    log.exception("rendering run %s", snap.run_id)
+            end = not snap.busy
+            finished = end and built and snap.status == "done"
+            yield ["", snap.messages, progress(snap), *views, *(self.runs_table() if end else (gr.skip(), gr.skip())),
+                   gr.Tabs(selected="results") if finished else gr.skip()]
+
+    def upload(self, kind: str):
+        def handler(files, class_name, request: gr.Request) -> str:
+            session = self.session(request)
+            paths = [f if isinstance(f, str) else f.name for f in (files or [])]
+            try:
+                note = session.add_upload(kind, paths, class_name if kind != "images" else None)
+            except NanofactoryError as e:
+                note = f"⚠ {e}"
+            return f"{note}\n\n{session.data_summary()}"
+        return handler
+
+    def folders(self, images: str, examples: str, test: str, request: gr.Request) -> str:
+        session = self.session(request)
+        notes = []
+        for kind, path in (("images", images), ("examples", examples), ("test", test)):
+            if path and path.strip():
+                try:
+                    notes.append(session.use_folder(kind, path))
+                except NanofactoryError as e:
+                    notes.append(f"⚠ {e}")
+        return "\n".join(f"- {n}" for n in notes) + f"\n\n{session.data_summary()}"
+
+    def label(self, label: str | None, request: gr.Request) -> list:
+        session = self.session(request)
+        status = session.label(label)
+        return self.review(session, session.review[0] if session.review else None, status)
+
+    def skip(self, request: gr.Request) -> list:
+        return self.label(None, request)
+
+    def open(self, run_id: str | None, request: gr.Request) -> list:
+        session = self.session(request)
+        if not run_id:
+            return [gr.skip()] * (len(self.views) + 1)
+        try:
+            session.open_run(run_id)
+        except NanofactoryError as e:
+            return [f"<p class='nf-message'>{e}</p>"] + [gr.skip()] * len(self.views)
+        return [progress(session.snapshot()), *self.run_views(session)]
+
+    def pick(self, evt: gr.SelectData) -> str:
+        return evt.row_value[0]
+
+    def load(self, request: gr.Request) -> list:
+        return [self.session(request).data_summary(), *self.runs_table()]
+
+    def unload(self, request: gr.Request) -> None:
+        self.web.drop(request.session_hash)
+
+
+def progress(snap) -> str:
+    if not snap.run_id:
+        return IDLE
+    title = f"Run {snap.run_id}" + (f" — {snap.status}" if snap.status and not snap.busy else "")
+    return app_views.progress_html(snap.stages, title, snap.message if snap.status in ("failed", "crashed") else None,
+                                   snap.elapsed)
+
+
+def build_ui(web: WebApp) -> gr.Blocks:
+    """The page: chat on the left; progress, data, samples and review, plots, results and past runs on the right."""
+    from knowledge.devices import list_devices
+
+    page = Page(web)
+    with gr.Blocks(title="Nanofactory", analytics_enabled=False, fill_width=True) as demo:
+        gr.HTML(f"<div id='nf-head'><h1>Nanofactory</h1><p>Describe a tiny image classifier, give it your images, "
+                f"and get an int8 model and a C library for your microcontroller. Planner: "
+                f"<b>{web.config.llm.model if web.config.llm else 'offline (no LLM configured)'}</b> · runs in "
+                f"<code>{web.config.runs_dir}</code></p></div>")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=5, min_width=420):
+                chat = gr.Chatbot(label="Agent", height=600, elem_id="nf-chat", buttons=["copy"], feedback_options=None,
+                                  placeholder="**Say what to build**: what it tells apart, on which device, any "
+                                              "memory or latency budget. The agent asks for anything missing.")
+                with gr.Row():
+                    box = gr.Textbox(show_label=False, scale=8, elem_id="nf-input", autofocus=True, max_lines=4,
+                                     placeholder="e.g. a pet-door camera that tells apart cats, dogs and everything else")
+                    send = gr.Button("Send", variant="primary", scale=1, min_width=80, elem_id="nf-send")
+                gr.Examples(REQUESTS, inputs=box, label="Example requests")
+            with gr.Column(scale=4, min_width=400):
+                progress_box = gr.HTML(IDLE, elem_id="nf-progress")
+                with gr.Tabs(selected="data") as tabs:
+                    with gr.Tab("Data & device", id="data"):
+                        device = gr.Dropdown([d.name for d in list_devices()], value=None, label="Target device",
+                                             info="added to a request that names none")
+                        pool = gr.File(label="Unlabeled images (files or a zip)", file_count="multiple",
+                                       file_types=["image", ".zip"], elem_id="nf-pool")
+                        with gr.Row():
+                            examples = gr.File(label="A few examples per class", file_count="multiple",
+                                               file_types=["image", ".zip"], elem_id="nf-examples")
+                            test = gr.File(label="Labeled test set (optional)", file_count="multiple",
+                                           file_types=["image", ".zip"], elem_id="nf-test")
+                        class_name = gr.Textbox(label="Class of the example or test files",
+                                                placeholder="e.g. cat; leave empty for a zip with one folder per class")
+                        with gr.Accordion("Folders on this machine instead", open=False):
+                            images_dir = gr.Textbox(label="Unlabeled images folder")
+                            examples_dir = gr.Textbox(label="Examples folder (one subfolder per class)")
+                            test_dir = gr.Textbox(label="Test folder (one subfolder per class)")
+                            use = gr.Button("Use these folders", size="sm")
+                        epochs = gr.Number(web.config.epochs or 8, label="Training epochs", precision=0, minimum=1,
+                                           maximum=500, elem_id="nf-epochs")
+                        data_md = gr.Markdown(elem_id="nf-data")
+                    with gr.Tab("Samples & review", id="review"):
+                        gallery = gr.Gallery(label="Auto-labeled samples (label, teacher confidence)", columns=5,
+                                             height=320, object_fit="contain", elem_id="nf-gallery")
+                        gr.Markdown("**Review queue**: the samples the teacher was least sure of. One click per label.")
+                        with gr.Row():
+                            review_img = gr.Image(show_label=False, height=230, interactive=False, buttons=[],
+                                                  elem_id="nf-review-image")
+                            review_info = gr.Markdown(elem_id="nf-review-info")
+                        with gr.Row():
+                            buttons = [gr.Button(visible=False, size="sm", elem_classes="nf-label") for _ in range(LABEL_SLOTS)]
+                            skip = gr.Button("skip", size="sm", variant="secondary", visible=False)
+                        review_status = gr.Markdown(elem_id="nf-review-status")
+                    with gr.Tab("Plots", id="plots"):
+                        gr.Markdown("**Training curve**: loss and validation accuracy per epoch")
+                        curve = gr.Image(show_label=False, interactive=False, height=260, elem_id="nf-curve")
+                        gr.Markdown("**Confusion matrix**: int8 student on the test set")
+                        confusion = gr.Image(show_label=False, interactive=False, height=340, elem_id="nf-confusion")
+                        gr.Markdown("**Per layer**: time on the device, weights (flash) and activations (SRAM)")
+                        profile = gr.Image(show_label=False, interactive=False, elem_id="nf-profile")
+                    with gr.Tab("Results", id="results"):
+                        metrics = gr.Dataframe(headers=["metric", "value"], interactive=False, wrap=True,
+                                               elem_id="nf-metrics")
+                        files = gr.File(label="Downloads: int8 ONNX, .tflite, C library (zip), report",
+                                        file_count="multiple", interactive=False, elem_id="nf-downloads")
+                    with gr.Tab("Report", id="report"):
+                        report = gr.HTML(elem_id="nf-report")
+                    with gr.Tab("Past runs", id="runs"):
+                        runs_table = gr.Dataframe(headers=["run", "status", "device", "int8 acc", "KB flash / SRAM",
+                                                           "request"], interactive=False, wrap=True, max_height=420,
+                                                  column_widths=["24%", "9%", "12%", "9%", "12%", "34%"])
+                        gr.Markdown("Click a row, then **Open** to show that run's samples, plots, results and report.")
+                        with gr.Row():
+                            run_pick = gr.Dropdown(label="Run", choices=[], scale=4)
+                            open_run = gr.Button("Open", scale=1)
+                            refresh = gr.Button("Refresh", scale=1, variant="secondary")
+
+        review = [review_img, review_info, *buttons, skip, review_status]
+        page.views = [gallery, *review, curve, confusion, profile, metrics, files, report]
+        gr.on([send.click, box.submit], page.send, [box, device, epochs],
+              [box, chat, progress_box, *page.views, runs_table, run_pick, tabs], api_name="send",
+              concurrency_limit=None, show_progress="hidden")
+        pool.upload(page.upload("images"), [pool, class_name], data_md, api_name="upload_pool")
+        examples.upload(page.upload("examples"), [examples, class_name], data_md, api_name="upload_examples")
+        test.upload(page.upload("test"), [test, class_name], data_md, api_name="upload_test")
+        use.click(page.folders, [images_dir, examples_dir, test_dir], data_md, api_name="use_folders")
+        for b in buttons:
+            b.click(page.label, b, review, api_name=False, show_progress="hidden")
+        skip.click(page.skip, None, review, api_name=False, show_progress="hidden")
+        open_run.click(page.open, run_pick, [progress_box, *page.views], api_name="open_run")
+        runs_table.select(page.pick, None, run_pick, api_name=False, show_progress="hidden")
+        refresh.click(page.runs_table, None, [runs_table, run_pick], api_name="runs")
+        demo.load(page.load, None, [data_md, runs_table, run_pick], api_name=False)
+        demo.unload(page.unload)
+    return demo
+
+
+def launch(web: WebApp, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
+           auth: tuple[str, str] | None = None, open_browser: bool = False, block: bool = True) -> tuple[gr.Blocks, str]:
+    """Serve the page; the local URL. ``block=False`` returns at once (tests, notebooks)."""
+    web.warm_up()
+    demo = build_ui(web)
+    theme = gr.themes.Default(primary_hue="indigo", font=["system-ui", "-apple-system", "Segoe UI", "sans-serif"],
+                              font_mono=["ui-monospace", "SFMono-Regular", "monospace"])
+    demo.queue(default_concurrency_limit=None)
+    _, url, _ = demo.launch(server_name=host, server_port=port, share=share, auth=auth, inbrowser=open_browser,
+                            prevent_thread_lock=True, quiet=True, show_error=True, ssr_mode=False, mcp_server=False,
+                            enable_monitoring=False, theme=theme, css=CSS)
+    print(f"Nanofactory web app: {url}" + (f" (public: {demo.share_url})" if share and demo.share_url else ""),
+          flush=True)
+    if block:
+        demo.block_thread()
+    return demo, url
+
+
+if __name__ == "__main__":
+    from agent.cli import main
+
+    sys.exit(main(["chat", *sys.argv[1:]]))
