@@ -17,11 +17,11 @@ def assemble_metrics(ctx) -> dict:
     cost = quantize["cost"]
     flash, sram = budget_limits(ctx.device, spec.budgets.flash_bytes, spec.budgets.sram_bytes)
     latency_budget = spec.budgets.latency_ms
-    stages = ("data", "teacher", "label", "train", "quantize", "evaluate", "compile")
-    timings = {s: run.result(s)["seconds"] for s in stages if run.is_done(s)}
+    stages = ("data", "teacher", "label", "search", "train", "quantize", "evaluate", "compile")
+    timings = {s: run.result(s)["seconds"] for s in stages if run.is_done(s) and not run.result(s).get("skipped")}
     timings["total"] = round(sum(timings.values()), 2)
     student, oracle = evaluate["student_int8_test_accuracy"], evaluate["oracle_int8_test_accuracy"]
-    step = run.plan.step("train").student
+    step = ctx.student
     return {
         "run_id": run.id,
         "device": spec.device,
@@ -60,8 +60,19 @@ def assemble_metrics(ctx) -> dict:
         },
         "student": {"arch": step.name, "width": step.stem_channels, "input": data["input"]},
         "compiled": _compiled(run, cost),
+        "search": _search(run),
         "timings_s": timings,
     }
+
+
+def _search(run) -> dict | None:
+    """What the architecture search did: how many scored, what it chose, against the fixed student."""
+    if not run.is_done("search") or run.result("search").get("skipped"):
+        return None
+    r = run.result("search")
+    keys = ("space", "proxies", "scored", "rejected_over_budget", "seconds_scoring", "seconds_training", "chosen",
+            "best", "best_cost", "best_val_accuracy", "fixed", "trained", "note")
+    return {k: r.get(k) for k in keys}
 
 
 def _compiled(run, cost: dict) -> dict | None:

@@ -7,7 +7,7 @@ so a run can be replayed.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,6 +20,7 @@ from knowledge.devices import get_device
 from knowledge.labeling import LabelConfig
 from knowledge.teachers.base import TeacherConfig
 from tools.quantize import QuantizeConfig
+from tools.search import SearchConfig
 from tools.sizing import DEFAULT_MAX_MACS, size_student
 from tools.student import StudentConfig
 from tools.train import TrainConfig
@@ -59,6 +60,13 @@ class GenerateStep(_Step):
     gate: GateConfig = Field(default_factory=GateConfig)
 
 
+class SearchStep(_Step):
+    """Hardware-aware architecture search (tools/search.py); the train step's student is the baseline it must beat."""
+
+    kind: Literal["search"] = "search"
+    search: SearchConfig = Field(default_factory=SearchConfig)
+
+
 class TrainStep(_Step):
     kind: Literal["train"] = "train"
     student: StudentConfig
@@ -83,8 +91,7 @@ class ReportStep(_Step):
     samples_per_class: int = Field(12, ge=0)
 
 
-Step = Annotated[Union[DataStep, TeacherStep, LabelStep, GenerateStep, TrainStep, QuantizeStep, CompileStep,
-                       ReportStep],
+Step = Annotated[DataStep | TeacherStep | LabelStep | GenerateStep | SearchStep | TrainStep | QuantizeStep | CompileStep | ReportStep,
                  Field(discriminator="kind")]
 
 
@@ -116,9 +123,10 @@ def offline_plan(
     train: TrainConfig | None = None,
     max_macs: int = DEFAULT_MAX_MACS,
     generate: GenerateStep | None = None,
+    search: SearchConfig | None = None,
 ) -> Plan:
-    """The deterministic plan: teacher labels, synthetic data for short classes, fixed DS-CNN sized to the
-    budget, KD, PTQ int8."""
+    """The deterministic plan: teacher labels, synthetic data for short classes, a fixed DS-CNN sized to the
+    budget (and, with ``search``, an architecture search that must beat it), KD, PTQ int8, compile."""
     device = get_device(spec.device)
     student, _ = size_student(
         device, input_spec.size, input_spec.channels, len(spec.label_names),
@@ -129,6 +137,7 @@ def offline_plan(
         TeacherStep(teacher=teacher or TeacherConfig()),
         LabelStep(),
         generate or GenerateStep(),
+        *([SearchStep(search=search.model_copy(update={"max_macs": max_macs}))] if search is not None else []),
         TrainStep(student=student, train=train or TrainConfig()),
         QuantizeStep(),
         CompileStep(),

@@ -41,6 +41,7 @@ class ReportInputs:
     history: list[dict] = field(default_factory=list)
     concepts: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
     layers: list[dict] = field(default_factory=list)  # the compiler's per-layer profile
+    pareto_png: str | None = None  # base64 PNG from the search stage
     device: Any = None  # knowledge.devices.Device, for the profile's cycle estimate
     synthetic_samples: dict[str, list[tuple[np.ndarray, float]]] = field(default_factory=dict)  # kept, with confidence
 
@@ -56,6 +57,7 @@ def render_report(inputs: ReportInputs) -> str:
     sections = [
         _section("Summary", _summary_table(m, inputs.spec)),
         _section("Cost vs budget", _cost_table(m)),
+        _section("Architecture search", _search_block(inputs)),
         _section("Deployment: C library and .tflite", _deploy_block(inputs)),
         _section("Per-class metrics (int8 student, test set)", _per_class_table(m, labels)),
         _section("Confusion matrix (test set, row-normalised)", _confusion_plots(inputs)),
@@ -172,6 +174,29 @@ def _cost_table(m: dict) -> str:
         ["params", _num(m.get("params")), DASH, DASH],
     ]
     return _table(["resource", "used", "budget", "% of budget"], rows)
+
+
+def _search_block(inputs: ReportInputs) -> str:
+    r = inputs.metrics.get("search")
+    if not r:
+        return _na("No search in this plan: the fixed DS-CNN sized to the budget was trained.")
+    if r.get("note"):
+        return f"<p>{html.escape(r['note'])} The fixed student was kept.</p>"
+    fixed = r["fixed"]
+    rows = [[html.escape(t["name"]), _pct(t.get("val_accuracy")), _kib(t.get("sram_bytes")), _kib(t.get("weight_bytes")),
+             _num(t.get("macs")), _ms(t.get("latency_ms"))] for t in r.get("trained") or []]
+    rows.append([f"fixed: {html.escape(fixed['name'])}", _pct(fixed.get("val_accuracy")),
+                 _kib(fixed["cost"]["sram_bytes"]), _kib(fixed["cost"]["weight_bytes"]), _num(fixed["cost"]["macs"]),
+                 _ms(fixed["cost"]["latency_ms"])])
+    head = (f"<p>{_num(r['scored'])} architectures of the <b>{html.escape(r['space'])}</b> space scored with "
+            f"{html.escape(' + '.join(r['proxies']))} in {r['seconds_scoring']:.0f} s under the budgets "
+            f"({_num(r['rejected_over_budget'])} over budget were not scored); the top by proxy and the fixed "
+            f"student were trained the same short way ({r['seconds_training']:.0f} s). Chosen: "
+            f"<b>{html.escape(r['best'])}</b> ({html.escape(r['chosen'])}).</p>")
+    body = head + _table(["candidate", "val acc (short)", "SRAM", "flash", "MACs", "latency"], rows)
+    if inputs.pareto_png:
+        body += f"<img class='plot' alt='search pareto' src='data:image/png;base64,{inputs.pareto_png}'>"
+    return body + "<p class='muted'>All scored candidates: <code>search/candidates.csv</code></p>"
 
 
 def _deploy_block(inputs: ReportInputs) -> str:

@@ -130,11 +130,11 @@ def train_with_synthetic(ctx, without, x, y, soft, val_x, val_y):
     step, spec = ctx.run.plan.step("train"), ctx.run.spec
     with np.load(ctx.dir / "data" / "synthetic.npz") as z:
         sx, sy, sp = z["images"], z["labels"], z["probs"]
-    with_ = train_student(step.student, np.concatenate([x, sx]), np.concatenate([y, sy]), np.concatenate([soft, sp]),
+    with_ = train_student(ctx.student, np.concatenate([x, sx]), np.concatenate([y, sy]), np.concatenate([soft, sp]),
                           val_x, val_y, step.train, seed=spec.seed, desc="student (KD + synthetic)",
                           progress=ctx.show_bars)
-    _save_student(ctx.dir / "synthetic" / "student_with.pt", with_.model, step.student)
-    _save_student(ctx.dir / "synthetic" / "student_without.pt", without.model, step.student)
+    _save_student(ctx.dir / "synthetic" / "student_with.pt", with_.model, ctx.student)
+    _save_student(ctx.dir / "synthetic" / "student_without.pt", without.model, ctx.student)
     acc_with, acc_without = with_.history[-1]["val_accuracy"], without.history[-1]["val_accuracy"]
     helped = acc_with > acc_without
     log.info("synthetic data %s: validation accuracy %.4f with, %.4f without", "helped" if helped else "did not help",

@@ -16,6 +16,7 @@ import numpy as np
 from agent.data import Examples, hidden_truth, load_examples, load_pool, load_test
 from agent.pipeline import Run
 from agent.stage_compile import stage_compile
+from agent.stage_search import stage_search
 from agent.stage_generate import (
     add_synthetic_metrics,
     synthesize,
@@ -75,6 +76,13 @@ class StageContext:
         from knowledge.teachers import create_teacher
 
         return create_teacher(self.run.plan.step("teacher").teacher)
+
+    @property
+    def student(self):
+        """The student to train: the search's choice when the plan searched, else the plan's fixed one."""
+        from agent.stage_search import searched_student
+
+        return searched_student(self.run) or self.run.plan.step("train").student
 
     @property
     def input(self):
@@ -242,11 +250,11 @@ def _save_student(path: Path, model, config) -> None:
 def load_student(path: Path):
     import torch
 
-    from tools.student import StudentConfig, build_student
+    from tools.spaces import build_model, config_from_dict
 
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    config = StudentConfig.model_validate(ckpt["config"])
-    model = build_student(config)
+    config = config_from_dict(ckpt["config"])
+    model = build_model(config)
     model.load_state_dict(ckpt["state_dict"])
     return model.eval(), config
 
@@ -257,21 +265,22 @@ def stage_train(ctx: StageContext) -> dict:
     step, spec = ctx.run.plan.step("train"), ctx.run.spec
     generated = synthesize(ctx)
     inputs, x, y, soft, val, val_y = _training_data(ctx)
-    result = train_student(step.student, x, y, soft, inputs[val], val_y, step.train, seed=spec.seed,
+    student = ctx.student
+    result = train_student(student, x, y, soft, inputs[val], val_y, step.train, seed=spec.seed,
                            desc="student (KD)", progress=ctx.show_bars)
-    out = {"student": step.student.name, "history": result.history, "oracle_history": None,
+    out = {"student": student.name, "history": result.history, "oracle_history": None,
            "generate_seconds": generated.get("seconds", 0.0) if generated.get("fresh") else 0.0}
     if generated.get("kept"):
         result, out["synthetic"] = train_with_synthetic(ctx, result, x, y, soft, inputs[val], val_y)
         out["history"] = result.history
-    _save_student(ctx.dir / "student.pt", result.model, step.student)
+    _save_student(ctx.dir / "student.pt", result.model, student)
     pool = ctx.pool
     truth = hidden_truth(pool, spec) if step.oracle else None
     if truth is not None and (truth >= 0).all():  # the reference: same student, same pool, the true labels
         train_idx = np.setdiff1d(np.arange(len(pool)), val)
-        oracle = train_student(step.student, inputs[train_idx], truth[train_idx], None, inputs[val], truth[val],
+        oracle = train_student(student, inputs[train_idx], truth[train_idx], None, inputs[val], truth[val],
                                step.train, seed=spec.seed, desc="oracle (true labels)", progress=ctx.show_bars)
-        _save_student(ctx.dir / "oracle" / "oracle.pt", oracle.model, step.student)
+        _save_student(ctx.dir / "oracle" / "oracle.pt", oracle.model, student)
         out["oracle_history"] = oracle.history
     return out
 
@@ -303,7 +312,7 @@ def stage_quantize(ctx: StageContext) -> dict:
         diff = float(np.abs(run_onnx(fp32, calib[:256]) - reference).max())
         quantize_int8(fp32, folder / "model_int8.onnx", calib, step.quantize)
         out[name] = {"onnx_max_abs_diff": diff}
-    out["cost"] = estimate_cost(ctx.run.plan.step("train").student, ctx.device).as_dict()
+    out["cost"] = estimate_cost(ctx.student, ctx.device).as_dict()
     return out
 
 
@@ -398,6 +407,8 @@ def _report_inputs(ctx: StageContext, metrics: dict):
         history=ctx.run.result("train")["history"],
         concepts={k: [tuple(x) for x in v] for k, v in concepts.items()},
         layers=ctx.run.result("compile")["layers"] if ctx.run.is_done("compile") else [],
+        pareto_png=(ctx.dir / "search" / "pareto.png.b64").read_text() if (ctx.dir / "search" / "pareto.png.b64").is_file()
+        else None,
         device=ctx.device,
         synthetic_samples=synthetic_samples(ctx, per_class),
     )
@@ -407,6 +418,7 @@ STAGES = {
     "data": stage_data,
     "teacher": stage_teacher,
     "label": stage_label,
+    "search": stage_search,
     "train": stage_train,
     "quantize": stage_quantize,
     "evaluate": stage_evaluate,

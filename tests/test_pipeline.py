@@ -25,7 +25,8 @@ def built(shapes_data, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:  # a cold embedding cache for this module's builds
         patch.setenv("NANOFACTORY_CACHE", str(tmp_path_factory.mktemp("cold-cache")))
         code = main(["build", REQUEST, "--images", str(shapes_data["pool"]), "--examples", str(shapes_data["examples"]),
-                     "--test", str(shapes_data["test"]), "--runs-dir", str(runs), "--epochs", "30", "--quiet"])
+                     "--test", str(shapes_data["test"]), "--runs-dir", str(runs), "--epochs", "30", "--quiet",
+                     "--search-candidates", "24"])
         assert code == 0
         store = RunStore(runs)
         (record,) = store.list()
@@ -51,6 +52,21 @@ def test_artifacts_and_metrics(built):
     assert set(metrics["timings_s"]) >= {"data", "teacher", "label", "train", "quantize", "evaluate", "total"}
     assert not list(run_dir.rglob("*.tmp")), "no half-written files"
     assert metrics["teacher_images_per_second"] > 0  # the cache was empty, so the teacher really ran
+
+
+def test_search_stage_chose_within_budget(built):
+    """The search scored candidates under the budget and trained the top ones beside the fixed student;
+    the trained student is the chosen one, and the SRAM it reports is the compiled arena."""
+    store, run_id = built
+    run_dir = store.path(run_id)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    s = metrics["search"]
+    assert s["scored"] == 24 and s["chosen"] in ("searched", "fixed")
+    assert all(t["sram_bytes"] <= 64 * 1024 for t in s["trained"])
+    assert s["fixed"]["val_accuracy"] is not None and s["best_val_accuracy"] >= s["fixed"]["val_accuracy"]
+    assert metrics["student"]["arch"] == s["best"]
+    assert (run_dir / "search" / "candidates.csv").read_text().count("\n") == 25  # header + 24
+    assert "Architecture search" in (run_dir / "report.html").read_text()
 
 
 def test_compile_stage_is_exact_and_verified(built):
@@ -116,7 +132,8 @@ def test_design_replays(built):
     assert spec.request == REQUEST and plan.step("train").train.epochs == 30
     assert design["versions"]["torch"].startswith("2.13.0")
     run = open_run(store, run_id)
-    assert run.finished_stages() == ["data", "teacher", "label", "train", "quantize", "evaluate", "compile", "report"]
+    assert run.finished_stages() == ["data", "teacher", "label", "search", "train", "quantize", "evaluate", "compile",
+                                     "report"]
 
 
 def test_runs_lists_and_shows(built, capsys):
@@ -167,7 +184,8 @@ def test_build_from_saved_spec(shapes_data, tmp_path, capsys):
     assert main(["spec", REQUEST, "--images", str(shapes_data["pool"]), "--examples", str(shapes_data["examples"]),
                  "--save", str(spec_file)]) == 0
     runs = tmp_path / "runs"
-    assert main(["build", "--spec", str(spec_file), "--runs-dir", str(runs), "--epochs", "2", "--quiet"]) == 0
+    assert main(["build", "--spec", str(spec_file), "--runs-dir", str(runs), "--epochs", "2", "--quiet",
+                 "--no-search"]) == 0
     (record,) = RunStore(runs).list()
     design = json.loads((runs / record.id / "design.json").read_text())
     from agent.spec import DesignSpec

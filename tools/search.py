@@ -163,15 +163,16 @@ def search(space, device: Device, flash: int, sram: int, latency_ms: float | Non
 
 def pick_by_training(result: SearchResult, images: np.ndarray, labels: np.ndarray, soft: np.ndarray | None,
                      val_images: np.ndarray, val_labels: np.ndarray, config: SearchConfig, train_config,
-                     seed: int = 0, progress: bool = True) -> SearchResult:
-    """Train the top-k by proxy briefly on (a sample of) the training data; the best validation accuracy wins."""
+                     seed: int = 0, progress: bool = True, extra: list[Candidate] | None = None) -> SearchResult:
+    """Train the top-k by proxy (and ``extra`` candidates, e.g. a baseline) briefly on (a sample of) the
+    training data, all the same way; the best validation accuracy wins."""
     from tools.train import train_student
 
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
     take = rng.choice(len(images), min(len(images), config.train_samples), replace=False)
     short = train_config.model_copy(update={"epochs": config.train_epochs})
-    top = sorted(result.candidates, key=lambda c: -c.fitness)[: config.top_k]
+    top = sorted(result.candidates, key=lambda c: -c.fitness)[: config.top_k] + list(extra or [])
     for i, c in enumerate(top):
         trained = train_student(c.config, images[take], labels[take], None if soft is None else soft[take],
                                 val_images, val_labels, short, seed=seed, desc=f"search: train {i + 1}/{len(top)}",

@@ -166,6 +166,11 @@ def dscnn_graph(config: StudentConfig):
     return g.head(config.num_classes)
 
 
+def config_from_dict(data: dict):
+    """A student config from its JSON form (design.json, stages/search.json, a checkpoint)."""
+    return MBConfig.model_validate(data) if data.get("kind") == "mbnet" else StudentConfig.model_validate(data)
+
+
 def build_model(config):
     """The torch module of any student config (DS-CNN or a searched network)."""
     return config.build() if isinstance(config, MBConfig) else student_build(config)
