@@ -70,7 +70,8 @@ class SearchResult:
                 "best_cost": self.best.cost.as_dict(), "best_val_accuracy": self.best.val_accuracy,
                 "scored": len(self.candidates), "rejected_over_budget": self.rejected,
                 "seconds_scoring": round(self.seconds_scoring, 1), "seconds_training": round(self.seconds_training, 1),
-                "trained": [c.row() for c in self.candidates if c.val_accuracy is not None]}
+                "trained": [{**c.row(), "config": c.config.model_dump()} for c in self.candidates
+                            if c.val_accuracy is not None]}
 
 
 def _fits(cost: Cost, flash: int, sram: int, latency_ms: float | None, max_macs: int) -> bool:

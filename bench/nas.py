@@ -1,0 +1,85 @@
+"""The searched student against the fixed DS-CNN, trained the same full way on the same run's data.
+
+Takes a finished build that ran the search stage (default: the newest run under ./runs, e.g.
+after `make demo`), trains both architectures with the run's training config, seed and
+auto-labels (distillation included), compiles each with the int8 compiler, and prints test
+accuracy of the int8 build next to SRAM (the exact arena), flash, MACs and the latency estimate.
+
+    .venv/bin/python bench/nas.py [--run runs/<id>] [--best-searched]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, help="a finished run folder with a search stage (default: newest in ./runs)")
+    parser.add_argument("--best-searched", action="store_true",
+                        help="when the search kept the fixed student, compare with its best searched candidate")
+    args = parser.parse_args()
+
+    from agent.pipeline import open_run
+    from agent.runs import RunStore
+    from agent.stage_compile import calibration_inputs, evaluation_inputs
+    from agent.stages import StageContext, _training_data
+    from compilers.build import CompileConfig, compile_onnx, nchw_to_nhwc
+    from compilers.onnx_export import export_onnx
+    from compilers.reference import run_int8
+    from tools.cost import estimate_cost
+    from tools.spaces import config_from_dict
+    from tools.train import train_student
+
+    folder = args.run or max((p for p in Path("runs").glob("2*") if (p / "stages" / "search.json").is_file()),
+                             key=lambda p: p.stat().st_mtime, default=None)
+    if folder is None or not (folder / "stages" / "search.json").is_file():
+        sys.exit("No finished run with a search stage: run `make demo` first or pass --run runs/<id>.")
+    run = open_run(RunStore(folder.parent), folder.name)
+    ctx = StageContext(run=run, show_bars=False)
+    search = run.result("search")
+    fixed = run.plan.step("train").student
+    chosen = config_from_dict(search["best_config"])
+    if search.get("chosen") == "fixed" and args.best_searched:
+        best = max(search["trained"], key=lambda t: t["val_accuracy"])
+        print(f"the search kept the fixed student; comparing with its best searched candidate {best['name']}")
+        chosen = config_from_dict(best["config"])
+    train_cfg = run.plan.step("train").train
+    inputs, x, y, soft, val, val_y = _training_data(ctx)
+    calib = calibration_inputs(ctx, 512)
+    tx, ty = evaluation_inputs(ctx)
+    print(f"run {folder.name}: {len(x)} training images (auto-labels), evaluation on {len(ty)} images; "
+          f"{train_cfg.epochs} epochs, seed {run.spec.seed}")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, config in (("fixed DS-CNN", fixed), ("searched", chosen)):
+            started = time.perf_counter()
+            result = train_student(config, x, y, soft, inputs[val], val_y, train_cfg, seed=run.spec.seed,
+                                   desc=label, progress=False)
+            path = export_onnx(result.model, (config.in_channels, config.input_size, config.input_size),
+                               Path(tmp) / f"{label.split()[0]}.onnx")
+            compiled = compile_onnx(path, calib, Path(tmp) / label.split()[0], config=CompileConfig(backends=[]))
+            g = compiled.graph
+            pred = run_int8(g, g.tensors[g.input].quant.quantize(nchw_to_nhwc(tx))).reshape(len(tx), -1).argmax(1)
+            cost = estimate_cost(config, ctx.device)
+            assert cost.sram_bytes == compiled.plan.arena_bytes
+            rows.append((label, config.name, float((pred == ty).mean()), result.history[-1]["val_accuracy"], cost,
+                         time.perf_counter() - started))
+    print(f"\n{'':<14} {'int8 test':>9} {'val (fp32)':>10} {'SRAM':>9} {'flash':>9} {'MACs':>9} {'latency':>8}  arch")
+    for label, name, acc, val_acc, cost, _ in rows:
+        print(f"{label:<14} {acc:>9.4f} {val_acc:>10.4f} {cost.sram_bytes / 1024:>6.1f} KB {cost.weight_bytes / 1024:>6.1f} KB "
+              f"{cost.macs / 1e6:>7.2f} M {cost.latency_ms:>5.1f} ms  {name}")
+    (_, _, a_fixed, _, c_fixed, _), (_, _, a_nas, _, c_nas, _) = rows
+    print(f"\nsearched - fixed: {100 * (a_nas - a_fixed):+.1f} points int8 test accuracy at "
+          f"{c_nas.sram_bytes / c_fixed.sram_bytes:.2f}x the SRAM "
+          f"(search chose: {search.get('chosen')}; {search.get('scored')} scored in {search.get('seconds_scoring')} s)")
+
+
+if __name__ == "__main__":
+    main()
