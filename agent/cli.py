@@ -137,10 +137,10 @@ def _build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--generate", metavar="CLASSES", help="synthesize images for these classes (comma-separated, or "
                    "'all'); without it only classes with fewer than 20 confident labels get synthetic images")
     p.add_argument("--no-generate", action="store_true", help="never synthesize images")
-    p.add_argument("--no-search", action="store_true", help="train the fixed DS-CNN sized to the budget instead of "
-                   "searching architectures")
+    p.add_argument("--search", action="store_true", help="search architectures (mbnet space) under the budgets; the "
+                   "fixed DS-CNN competes in the final pick (off by default: see the README's figures)")
     p.add_argument("--search-candidates", type=int, metavar="N", default=1000,
-                   help="architectures scored by zero-cost proxies in the search (default 1000)")
+                   help="with --search: architectures scored (default 1000)")
     p.add_argument("--generate-model", metavar="ID_OR_PATH", help="a diffusers text-to-image pipeline: a hub id "
                    "already in the local cache (e.g. stabilityai/sd-turbo) or a folder; default: a small DDPM "
                    "trained on the labeled pool")
@@ -234,8 +234,8 @@ def _run_build(spec, args, store) -> dict:
     from tools.search import SearchConfig
 
     if args.search_candidates < 10:
-        raise NanofactoryError("--search-candidates needs at least 10 architectures; use --no-search to skip the search.")
-    search = None if args.no_search else SearchConfig(candidates=args.search_candidates)
+        raise NanofactoryError("--search-candidates needs at least 10 architectures.")
+    search = SearchConfig(candidates=args.search_candidates) if args.search else None
     plan = offline_plan(spec, default_input(spec, *native_shape(pool)), teacher=teacher, train=train,
                         generate=_generate_step(spec, args), search=search)
     run = create_run(spec, plan, store)

@@ -20,6 +20,7 @@ from knowledge.devices import get_device
 from knowledge.labeling import LabelConfig
 from knowledge.teachers.base import TeacherConfig
 from tools.quantize import QuantizeConfig
+from tools.qat import QATConfig
 from tools.search import SearchConfig
 from tools.sizing import DEFAULT_MAX_MACS, size_student
 from tools.student import StudentConfig
@@ -77,6 +78,7 @@ class TrainStep(_Step):
 class QuantizeStep(_Step):
     kind: Literal["quantize"] = "quantize"
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
+    qat: QATConfig = Field(default_factory=QATConfig, description="the PTQ gate and the QAT fine-tuning behind it")
 
 
 class CompileStep(_Step):

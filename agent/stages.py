@@ -306,14 +306,55 @@ def stage_quantize(ctx: StageContext) -> dict:
         if not ckpt.is_file():
             continue
         model, config = load_student(ckpt)
-        fp32 = export_onnx(model, (config.in_channels, config.input_size, config.input_size), folder / "model.onnx")
+        shape = (config.in_channels, config.input_size, config.input_size)
+        fp32 = export_onnx(model, shape, folder / "model.onnx")
+        gate = None
+        if name == "student":
+            model, gate = _ptq_gate(ctx, model, fp32, calib, step.qat)
+            if gate["decision"] == "qat":
+                fp32 = export_onnx(model, shape, folder / "model.onnx")
         with torch.inference_mode():
             reference = model(torch.from_numpy(calib[:256])).numpy()
         diff = float(np.abs(run_onnx(fp32, calib[:256]) - reference).max())
         quantize_int8(fp32, folder / "model_int8.onnx", calib, step.quantize)
-        out[name] = {"onnx_max_abs_diff": diff}
+        out[name] = {"onnx_max_abs_diff": diff, **({"ptq_gate": gate} if gate else {})}
     out["cost"] = estimate_cost(ctx.student, ctx.device).as_dict()
     return out
+
+
+def _ptq_gate(ctx: StageContext, model, fp32_path: Path, calib: np.ndarray, config):
+    """int8 (the compiler's bit-exact build) vs fp32 top-1 on validation; QAT when int8 loses too much."""
+    import tempfile
+
+    from compilers.onnx_export import run_onnx
+    from tools.qat import int8_accuracy, qat_finetune
+    from tools.train import to_input
+
+    inputs, x, y, soft, val, val_y = _training_data(ctx)
+    xv = to_input(inputs[val]).numpy()
+    fp32_acc = float((run_onnx(fp32_path, xv).argmax(1) == val_y).mean())
+    with tempfile.TemporaryDirectory() as tmp:
+        ptq_acc = int8_accuracy(fp32_path, calib, xv, val_y, Path(tmp) / "ptq")
+        gate = {"fp32_val_accuracy": fp32_acc, "ptq_int8_val_accuracy": ptq_acc, "max_drop": config.max_drop,
+                "decision": "ptq"}
+        if fp32_acc - ptq_acc <= config.max_drop:
+            return model, gate
+        import copy
+
+        tuned = qat_finetune(copy.deepcopy(model), x, y, soft, config, ctx.run.plan.step("train").train, seed=ctx.run.spec.seed,
+                             progress=ctx.show_bars)
+        from compilers.onnx_export import export_onnx
+
+        student = ctx.student
+        qat_path = export_onnx(tuned, (student.in_channels, student.input_size, student.input_size),
+                               Path(tmp) / "qat.onnx")
+        gate["qat_fp32_val_accuracy"] = float((run_onnx(qat_path, xv).argmax(1) == val_y).mean())
+        gate["qat_int8_val_accuracy"] = int8_accuracy(qat_path, calib, xv, val_y, Path(tmp) / "qat")
+    if gate["qat_int8_val_accuracy"] > ptq_acc:
+        gate["decision"] = "qat"
+        return tuned, gate
+    gate["decision"] = "ptq (QAT did not help)"
+    return model, gate
 
 
 def stage_evaluate(ctx: StageContext) -> dict:

@@ -26,7 +26,7 @@ def built(shapes_data, tmp_path_factory):
         patch.setenv("NANOFACTORY_CACHE", str(tmp_path_factory.mktemp("cold-cache")))
         code = main(["build", REQUEST, "--images", str(shapes_data["pool"]), "--examples", str(shapes_data["examples"]),
                      "--test", str(shapes_data["test"]), "--runs-dir", str(runs), "--epochs", "30", "--quiet",
-                     "--search-candidates", "24"])
+                     "--search", "--search-candidates", "24"])
         assert code == 0
         store = RunStore(runs)
         (record,) = store.list()
@@ -52,6 +52,16 @@ def test_artifacts_and_metrics(built):
     assert set(metrics["timings_s"]) >= {"data", "teacher", "label", "train", "quantize", "evaluate", "total"}
     assert not list(run_dir.rglob("*.tmp")), "no half-written files"
     assert metrics["teacher_images_per_second"] > 0  # the cache was empty, so the teacher really ran
+
+
+def test_ptq_gate_is_logged(built):
+    """The quantize stage compares int8 (the compiler's build) with fp32 on validation and logs the decision."""
+    store, run_id = built
+    gate = json.loads((store.path(run_id) / "stages" / "quantize.json").read_text())["student"]["ptq_gate"]
+    assert gate["decision"] in ("ptq", "qat", "ptq (QAT did not help)")
+    assert 0 <= gate["ptq_int8_val_accuracy"] <= 1 and 0 <= gate["fp32_val_accuracy"] <= 1
+    if gate["fp32_val_accuracy"] - gate["ptq_int8_val_accuracy"] > gate["max_drop"]:
+        assert "qat_int8_val_accuracy" in gate  # QAT ran, and both accuracies are in the run
 
 
 def test_search_stage_chose_within_budget(built):
@@ -184,8 +194,7 @@ def test_build_from_saved_spec(shapes_data, tmp_path, capsys):
     assert main(["spec", REQUEST, "--images", str(shapes_data["pool"]), "--examples", str(shapes_data["examples"]),
                  "--save", str(spec_file)]) == 0
     runs = tmp_path / "runs"
-    assert main(["build", "--spec", str(spec_file), "--runs-dir", str(runs), "--epochs", "2", "--quiet",
-                 "--no-search"]) == 0
+    assert main(["build", "--spec", str(spec_file), "--runs-dir", str(runs), "--epochs", "2", "--quiet"]) == 0
     (record,) = RunStore(runs).list()
     design = json.loads((runs / record.id / "design.json").read_text())
     from agent.spec import DesignSpec
