@@ -66,7 +66,9 @@ def main() -> None:
                                Path(tmp) / f"{label.split()[0]}.onnx")
             compiled = compile_onnx(path, calib, Path(tmp) / label.split()[0], config=CompileConfig(backends=[]))
             g = compiled.graph
-            pred = run_int8(g, g.tensors[g.input].quant.quantize(nchw_to_nhwc(tx))).reshape(len(tx), -1).argmax(1)
+            q = g.tensors[g.input].quant.quantize(nchw_to_nhwc(tx))
+            pred = np.concatenate([run_int8(g, q[i : i + 500]).reshape(-1, g.output_shape[-1]).argmax(1)
+                                   for i in range(0, len(q), 500)])
             cost = estimate_cost(config, ctx.device)
             assert cost.sram_bytes == compiled.plan.arena_bytes
             rows.append((label, config.name, float((pred == ty).mean()), result.history[-1]["val_accuracy"], cost,

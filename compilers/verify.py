@@ -154,7 +154,8 @@ def verify(compiled: Compiled, x: np.ndarray, labels: np.ndarray | None = None, 
     qi, qo = graph.tensors[graph.input].quant, graph.tensors[graph.output].quant
     xq = qi.quantize(nchw_to_nhwc(x))
     n_out = graph.tensors[graph.output].size
-    reference = run_int8(graph, xq).reshape(len(xq), n_out)
+    # in chunks: the reference holds every intermediate tensor of its batch in memory
+    reference = np.concatenate([run_int8(graph, xq[i : i + 500]).reshape(-1, n_out) for i in range(0, len(xq), 500)])
     report: dict = {"samples": len(xq), "arena_bytes": compiled.plan.arena_bytes}
     with tempfile.TemporaryDirectory() as tmp:
         exe = build_host(compiled.dir / "c", Path(tmp) / "build", sanitize=sanitize)
