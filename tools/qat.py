@@ -136,11 +136,10 @@ def qat_finetune(model, images: np.ndarray, labels: np.ndarray, soft: np.ndarray
     import math
 
     import torch
-    import torch.nn.functional as F
     from tqdm.auto import tqdm
 
     from generators.augment import augment_batch
-    from tools.train import to_input
+    from tools.train import distillation_loss, soft_targets_at, to_input
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -149,8 +148,7 @@ def qat_finetune(model, images: np.ndarray, labels: np.ndarray, soft: np.ndarray
     y_all = torch.from_numpy(np.asarray(labels, np.int64))
     t_all = None
     if soft is not None:
-        log_p = torch.from_numpy(np.log(np.clip(soft, 1e-8, 1.0)).astype(np.float32))
-        t_all = torch.softmax(log_p / train_config.temperature, dim=1)
+        t_all = soft_targets_at(soft, train_config.temperature)
     batch_size = max(1, min(train_config.batch_size, len(images) // 8))
     opt = torch.optim.AdamW([p for p in qat.parameters() if p.requires_grad], lr=config.lr, weight_decay=0)
     steps = config.epochs * math.ceil(len(images) / batch_size)
@@ -163,11 +161,7 @@ def qat_finetune(model, images: np.ndarray, labels: np.ndarray, soft: np.ndarray
             x = x_all[batch]
             if train_config.augment is not None:
                 x = augment_batch(x, train_config.augment, gen)
-            logits = qat(x)
-            loss = F.cross_entropy(logits, y_all[batch])
-            if t_all is not None:
-                kd = F.kl_div(F.log_softmax(logits / train_config.temperature, 1), t_all[batch], reduction="batchmean")
-                loss = train_config.alpha * train_config.temperature**2 * kd + (1 - train_config.alpha) * loss
+            loss = distillation_loss(qat(x), y_all[batch], None if t_all is None else t_all[batch], train_config)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -41,6 +41,25 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
+def soft_targets_at(soft: np.ndarray, temperature: float):
+    """The teacher's probabilities sharpened or softened at temperature T: softmax(log p / T)."""
+    import torch
+
+    log_p = torch.from_numpy(np.log(np.clip(soft, 1e-8, 1.0)).astype(np.float32))
+    return torch.softmax(log_p / temperature, dim=1)
+
+
+def distillation_loss(logits, labels, soft_t, config: TrainConfig):
+    """CE on the hard labels, mixed with KL to the softened teacher at T when ``soft_t`` is given."""
+    import torch.nn.functional as F
+
+    loss = F.cross_entropy(logits, labels)
+    if soft_t is None:
+        return loss
+    kd = F.kl_div(F.log_softmax(logits / config.temperature, 1), soft_t, reduction="batchmean")
+    return config.alpha * config.temperature**2 * kd + (1 - config.alpha) * loss
+
+
 def to_input(images: np.ndarray):
     """uint8 NHWC -> float NCHW in [-1, 1): (pixel - 128) / 128, which int8 carries exactly on the MCU."""
     import torch
@@ -70,7 +89,6 @@ def train_student(
     """Train on ``images`` (uint8 NHWC) with hard ``labels`` and optional ``soft_targets`` (N, K);
     ``val_*`` measure each epoch."""
     import torch
-    import torch.nn.functional as F
     from tqdm.auto import tqdm
 
     from knowledge.teachers.base import torch_threads
@@ -87,9 +105,7 @@ def train_student(
     train_idx = np.arange(len(images))
     t_all = None
     if soft_targets is not None:
-        # sharpen or soften the teacher's probabilities at temperature T: softmax(log p / T)
-        log_p = torch.from_numpy(np.log(np.clip(soft_targets, 1e-8, 1.0)).astype(np.float32))
-        t_all = torch.softmax(log_p / config.temperature, dim=1)
+        t_all = soft_targets_at(soft_targets, config.temperature)
 
     # a small pool would get only a step or two per epoch at the full batch size: keep >= 8 steps an epoch
     batch_size = max(1, min(config.batch_size, len(train_idx) // 8))
@@ -107,11 +123,7 @@ def train_student(
             x = x_all[batch]
             if config.augment is not None:
                 x = augment_batch(x, config.augment, gen)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y_all[batch])
-            if t_all is not None:
-                kd = F.kl_div(F.log_softmax(logits / config.temperature, 1), t_all[batch], reduction="batchmean")
-                loss = config.alpha * config.temperature**2 * kd + (1 - config.alpha) * loss
+            loss = distillation_loss(model(x), y_all[batch], None if t_all is None else t_all[batch], config)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
