@@ -288,18 +288,13 @@ def stage_train(ctx: StageContext) -> dict:
 def stage_quantize(ctx: StageContext) -> dict:
     import torch
 
+    from agent.stage_compile import calibration_inputs
     from compilers.onnx_export import export_onnx, run_onnx
     from tools.cost import estimate_cost
     from tools.quantize import quantize_int8
-    from tools.train import to_input
 
-    step, spec = ctx.run.plan.step("quantize"), ctx.run.spec
-    inputs = np.load(ctx.dir / "data" / "pool_inputs.npy", mmap_mode="r")
-    with np.load(ctx.dir / "data" / "labels.npz") as z:
-        train = np.where(z["split"] == "train")[0]
-    rng = np.random.default_rng(spec.seed)
-    calib = to_input(inputs[np.sort(rng.choice(train, min(len(train), step.quantize.calibration_samples),
-                                                replace=False))]).numpy()
+    step = ctx.run.plan.step("quantize")
+    calib = calibration_inputs(ctx, step.quantize.calibration_samples)
     out = {}
     for name, folder, ckpt in (("student", ctx.dir, ctx.dir / "student.pt"),
                                ("oracle", ctx.dir / "oracle", ctx.dir / "oracle" / "oracle.pt")):
@@ -358,22 +353,15 @@ def _ptq_gate(ctx: StageContext, model, fp32_path: Path, calib: np.ndarray, conf
 
 
 def stage_evaluate(ctx: StageContext) -> dict:
+    from agent.stage_compile import evaluation_inputs
     from compilers.onnx_export import run_onnx
-    from tools.train import to_input
 
     names = ctx.run.spec.label_names
-    inp = ctx.input
+    x, truth = evaluation_inputs(ctx)
     if ctx.test is not None:
-        pool, truth = ctx.test
-        x = to_input(pool.load(np.arange(len(pool)), inp.size, inp.channels)).numpy()
-        evaluated_on = f"test: {pool.source} ({len(truth)} images, true labels)"
+        evaluated_on = f"test: {ctx.test[0].source} ({len(truth)} images, true labels)"
     else:  # no labeled test set: the auto-labeled validation split is all there is
-        inputs = np.load(ctx.dir / "data" / "pool_inputs.npy")
-        with np.load(ctx.dir / "data" / "labels.npz") as z:
-            val = np.where(z["split"] == "val")[0]
-            truth = z["probs"][val].argmax(1)
-        x = to_input(inputs[val]).numpy()
-        evaluated_on = f"validation split ({len(val)} images, auto-labels)"
+        evaluated_on = f"validation split ({len(truth)} images, auto-labels)"
     fp32 = run_onnx(ctx.dir / "model.onnx", x).argmax(1)
     int8 = run_onnx(ctx.dir / "model_int8.onnx", x).argmax(1)
     out = {

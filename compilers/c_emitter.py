@@ -39,10 +39,6 @@ def _array(ctype: str, name: str, values: np.ndarray) -> str:
     return f"static const {ctype} {name}[{len(flat)}] = {{\n  {body}\n}};\n"
 
 
-def _ident(i: int, op: Op) -> str:
-    return f"op{i}"
-
-
 class _Emitter:
     def __init__(self, graph: Graph, plan: MemoryPlan, name: str):
         self.graph, self.plan, self.name = graph, plan, name

@@ -95,9 +95,6 @@ class Graph:
     def quantized(self) -> bool:
         return all(t.quant is not None for t in self.tensors.values())
 
-    def producer(self, name: str) -> Op | None:
-        return next((op for op in self.ops if op.output == name), None)
-
     def consumers(self, name: str) -> list[Op]:
         return [op for op in self.ops if name in op.inputs]
 

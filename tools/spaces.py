@@ -104,12 +104,6 @@ class MBConfig(BaseModel):
         return g.head(self.num_classes)
 
 
-def student_build(config: StudentConfig):
-    from tools.student import build_student
-
-    return build_student(config)
-
-
 class _GraphBuilder:
     """The compiler IR a student's ONNX export reads as, built from the config directly."""
 
@@ -173,7 +167,9 @@ def config_from_dict(data: dict):
 
 def build_model(config):
     """The torch module of any student config (DS-CNN or a searched network)."""
-    return config.build() if isinstance(config, MBConfig) else student_build(config)
+    from tools.student import build_student
+
+    return config.build() if isinstance(config, MBConfig) else build_student(config)
 
 
 def model_graph(config):
