@@ -3,8 +3,8 @@ plots, the metrics table and the downloads. Each function reads files a stage al
 and returns plain values (rows, PIL images, paths), so it is testable without a browser and
 shows whatever part of a run exists so far.
 
-Human labels from the review queue are stored in ``data/human_labels.json`` (atomic). The build
-does not read them yet: training on them arrives with the data engine's active learning.
+The review queue, and the human labels it stores, are agent.review's: the same queue the
+terminal's ``nanofactory review`` uses.
 """
 
 from __future__ import annotations
@@ -13,17 +13,18 @@ import html
 import io
 import json
 import threading
-import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from knowledge.io import atomic_path, write_json_atomic
+from agent.review import HUMAN_LABELS, ReviewItem, save_human_label  # noqa: F401  (the web app stores through these)
+from agent.review import review_queue as _review_queue
+from knowledge.io import atomic_path
 
 SAMPLES_PER_CLASS = 5
-REVIEW_LIMIT = 24  # the lowest-confidence samples offered for review
+REVIEW_LIMIT = 24  # samples offered for review at a time (agent.review picks them)
 THUMB_PX = 96  # gallery thumbnails: small inputs are upscaled, nearest-neighbour
 REVIEW_PX = 224
 STAGE_NOTES = {
@@ -37,9 +38,7 @@ STAGE_NOTES = {
     "compile": "C library + .tflite, verified",
     "report": "metrics.json and report.html",
 }
-HUMAN_LABELS = Path("data") / "human_labels.json"
 _plot_lock = threading.Lock()  # matplotlib's pyplot (the profile plot) is not thread-safe
-_label_lock = threading.Lock()  # two tabs labeling one run must not lose each other's labels
 
 
 @dataclass
@@ -48,14 +47,6 @@ class StageRow:
     state: str  # "done" | "running" | "waiting" | "failed"
     seconds: float | None
     note: str
-
-
-@dataclass
-class ReviewItem:
-    index: int  # position in the pool (rows of labels.npz)
-    uid: str
-    guesses: list[tuple[str, float]]  # the teacher's top guesses, most likely first
-    used_for_training: bool
 
 
 # ---- run files ---------------------------------------------------------------------------------
@@ -154,31 +145,9 @@ def samples(run_dir: Path, per_class: int = SAMPLES_PER_CLASS, seed: int = 0) ->
     return out
 
 
-def _pool_uids(run_dir: Path, n: int) -> list[str]:
-    """uids of the pool's samples in labels.npz order (the manifest lists the pool first, in order)."""
-    lines = (Path(run_dir) / "data" / "manifest.jsonl").read_text().splitlines()[:n]
-    return [json.loads(line)["uid"] for line in lines]
-
-
 def review_queue(run_dir: Path, limit: int = REVIEW_LIMIT) -> list[ReviewItem]:
-    """The pool samples the teacher was least sure of, lowest confidence first, minus those already labeled."""
-    labeled = _labels(run_dir)
-    if labeled is None:
-        return []
-    probs, split = labeled
-    names = label_names(run_dir)
-    uids = _pool_uids(run_dir, len(probs))
-    done = human_labels(run_dir)
-    order = np.argsort(probs.max(1), kind="stable")
-    items = []
-    for i in order:
-        if uids[i] in done:
-            continue
-        top = np.argsort(-probs[i])[:3]
-        items.append(ReviewItem(int(i), uids[i], [(names[k], float(probs[i, k])) for k in top], split[i] != "excluded"))
-        if len(items) == limit:
-            break
-    return items
+    """The samples whose labels would help most (uncertain and diverse), minus those already labeled."""
+    return _review_queue(run_dir, limit)
 
 
 def review_image(run_dir: Path, item: ReviewItem):
@@ -198,24 +167,6 @@ def review_image(run_dir: Path, item: ReviewItem):
             return img
     inputs = np.load(Path(run_dir) / "data" / "pool_inputs.npy", mmap_mode="r")
     return _to_pil(inputs[item.index], REVIEW_PX)
-
-
-def human_labels(run_dir: Path) -> dict[str, dict]:
-    path = Path(run_dir) / HUMAN_LABELS
-    return json.loads(path.read_text())["labels"] if path.is_file() else {}
-
-
-def save_human_label(run_dir: Path, item: ReviewItem, label: str) -> int:
-    """Add one person's label to data/human_labels.json (atomic); the number of labels stored."""
-    with _label_lock:
-        labels = human_labels(run_dir)
-        labels[item.uid] = {"label": label, "teacher_guess": item.guesses[0][0],
-                            "teacher_confidence": round(item.guesses[0][1], 4),
-                            "labeled_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        write_json_atomic(Path(run_dir) / HUMAN_LABELS, {
-            "note": "labels given in the web app's review queue; a later build with active learning trains on them",
-            "labels": labels})
-    return len(labels)
 
 
 # ---- plots -------------------------------------------------------------------------------------

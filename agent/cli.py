@@ -8,6 +8,8 @@
     nanofactory runs [show RUN_ID]         list past runs / show one
     nanofactory compile RUN_ID             int8 C library + .tflite for a run (the build does this too)
     nanofactory verify RUN_ID              C library vs numpy reference, TFLite Micro and LiteRT
+    nanofactory review RUN_ID [--retrain]  label what would help most, train a new run on it
+    nanofactory find RUN_ID "TEXT"         search a run's pool by text (or --like IMAGE)
     nanofactory devices                    the device catalog
 """
 
@@ -124,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--runs-dir", type=Path, help="where runs live (default ./runs or $NANOFACTORY_RUNS)")
 
     sub.add_parser("devices", help="the device catalog: core, clock, SRAM, flash, int8 MAC/cycle")
+    from agent import cli_data
+
+    cli_data.add_parsers(sub)
     return parser
 
 
@@ -550,7 +555,19 @@ def cmd_verify(args) -> int:
     return 0 if all(v == 1.0 for v in exact if v is not None) else 1
 
 
-COMMANDS = {"compile": cmd_compile, "verify": cmd_verify, "chat": cmd_chat, "run": cmd_run, "build": cmd_build, "demo": cmd_demo, "spec": cmd_spec, "runs": cmd_runs, "devices": cmd_devices}
+def cmd_review(args) -> int:
+    from agent.cli_data import cmd_review as run
+
+    return run(args)
+
+
+def cmd_find(args) -> int:
+    from agent.cli_data import cmd_find as run
+
+    return run(args)
+
+
+COMMANDS = {"review": cmd_review, "find": cmd_find, "compile": cmd_compile, "verify": cmd_verify, "chat": cmd_chat, "run": cmd_run, "build": cmd_build, "demo": cmd_demo, "spec": cmd_spec, "runs": cmd_runs, "devices": cmd_devices}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,11 +38,13 @@ def write_demo_examples(folder: Path, class_names: list[str], seed: int = 0, k: 
     return Path(folder)
 
 
-def demo_spec(runs_root: Path, pool_limit: int | None = None, seed: int = 0) -> DesignSpec:
+def demo_spec(runs_root: Path, pool_limit: int | None = None, seed: int = 0,
+              examples_per_class: int = EXAMPLES_PER_CLASS) -> DesignSpec:
     from agent.parse import spec_from_request
 
     probe = spec_from_request(DEMO_REQUEST, DataSpec(pool=[PoolSource(kind="fashion-mnist")]))
-    examples = write_demo_examples(Path(runs_root) / "demo-examples", [c.name for c in probe.classes], seed)
+    examples = write_demo_examples(Path(runs_root) / "demo-examples", [c.name for c in probe.classes], seed,
+                                   examples_per_class)
     data = DataSpec(
         pool=[PoolSource(kind="fashion-mnist", split="train", limit=pool_limit)],
         examples_dir=examples.resolve(),

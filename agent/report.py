@@ -64,7 +64,7 @@ def render_report(inputs: ReportInputs) -> str:
         _section("Teacher labels vs hidden truth (pool)",
                  _img(_confusion_fig([("auto-label vs truth", inputs.teacher_confusion)], labels, "auto-label"))
                  if inputs.teacher_confusion is not None else _na("No ground truth for the pool.")),
-        _section("Auto-label confidence", _confidence_block(inputs)),
+        _section("Data card", _data_card(inputs) + _confidence_block(inputs)),
         _section("Synthetic data (data card)", _synthetic_block(inputs)),
         _section("Training curve (student)",
                  _img(_history_fig(inputs.history)) if inputs.history else _na("No training history recorded.")),
@@ -240,6 +240,48 @@ def _per_class_table(m: dict, labels: list[str]) -> str:
     rows = [[html.escape(n)] + [_num((per_class.get(n) or {}).get(k), "{:.3f}") for k in ("precision", "recall", "f1")]
             + [_num((per_class.get(n) or {}).get("support")), _num(train_n.get(n))] for n in names]
     return _table(["class", "precision", "recall", "F1", "test support", "training examples"], rows)
+
+
+def _data_card(inputs: ReportInputs) -> str:
+    """Where every training sample came from, what the data engine removed, and how good the labels are."""
+    m = inputs.metrics
+    lab = m.get("labeling") or {}
+    esc = html.escape
+    syn = m.get("synthetic") or {}
+    examples = lab.get("examples_per_class") or {}
+    sources = [
+        [esc(str(lab.get("pool_source", DASH))), _num(lab.get("pool_size")), "teacher auto-label",
+         f"{_num(lab.get('skipped_images'))} unreadable skipped"],
+        ["example images (user)", _num(sum(examples.values()) if examples else None), "given by the user",
+         esc(", ".join(f"{k} {v}" for k, v in examples.items()) or DASH)],
+        ["review answers (human)", _num(lab.get("human_labels")), "a person, in review",
+         f"{_num(lab.get('human_rejected'))} called none of these" if lab.get("human_rejected") else DASH],
+    ]
+    if syn.get("kept"):
+        sources.append(["synthetic", _num(syn.get("kept")), esc(str(syn.get("generator") or "generator")),
+                        f"gate rejected {_pct(syn.get('rejection_rate'))}"])
+    body = _table(["source", "images", "labels from", "note"], sources)
+    counts = lab.get("label_counts") or {}
+    body += _table(["class", "training + validation images"],
+                   [[esc(k), _num(v)] for k, v in counts.items()] or [[DASH, DASH]])
+    removed = [
+        ("below the confidence threshold", lab.get("low_confidence")),
+        (f"near-duplicates ({_num(lab.get('duplicate_groups'))} groups, one kept each)", lab.get("duplicates_removed")),
+        ("over the class-balance cap or diversity budget", lab.get("capped")),
+    ]
+    body += _table(["kept out of training", "images"], [[esc(k), _num(v)] for k, v in removed])
+    quality = []
+    if m.get("teacher_label_accuracy") is not None:
+        quality.append(["auto-label accuracy vs hidden labels (whole pool)", _pct(m["teacher_label_accuracy"])])
+        quality.append(["… on the images kept for training", _pct(m.get("teacher_label_accuracy_kept"))])
+    if lab.get("temperature") is not None:
+        ece = lab.get("calibration_error") or {}
+        note = (f" (calibration error {_pct(ece.get('before'))} → {_pct(ece.get('after'))} vs hidden labels)"
+                if ece else "")
+        quality.append(["confidence temperature, fitted on the examples", f"{lab['temperature']:.2f}{esc(note)}"])
+    if quality:
+        body += _table(["label quality", ""], quality)
+    return body
 
 
 def _synthetic_block(inputs: ReportInputs) -> str:

@@ -34,6 +34,11 @@ def text_to_image_may_fill(ctx) -> bool:
     return step is not None and step.text_to_image is not None
 
 
+def pool_vectors(run_dir: Path) -> np.ndarray:
+    """The pool projected into the labeling space, as the label stage saved it."""
+    return np.load(Path(run_dir) / "index" / "pool_vectors.npy").astype(np.float32)
+
+
 def synthesize(ctx) -> dict:
     """Synthetic images for the short classes, kept where the teacher agrees; done once per run
     (``stages/generate.json``). A generator that cannot run is recorded and the build goes on without."""
@@ -101,8 +106,8 @@ def _generate(ctx, step) -> dict:
         log.warning("building without synthetic data: %s", e)
         return {**base, "unavailable": str(e)}
     projection = Projection.load(ctx.dir / "index" / "projection.npz")
-    judge = TeacherJudge(teacher=ctx.teacher, pool_embeddings=projection.apply(ctx.pool_embeddings()),
-                         pool_labels=np.where(split == "excluded", -1, probs.argmax(1)), num_labels=len(names),
+    judge = TeacherJudge(teacher=ctx.teacher, pool_embeddings=pool_vectors(ctx.dir),
+                         pool_labels=np.where(np.isin(split, ("train", "val")), probs.argmax(1), -1), num_labels=len(names),
                          prompts=[c.prompt for c in spec.classes], other=spec.other, projection=projection,
                          pool_index=VectorIndex.load(ctx.dir / "index" / "pool.faiss"), seed=spec.seed)
     side, channels = native_shape(ctx.pool)  # the teacher sees candidates the way it saw the pool

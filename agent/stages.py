@@ -16,22 +16,19 @@ import numpy as np
 from agent.data import Examples, hidden_truth, load_examples, load_pool, load_test
 from agent.pipeline import Run
 from agent.stage_compile import stage_compile
-from agent.stage_search import stage_search
 from agent.stage_generate import (
     add_synthetic_metrics,
     synthesize,
     synthetic_ablation,
     synthetic_samples,
-    text_to_image_may_fill,
     train_with_synthetic,
 )
-from knowledge.errors import NanofactoryError
-from knowledge.io import atomic_path, write_json_atomic, write_text_atomic
+from agent.stage_label import stage_label
+from agent.stage_search import stage_search
+from knowledge.io import atomic_path, write_json_atomic, write_npy_chunks
 
 log = logging.getLogger(__name__)
 
-VAL_FRACTION = 0.1  # of the confidently labeled pool, for model selection and the training curve
-PROVENANCE = "auto-label: teacher few-shot clusters + zero-shot + self-training"
 
 
 def _save_npz(path: Path, **arrays) -> None:
@@ -88,30 +85,40 @@ class StageContext:
     def input(self):
         return self.run.plan.step("data").input
 
-    def pool_embeddings(self) -> np.ndarray:
+    def embeddings_file(self) -> Path:
+        """The pool's teacher embeddings: a float16 .npy in the cache, computed (streamed) on first use."""
         from knowledge.cache import cached_embeddings
 
         if "emb" not in self._cache:
             self._cache["emb"] = cached_embeddings(self.teacher.cache_key, self.pool.content_hash, self._embed_pool)
-        return self._cache["emb"].astype(np.float32)
+        return self._cache["emb"]
 
-    def _embed_pool(self) -> np.ndarray:
-        from tqdm.auto import tqdm
+    def embedding_chunks(self, chunk: int = 8192):
+        """(start, float32 rows) over the pool's embeddings; one chunk in memory at a time."""
+        from knowledge.io import iter_npy_rows
 
+        for start, rows in iter_npy_rows(self.embeddings_file(), chunk):
+            yield start, rows.astype(np.float32)
+
+    def class_scores(self, prompts: list[str]) -> np.ndarray:
+        """(N, len(prompts)) teacher scores of every pool image, computed chunk by chunk."""
+        return np.concatenate([self.teacher.class_scores(rows, prompts) for _, rows in self.embedding_chunks()])
+
+    def _embed_pool(self):
         import time
+
+        from tqdm.auto import tqdm
 
         pool, teacher = self.pool, self.teacher
         started = time.perf_counter()
         chunk = 2048
-        out = []
         with tqdm(total=len(pool), desc="teacher", unit="img", disable=not self.show_bars, leave=False) as bar:
             for start in range(0, len(pool), chunk):
                 idx = range(start, min(start + chunk, len(pool)))
                 images = pool.pixels[start:idx.stop] if pool.pixels is not None else pool.load(idx, teacher.image_size, 3)
-                out.append(teacher.embed(images).astype(np.float16))  # half the cache size; labels unchanged
+                yield teacher.embed(images)
                 bar.update(len(idx))
         self.teacher_images_per_second = round(len(pool) / max(time.perf_counter() - started, 1e-9), 1)
-        return np.concatenate(out)
 
 
 # ---- stages ------------------------------------------------------------------------------
@@ -119,10 +126,7 @@ class StageContext:
 
 def stage_data(ctx: StageContext) -> dict:
     spec, pool, inp = ctx.run.spec, ctx.pool, ctx.input
-    inputs = pool.load(np.arange(len(pool)), inp.size, inp.channels)
-    with atomic_path(ctx.dir / "data" / "pool_inputs.npy") as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, inputs)
+    write_npy_chunks(ctx.dir / "data" / "pool_inputs.npy", pool.iter_batches(inp.size, inp.channels, 4096), np.uint8)
     examples = ctx.examples
     counts = examples.counts(spec.label_names)
     empty = [c.name for c in spec.classes if counts[c.name] == 0]
@@ -143,79 +147,19 @@ def stage_data(ctx: StageContext) -> dict:
 
 def stage_teacher(ctx: StageContext) -> dict:
     spec, teacher = ctx.run.spec, ctx.teacher
-    emb = ctx.pool_embeddings()
+    prompts = [c.prompt for c in spec.classes]
+    zero_shot = ctx.class_scores(prompts)  # embeds the pool first unless the cache has it
+    dim = int(np.load(ctx.embeddings_file(), mmap_mode="r").shape[1])
     ex = ctx.examples
     ex_emb = teacher.embed(ex.pool.load(range(len(ex.pool)), teacher.image_size, 3)) if ex.pool else \
-        np.zeros((0, emb.shape[1]), np.float32)
-    prompts = [c.prompt for c in spec.classes]
-    zero_shot = teacher.class_scores(emb, prompts)
+        np.zeros((0, dim), np.float32)
     _save_npz(ctx.dir / "data" / "teacher.npz", zero_shot=zero_shot.astype(np.float32), example_embeddings=ex_emb,
               example_labels=ex.labels)
     concepts = {c.name: teacher.concepts(c.prompt) for c in spec.classes} if hasattr(teacher, "concepts") else {}
     write_json_atomic(ctx.dir / "data" / "concepts.json", concepts)
     rate = ctx.teacher_images_per_second
-    return {"teacher": teacher.cache_key, "embedding_dim": int(emb.shape[1]), "images_per_second": rate,
+    return {"teacher": teacher.cache_key, "embedding_dim": dim, "images_per_second": rate,
             "embeddings_from_cache": rate is None}
-
-
-def stage_label(ctx: StageContext) -> dict:
-    from knowledge.index import VectorIndex
-    from knowledge.labeling import auto_label
-    from tools.train import split_validation
-
-    spec, pool = ctx.run.spec, ctx.pool
-    cfg = ctx.run.plan.step("label").label
-    names = spec.label_names
-    with np.load(ctx.dir / "data" / "teacher.npz") as z:
-        zero_shot, ex_emb, ex_labels = z["zero_shot"], z["example_embeddings"], z["example_labels"]
-    emb = ctx.pool_embeddings()
-    result = auto_label(emb, zero_shot, ex_emb, ex_labels, spec.other, cfg, seed=spec.seed)
-    projected = result.projection.apply(emb)
-    VectorIndex.build(projected).save(ctx.dir / "index" / "pool.faiss")
-    result.projection.save(ctx.dir / "index" / "projection.npz")
-
-    labels, conf = result.labels, result.confidence
-    kept = np.where(conf >= cfg.min_confidence)[0]
-    val = kept[split_validation(len(kept), VAL_FRACTION, spec.seed)[1]] if len(kept) else kept
-    split = np.full(len(pool), "excluded", dtype=object)
-    split[kept] = "train"
-    split[val] = "val"
-    counts = {n: int((labels[kept] == i).sum()) for i, n in enumerate(names)}
-    starved = [n for n in names[: len(spec.classes)] if counts[n] == 0]
-    if starved and not text_to_image_may_fill(ctx):
-        raise NanofactoryError(
-            f"No pool image was labeled {', '.join(repr(s) for s in starved)} with confidence; add example images "
-            "of that class (--examples), describe it differently, or add images of it to the pool."
-        )
-    _save_npz(ctx.dir / "data" / "labels.npz", probs=result.probs, split=split.astype("U8"))
-    _write_manifest(ctx, labels, conf, split)
-    write_text_atomic(ctx.dir / "data" / "low_confidence.txt",
-                      "".join(f"{pool.uids[i]}\t{names[labels[i]]}\t{conf[i]:.3f}\n"
-                              for i in np.where(split == "excluded")[0]))
-
-    out = {"labeled_for_training": int(len(kept)), "low_confidence": int(len(pool) - len(kept)),
-           "label_counts": counts, "teacher_label_accuracy": None, "starved": starved}
-    truth = hidden_truth(pool, spec)
-    if truth is not None and (truth >= 0).any():
-        has = truth >= 0
-        out["teacher_label_accuracy"] = float((labels[has] == truth[has]).mean())
-        kept_has = kept[truth[kept] >= 0]
-        out["teacher_label_accuracy_kept"] = float((labels[kept_has] == truth[kept_has]).mean()) if len(kept_has) else None
-        out["few_shot_only_accuracy"] = float((result.few_shot.argmax(1)[has] == truth[has]).mean())
-        _save_npz(ctx.dir / "eval" / "teacher_confusion.npz", confusion=confusion(truth[has], labels[has], len(names)))
-    return out
-
-
-def _write_manifest(ctx: StageContext, labels, conf, split) -> None:
-    pool, names, ex = ctx.pool, ctx.run.spec.label_names, ctx.examples
-    lines = [json.dumps({"uid": pool.uids[i], "source": pool.source, "sha1": pool.sha1[i], "label": names[labels[i]],
-                         "confidence": round(float(conf[i]), 4), "split": str(split[i]), "provenance": PROVENANCE,
-                         "synthetic": False})
-             for i in range(len(pool))]
-    lines += [json.dumps({"uid": str(p), "source": "examples", "label": names[y], "confidence": 1.0,
-                          "split": "train", "provenance": "example image given by the user", "synthetic": False})
-              for p, y in zip(ex.paths, ex.labels)]
-    write_text_atomic(ctx.dir / "data" / "manifest.jsonl", "\n".join(lines) + "\n")
 
 
 def confusion(truth: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:

@@ -410,8 +410,7 @@ class WebSession:
             return f"Skipped {item.uid}."
         count = app_views.save_human_label(folder, item, label)
         return (f"Saved '{label}' for {item.uid}: {count} human label{'s' if count != 1 else ''} in "
-                f"{app_views.HUMAN_LABELS}. This build does not train on them yet; a rebuild with "
-                "active learning will.")
+                f"{app_views.HUMAN_LABELS}. Train a new run on them with `nanofactory review {folder.name} --retrain`.")
 
 
 class WebApp:

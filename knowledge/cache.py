@@ -10,11 +10,11 @@ import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
-from knowledge.io import atomic_path
+from knowledge.io import write_npy_chunks
 
 log = logging.getLogger(__name__)
 
@@ -23,17 +23,19 @@ def cache_dir() -> Path:
     return Path(os.environ.get("NANOFACTORY_CACHE", Path.home() / ".cache" / "nanofactory"))
 
 
-def cached_embeddings(teacher_key: str, content_hash: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+def cached_embeddings(teacher_key: str, content_hash: str, chunks: Callable[[], Iterable[np.ndarray]]) -> Path:
+    """The .npy file of the pool's embeddings (float16); ``chunks`` computes them, chunk by chunk, on a miss.
+
+    Callers read the file in chunks (knowledge.io.iter_npy_rows), so memory does not grow with the pool.
+    """
     key = hashlib.sha1(f"{teacher_key}|{content_hash}".encode()).hexdigest()
     path = cache_dir() / "embeddings" / f"{key}.npy"
     if path.is_file():
         try:
+            np.load(path, mmap_mode="r")  # a readable header and the right size
             log.info("teacher embeddings from cache %s", path)
-            return np.load(path)
+            return path
         except (OSError, ValueError):
             log.warning("ignoring unreadable cache file %s", path)
-    vectors = compute()
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, vectors)
-    return vectors
+    write_npy_chunks(path, chunks(), np.float16)  # half the size of float32; labels unchanged
+    return path

@@ -33,3 +33,74 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_json_atomic(path: Path, data) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+# ---- .npy files in chunks: memory that does not grow with the pool ---------------------------
+
+
+def write_npy_chunks(path: Path, chunks, dtype) -> tuple[int, ...]:
+    """Write row chunks (arrays with equal trailing shape) as one .npy, atomically; the shape written.
+
+    Only one chunk is in memory at a time: the header is written last, over a placeholder
+    of the same length, once the row count is known.
+    """
+    import numpy as np
+
+    dtype = np.dtype(dtype)
+    with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
+        rows, tail = 0, None
+        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (10**12,)}
+        for chunk in chunks:
+            chunk = np.ascontiguousarray(chunk, dtype=dtype)
+            if tail is None:
+                tail = chunk.shape[1:]
+                header["shape"] = (10**12, *tail)  # the longest count this file can hold: the header's width
+                np.lib.format.write_array_header_1_0(f, header)
+            elif chunk.shape[1:] != tail:
+                raise ValueError(f"chunk shape {chunk.shape[1:]} differs from {tail}")
+            f.write(chunk.tobytes())
+            rows += len(chunk)
+        if tail is None:
+            raise ValueError("no chunks to write")
+        end = f.tell()
+        f.seek(0)
+        # numpy reserves room for a 21-digit first axis, so this header has the placeholder's length
+        np.lib.format.write_array_header_1_0(f, dict(header, shape=(rows, *tail)))
+        f.seek(end)
+    return (rows, *tail)
+
+
+def _read_header(f):
+    import numpy as np
+
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return read(f)
+
+
+def iter_npy_rows(path: Path, chunk: int = 8192):
+    """Yield (start, rows) over a .npy file, ``chunk`` rows at a time, read with plain file reads.
+
+    Unlike a memory map, pages read this way stay in the page cache, not in the process's
+    resident set, so a pass over a 60k-row file costs one chunk of memory.
+    """
+    import numpy as np
+
+    with open(path, "rb") as f:
+        shape, fortran, dtype = _read_header(f)
+        if fortran:
+            raise ValueError(f"{path} is Fortran-ordered")
+        row = int(np.prod(shape[1:], dtype=np.int64))
+        for start in range(0, shape[0], chunk):
+            n = min(chunk, shape[0] - start)
+            yield start, np.fromfile(f, dtype=dtype, count=n * row).reshape((n, *shape[1:]))
+
+
+def read_npy_rows(path: Path, rows) -> "object":
+    """A copy of some rows of a .npy file (a short-lived memory map, so only those pages are read)."""
+    import numpy as np
+
+    mm = np.load(path, mmap_mode="r")
+    out = np.array(mm[np.asarray(rows, np.int64)]) if len(rows) else np.zeros((0, *mm.shape[1:]), mm.dtype)
+    del mm
+    return out

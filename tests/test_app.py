@@ -98,7 +98,7 @@ def test_review_queue_lowest_confidence_first_and_labels_are_stored(tmp_path, sh
     assert [i.index for i in session.review] == list(range(9, -1, -1))
     assert app_views.review_image(folder, first).size[0] >= 96  # the original file, upscaled for a person
     note = session.label("square")
-    assert "1 human label" in note and "does not train on them yet" in note
+    assert "1 human label" in note and "--retrain" in note
     stored = json.loads((folder / "data" / "human_labels.json").read_text())["labels"]
     assert stored[first.uid]["label"] == "square" and stored[first.uid]["teacher_guess"] == "circle"
     assert not list((folder / "data").glob("*.tmp"))

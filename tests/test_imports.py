@@ -11,7 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULES = ["agent", "tools", "knowledge", "generators", "compilers",
-           "knowledge.teachers", "knowledge.labeling", "agent.cli", "agent.spec"]
+           "knowledge.teachers", "knowledge.labeling", "knowledge.selection", "agent.cli", "agent.cli_data",
+           "agent.review", "agent.spec"]
 HEAVY = ["torch", "faiss", "transformers", "sentence_transformers"]
 
 

@@ -108,7 +108,7 @@ def test_manifest_covers_every_sample(built, shapes_data):
     pool = [x for x in lines if x["source"] != "examples"]
     examples = [x for x in lines if x["source"] == "examples"]
     assert len(pool) == 240 and len(examples) == 9
-    assert {x["split"] for x in pool} <= {"train", "val", "excluded"}
+    assert {x["split"] for x in pool} <= {"train", "val", "low-confidence", "duplicate", "capped", "rejected"}
     assert {x["label"] for x in pool} <= {"circle", "square", "triangle", "other"}
     assert all(0 <= x["confidence"] <= 1 and len(x["sha1"]) == 40 for x in pool)
     # the file names hold the truth the pipeline never saw ("circle-1-7.png"): the teacher's labels match it
@@ -224,3 +224,55 @@ def test_replay_refuses_a_malformed_plan(tmp_path, capsys):
     bad.write_text("spec: {classes: [{name: a}], device: RP2040, data: {pool: [{kind: fashion-mnist}]}}\nplan: {steps: [{kind: nope}]}\n")
     assert main(["run", str(bad), "--runs-dir", str(tmp_path)]) == 1
     assert "plan" in capsys.readouterr().err
+
+
+def test_review_in_the_terminal_then_retrain(built, monkeypatch, capsys):
+    """Answers are saved one by one; --retrain builds a new run whose labels use them."""
+    import agent.cli_data
+
+    store, run_id = built
+    run_dir = store.path(run_id)
+    answers = iter(["1", "zebra", "n", "s", "q"])  # top guess; not understood then none-of-these; skip; quit
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(answers))
+    monkeypatch.setattr(agent.cli_data.sys.stdin, "isatty", lambda: True)
+    assert main(["review", run_id, "--runs-dir", str(store.root), "--budget", "6"]) == 0
+    out = capsys.readouterr()
+    assert "'zebra' is not one of" in out.out and "--retrain" in out.err
+    given = json.loads((run_dir / "data" / "human_labels.json").read_text())["labels"]
+    assert len(given) == 2 and sorted(v["label"] == "none of these" for v in given.values()) == [False, True]
+    (labeled_uid,) = [u for u, v in given.items() if v["label"] != "none of these"]
+    (rejected_uid,) = [u for u, v in given.items() if v["label"] == "none of these"]
+
+    before = {r.id for r in store.list()}
+    assert main(["review", run_id, "--runs-dir", str(store.root), "--budget", "0", "--retrain", "--quiet"]) == 0
+    (new_id,) = {r.id for r in store.list()} - before
+    new_dir = store.path(new_id)
+    assert json.loads((new_dir / "design.json").read_text())["decisions"]["parent"] == run_id
+    label = json.loads((new_dir / "stages" / "label.json").read_text())
+    assert label["human_labels"] == 1 and label["human_rejected"] == 1
+    manifest = {x["uid"]: x for x in map(json.loads, (new_dir / "data" / "manifest.jsonl").read_text().splitlines())}
+    assert manifest[labeled_uid]["label"] == given[labeled_uid]["label"]
+    assert manifest[labeled_uid]["provenance"].startswith("human") and manifest[labeled_uid]["split"] == "train"
+    assert manifest[rejected_uid]["split"] == "rejected"
+    assert "Data card" in (new_dir / "report.html").read_text()
+
+
+def test_review_needs_a_terminal_or_hidden_labels(built, capsys):
+    store, run_id = built
+    assert main(["review", run_id, "--runs-dir", str(store.root), "--oracle", "--budget", "3"]) == 1
+    assert "hidden labels" in capsys.readouterr().err
+    assert main(["review", run_id, "--runs-dir", str(store.root), "--budget", "3"]) == 1  # pytest's stdin: no tty
+    assert "not one" in capsys.readouterr().err
+
+
+def test_find_by_text_and_by_image(built, shapes_data, tmp_path, capsys):
+    store, run_id = built
+    assert main(["find", run_id, "a triangle", "-k", "4", "--runs-dir", str(store.root), "--out", str(tmp_path)]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()[1:]
+    assert len(rows) == 4 and (tmp_path / "sheet.png").is_file() and (tmp_path / "004.png").is_file()
+    example = sorted((shapes_data["examples"] / "square").glob("*.png"))[0]
+    assert main(["find", run_id, "--like", str(example), "-k", "5", "--runs-dir", str(store.root)]) == 0
+    rows = [r.split() for r in capsys.readouterr().out.strip().splitlines()[1:]]
+    assert float(rows[0][1]) > 0.8 and sum(r[-1].rsplit("/", 1)[-1].startswith("square") for r in rows) >= 4
+    assert main(["find", run_id, "--runs-dir", str(store.root)]) == 1
+    assert "either a text" in capsys.readouterr().err

@@ -1,0 +1,179 @@
+"""``nanofactory review`` and ``nanofactory find``: the data engine from the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from knowledge.errors import NanofactoryError
+
+
+def add_parsers(sub) -> None:
+    r = sub.add_parser(
+        "review", help="label the pool images that would help most, then retrain on them (active learning)",
+        description="Shows the images the teacher is least sure of, picked to be diverse, one at a time, with the "
+        "teacher's three best guesses; answer with 1-3, a class name, n (none of these), s (skip) or q (quit). "
+        "Every answer is saved at once in RUN/data/human_labels.json. --retrain then builds a new run whose "
+        "labels use them.",
+        epilog="examples:\n  nanofactory review shirt-20261121-1200 --budget 30\n"
+        "  nanofactory review shirt-20261121-1200 --retrain\n"
+        "  nanofactory review shirt-20261121-1200 --oracle --budget 200 --retrain   # benchmarks: hidden labels answer",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("run", help="run id (or run folder)")
+    r.add_argument("--budget", type=int, default=20, metavar="N", help="how many images to ask about (default 20)")
+    r.add_argument("--oracle", action="store_true",
+                   help="answer from the pool's hidden labels instead of asking (Fashion-MNIST; for benchmarks)")
+    r.add_argument("--retrain", action="store_true", help="afterwards, build a new run that trains on the human labels")
+    r.add_argument("--runs-dir", type=Path, help="where runs live (default ./runs or $NANOFACTORY_RUNS)")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bars while retraining")
+
+    f = sub.add_parser(
+        "find", help="search a run's pool by text or by an example image",
+        description="Ranks the run's pool images by similarity in the teacher's embedding space: to a text "
+        "(\"a cat at a flap door\") through the teacher's zero-shot scores, or to an image (--like) through the "
+        "run's vector index. Prints the matches with their labels; --out writes them and a contact sheet.",
+        epilog='examples:\n  nanofactory find RUN "a sneaker seen from above"\n'
+        "  nanofactory find RUN --like ~/photo.jpg -k 24 --out matches/",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    f.add_argument("run", help="run id (or run folder)")
+    f.add_argument("text", nargs="?", help="what to look for, in words")
+    f.add_argument("--like", type=Path, metavar="IMAGE", help="find images like this one instead")
+    f.add_argument("-k", type=int, default=12, help="how many matches (default 12)")
+    f.add_argument("--out", type=Path, metavar="DIR", help="write the matches as PNGs and sheet.png here")
+    f.add_argument("--runs-dir", type=Path, help="where runs live (default ./runs or $NANOFACTORY_RUNS)")
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def cmd_review(args) -> int:
+    from agent.cli import _print_summary, _run_dir
+    from agent.review import (
+        HUMAN_LABELS,
+        load_human_labels,
+        oracle_answers,
+        retrain,
+        review_in_terminal,
+        review_queue,
+        save_human_label,
+    )
+    from agent.runs import RunStore
+
+    folder = _run_dir(args.run, args.runs_dir)
+    if not (folder / "data" / "labels.npz").is_file():
+        raise NanofactoryError(f"Run {folder.name} has no labels yet; finish its label stage first "
+                               f"(nanofactory build --resume {folder.name}).")
+    if args.budget < 0:
+        raise NanofactoryError("--budget must be 0 or more.")
+    items = review_queue(folder, args.budget) if args.budget else []
+    if items and args.oracle:
+        for item, answer in zip(items, oracle_answers(folder, items)):
+            save_human_label(folder, item, answer, source="oracle")
+        _say(f"oracle labeled {len(items)} images")
+    elif items:
+        if not sys.stdin.isatty():
+            raise NanofactoryError("review asks in a terminal and stdin is not one; run it interactively, use the "
+                                   "web app's review tab (nanofactory chat), or --oracle for benchmarks.")
+        done = review_in_terminal(folder, items)
+        _say(f"labeled {done} of {len(items)}")
+    total = len(load_human_labels(folder))
+    _say(f"{total} human labels in {folder / HUMAN_LABELS}")
+    if not args.retrain:
+        if total:
+            _say(f"train on them: nanofactory review {folder.name} --retrain")
+        return 0
+    if total == 0:
+        raise NanofactoryError("There are no human labels to retrain on; label some first (drop --retrain).")
+    store = RunStore(folder.parent)
+    before = store.path(folder.name) / "metrics.json"
+    _say(f"retraining {folder.name} with {total} human labels ...")
+    run, metrics = retrain(folder, store, show_bars=not args.quiet)
+    _print_summary(run, metrics)
+    if before.is_file():
+        import json
+
+        old = json.loads(before.read_text())
+        for key in ("teacher_label_accuracy", "student_int8_test_accuracy"):
+            if old.get(key) is not None and metrics.get(key) is not None:
+                print(f"{key.replace('_', ' ')}: {100 * old[key]:.1f} % -> {100 * metrics[key]:.1f} %")
+    return 0
+
+
+def cmd_find(args) -> int:
+    from agent.cli import _run_dir
+    from agent.pipeline import open_run
+    from agent.runs import RunStore
+    from agent.stages import StageContext
+    from knowledge.index import VectorIndex
+    from knowledge.labeling import Projection
+
+    if bool(args.text) == bool(args.like):
+        raise NanofactoryError('Give either a text ("a cat at a flap door") or --like IMAGE, not both or neither.')
+    if args.k < 1:
+        raise NanofactoryError("-k must be at least 1.")
+    folder = _run_dir(args.run, args.runs_dir)
+    if not (folder / "index" / "pool.faiss").is_file():
+        raise NanofactoryError(f"Run {folder.name} has no vector index yet; finish its label stage first "
+                               f"(nanofactory build --resume {folder.name}).")
+    ctx = StageContext(run=open_run(RunStore(folder.parent), folder.name), show_bars=True)
+    teacher = ctx.teacher
+    if args.like:
+        image = _one_image(args.like, teacher.image_size)
+        query = Projection.load(folder / "index" / "projection.npz").apply(teacher.embed(image))
+        sims, ids = VectorIndex.load(folder / "index" / "pool.faiss").search(query, args.k)
+        sims, ids = sims[0], ids[0]
+    else:
+        scores = ctx.class_scores([args.text])[:, 0]
+        ids = np.argsort(-scores, kind="stable")[: args.k]
+        sims = scores[ids]
+    with np.load(folder / "data" / "labels.npz") as z:
+        probs, split = z["probs"], z["split"]
+    names = ctx.run.spec.label_names
+    uids = ctx.pool.uids
+    print(f"{'rank':>4}  {'score':>6}  {'label':<14} {'conf':>5}  {'split':<14} uid")
+    for rank, (i, s) in enumerate(zip(ids, sims), 1):
+        print(f"{rank:>4}  {s:6.3f}  {names[probs[i].argmax()]:<14} {probs[i].max():5.2f}  {split[i]:<14} {uids[i]}")
+    if args.out:
+        _write_matches(args.out, ctx, ids, [f"{names[probs[i].argmax()]} {s:.2f}" for i, s in zip(ids, sims)])
+        _say(f"matches and sheet.png in {args.out}")
+    return 0
+
+
+def _one_image(path: Path, size: int) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    from knowledge.pools import _to_array
+
+    if not path.is_file():
+        raise NanofactoryError(f"Image {path} does not exist; pass an image file to --like.")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return _to_array(im, size, 3)[None]
+    except (UnidentifiedImageError, OSError) as e:
+        raise NanofactoryError(f"{path} is not a readable image ({type(e).__name__}); pass a JPEG or PNG.") from None
+
+
+def _write_matches(out: Path, ctx, ids, captions: list[str]) -> None:
+    from PIL import Image, ImageDraw
+
+    from knowledge.io import atomic_path
+
+    out.mkdir(parents=True, exist_ok=True)
+    images = ctx.pool.load(ids, 96, 3)
+    cols = min(6, len(ids))
+    sheet = Image.new("RGB", (cols * 100, -(-len(ids) // cols) * 114), "white")
+    draw = ImageDraw.Draw(sheet)
+    for k, (img, cap) in enumerate(zip(images, captions)):
+        im = Image.fromarray(img)
+        with atomic_path(out / f"{k + 1:03d}.png") as tmp:
+            im.save(tmp, format="PNG")
+        x, y = (k % cols) * 100 + 2, (k // cols) * 114 + 2
+        sheet.paste(im, (x, y))
+        draw.text((x, y + 97), cap, fill="black")
+    with atomic_path(out / "sheet.png") as tmp:
+        sheet.save(tmp, format="PNG")

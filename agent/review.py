@@ -1,0 +1,185 @@
+"""Active learning: which pool images a person should label, storing their answers, retraining.
+
+The queue ranks the pool by how unsure the teacher is (the margin between its two best
+labels) and picks a diverse batch among the most uncertain (k-center over the run's vector
+index), so a person's labels are not spent on near-copies of one confusing image. Answers
+go to ``data/human_labels.json`` (atomic, one write per answer, so quitting loses nothing);
+the label stage of a later run treats them as examples and as fixed labels.
+
+``nanofactory review RUN`` asks in the terminal; the web app's review tab uses the same
+queue and file. ``--oracle`` answers from the pool's hidden labels, standing in for the
+person in benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from knowledge.io import write_json_atomic
+
+HUMAN_LABELS = Path("data") / "human_labels.json"
+NONE_LABEL = "none of these"  # an answer that keeps the image out of training (open-set rejection)
+_lock = threading.Lock()
+
+
+@dataclass
+class ReviewItem:
+    index: int  # row in the pool (labels.npz order)
+    uid: str
+    guesses: list[tuple[str, float]]  # the teacher's top three, best first
+    used_for_training: bool
+
+
+def load_human_labels(run_dir: Path) -> dict[str, dict]:
+    path = Path(run_dir) / HUMAN_LABELS
+    return json.loads(path.read_text())["labels"] if path.is_file() else {}
+
+
+def save_human_label(run_dir: Path, item: ReviewItem, label: str, source: str = "person") -> int:
+    """Add one label to data/human_labels.json (atomic); the number of labels stored."""
+    with _lock:
+        labels = load_human_labels(run_dir)
+        labels[item.uid] = {"label": label, "teacher_guess": item.guesses[0][0],
+                            "teacher_confidence": round(item.guesses[0][1], 4), "source": source,
+                            "labeled_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        write_json_atomic(Path(run_dir) / HUMAN_LABELS, {
+            "note": "labels from the review queue; `nanofactory review RUN --retrain` trains a new run on them",
+            "labels": labels})
+    return len(labels)
+
+
+def label_names(run_dir: Path) -> list[str]:
+    design = json.loads((Path(run_dir) / "design.json").read_text())
+    classes = [c["name"] for c in design["spec"]["classes"]]
+    return classes + (["other"] if design["spec"].get("other", True) else [])
+
+
+def pool_uids(run_dir: Path, n: int) -> list[str]:
+    """uids of the pool's samples in labels.npz order (the manifest lists the pool first, in order)."""
+    with open(Path(run_dir) / "data" / "manifest.jsonl") as f:
+        return [json.loads(next(f))["uid"] for _ in range(n)]
+
+
+def review_queue(run_dir: Path, budget: int, seed: int = 0) -> list[ReviewItem]:
+    """The ``budget`` pool images whose labels would help most, minus those already labeled."""
+    from knowledge.selection import uncertainty_diversity
+
+    labels_file = Path(run_dir) / "data" / "labels.npz"
+    if not labels_file.is_file():
+        return []
+    with np.load(labels_file) as z:
+        probs, split = z["probs"], z["split"]
+    names = label_names(run_dir)
+    uids = pool_uids(run_dir, len(probs))
+    done = load_human_labels(run_dir)
+    labeled = np.array([i for i, u in enumerate(uids) if u in done], np.int64)
+    vectors_file = Path(run_dir) / "index" / "pool_vectors.npy"
+    if vectors_file.is_file():
+        vectors = np.load(vectors_file).astype(np.float32)
+        order = uncertainty_diversity(probs, vectors, budget, exclude=labeled, seed=seed)
+    else:  # a run from before the vector file existed: least confident first
+        order = [i for i in np.argsort(probs.max(1), kind="stable") if uids[i] not in done][:budget]
+    items = []
+    for i in order:
+        top = np.argsort(-probs[i])[:3]
+        items.append(ReviewItem(int(i), uids[i], [(names[k], float(probs[i, k])) for k in top],
+                                str(split[i]) in ("train", "val")))
+    return items
+
+
+def oracle_answers(run_dir: Path, items: list[ReviewItem]) -> list[str]:
+    """The hidden label of each item, as a person who knows the truth would answer (benchmarks only)."""
+    from agent.data import hidden_truth, load_pool
+    from agent.spec import DesignSpec
+    from knowledge.errors import NanofactoryError
+
+    design = json.loads((Path(run_dir) / "design.json").read_text())
+    spec = DesignSpec.from_dict(design["spec"], source=str(run_dir))
+    truth = hidden_truth(load_pool(spec), spec)
+    if truth is None:
+        raise NanofactoryError("--oracle needs a pool with hidden labels (Fashion-MNIST); this pool has none. "
+                               "Label in the terminal instead.")
+    names = spec.label_names
+    return [names[truth[it.index]] if truth[it.index] >= 0 else NONE_LABEL for it in items]
+
+
+def retrain(run_dir: Path, store, show_bars: bool = True, progress=None):
+    """A new run with the same spec and plan whose label stage uses the human labels; returns (run, metrics)."""
+    from agent.pipeline import create_run, execute, open_run
+
+    parent = open_run(store, Path(run_dir).name)
+    design = json.loads((Path(run_dir) / "design.json").read_text())
+    n = len(load_human_labels(run_dir))
+    decisions = dict(design.get("decisions") or {})
+    decisions["parent"] = parent.id
+    decisions["changes"] = list(decisions.get("changes") or []) + [f"retrained with {n} human labels from {parent.id}"]
+    run = create_run(parent.spec, parent.plan, store, decisions)
+    (run.dir / "data").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(run_dir) / HUMAN_LABELS, run.dir / HUMAN_LABELS)
+    return run, execute(run, store, progress, show_bars=show_bars)
+
+
+# ---- the terminal ------------------------------------------------------------------------------
+
+
+def ansi_image(image: np.ndarray, width: int = 32) -> str:
+    """An image as 24-bit-colour half blocks (two pixel rows per text row): a glance, not a viewer."""
+    from PIL import Image
+
+    a = np.asarray(image)
+    a = a[..., 0] if a.ndim == 3 and a.shape[-1] == 1 else a
+    im = Image.fromarray(a.astype(np.uint8)).convert("RGB")
+    h = max(2, round(im.height * width / im.width) // 2 * 2)
+    px = np.asarray(im.resize((width, h), Image.NEAREST if im.width <= width else Image.BILINEAR))
+    rows = []
+    for y in range(0, h, 2):
+        cells = (f"\x1b[38;2;{t[0]};{t[1]};{t[2]}m\x1b[48;2;{b[0]};{b[1]};{b[2]}m▀"
+                 for t, b in zip(px[y], px[y + 1]))
+        rows.append("".join(cells) + "\x1b[0m")
+    return "\n".join(rows)
+
+
+def parse_answer(text: str, item: ReviewItem, names: list[str]) -> str | None:
+    """A class name from '1'/'2'/'3' (the teacher's guesses), a class name or its prefix, or 'n'; None: not understood."""
+    text = text.strip().lower()
+    if text in ("1", "2", "3") and int(text) <= len(item.guesses):
+        return item.guesses[int(text) - 1][0]
+    if text in ("n", "none", NONE_LABEL):
+        return NONE_LABEL
+    if not text:
+        return None
+    exact = [n for n in names if n.lower() == text]
+    matches = exact or [n for n in names if n.lower().startswith(text)]
+    return matches[0] if len(matches) == 1 else None
+
+
+def review_in_terminal(run_dir: Path, items: list[ReviewItem], ask=None, show=print) -> int:
+    """Ask about each item; returns how many were labeled. 's' skips, 'q' stops (answers so far are kept)."""
+    ask = ask or input
+    names = label_names(run_dir)
+    inputs = np.load(Path(run_dir) / "data" / "pool_inputs.npy", mmap_mode="r")
+    labeled = 0
+    for k, item in enumerate(items, 1):
+        guesses = "  ".join(f"{j}) {n} {p:.2f}" for j, (n, p) in enumerate(item.guesses, 1))
+        show(f"\n[{k}/{len(items)}] {item.uid}\n{ansi_image(inputs[item.index])}\nteacher: {guesses}")
+        while True:
+            text = ask(f"label ({', '.join(names)}; 1-3, n = none of these, s = skip, q = quit): ")
+            if text.strip().lower() in ("q", "quit"):
+                return labeled
+            if text.strip().lower() in ("s", "skip", ""):
+                break
+            label = parse_answer(text, item, names)
+            if label is None:
+                show(f"'{text.strip()}' is not one of: {', '.join(names)}, 1-3, n, s or q.")
+                continue
+            save_human_label(run_dir, item, label)
+            labeled += 1
+            break
+    return labeled

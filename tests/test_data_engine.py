@@ -1,0 +1,110 @@
+"""The data engine's pieces: streamed .npy files, calibration, human labels in the labeler,
+the training-set selection, and the review prompt."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from knowledge.io import iter_npy_rows, read_npy_rows, write_npy_chunks
+from knowledge.labeling import (
+    LabelConfig,
+    Projection,
+    apply_temperature,
+    expected_calibration_error,
+    fit_temperature,
+    label_projected,
+)
+
+
+def test_npy_chunks_round_trip_and_stay_atomic(tmp_path):
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(1000, 7)).astype(np.float16)
+    assert write_npy_chunks(tmp_path / "x.npy", (a[i : i + 300] for i in range(0, 1000, 300)), np.float16) == (1000, 7)
+    np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), a)
+    np.testing.assert_array_equal(np.concatenate([r for _, r in iter_npy_rows(tmp_path / "x.npy", 128)]), a)
+    np.testing.assert_array_equal(read_npy_rows(tmp_path / "x.npy", [900, 3, 3]), a[[900, 3, 3]])
+
+    def broken():
+        yield a[:10]
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_npy_chunks(tmp_path / "y.npy", broken(), np.float16)
+    assert not list(tmp_path.glob("*y.npy*"))  # nothing half-written
+
+
+def test_temperature_scaling_recovers_an_overconfident_labeler():
+    rng = np.random.default_rng(0)
+    n, k = 4000, 4
+    truth = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k))
+    logits[np.arange(n), truth] += 1.5
+    calibrated = np.exp(1.5 * logits) / np.exp(1.5 * logits).sum(1, keepdims=True)  # the true posterior
+    overconfident = apply_temperature(calibrated, 1 / 3)  # three times too sharp
+    t = fit_temperature(overconfident, truth)
+    assert 2.4 < t < 3.6
+    assert expected_calibration_error(apply_temperature(overconfident, t), truth) < \
+        0.5 * expected_calibration_error(overconfident, truth)
+    assert fit_temperature(overconfident[:5], truth[:5]) == 1.0  # too few labels to fit anything
+
+
+def _blobs(seed=0, per=150, d=16):
+    """Four separated clusters; cluster 3 is "other"."""
+    rng = np.random.default_rng(seed)
+    centers = np.eye(d)[:4] * 4
+    x = np.concatenate([c + rng.normal(size=(per, d)) for c in centers]).astype(np.float32)
+    y = np.repeat(np.arange(4), per)
+    return x, y
+
+
+def test_human_labels_steer_the_self_training_head():
+    """Examples say cluster 2 is class 1 (a user's mistake); a person's anchors in cluster 2 overrule them."""
+    x, y = _blobs()
+    proj = Projection.fit(x, 8, 0)
+    emb = proj.apply(x)
+    ex_idx = np.array([0, 1, 150, 151, 300, 301])
+    ex_labels = np.array([0, 0, 1, 1, 1, 1])  # cluster 2 mislabeled as class 1 by the examples
+    zero_shot = np.full((len(x), 3), 1 / 3, np.float32)
+    cfg = LabelConfig(cluster_multiples=[2, 3], restarts=1)
+    plain = label_projected(emb, proj, emb[ex_idx], zero_shot, ex_labels, True, cfg)
+    before = (plain.labels[300:450] == 2).mean()
+    assert before < 0.1
+    anchors = np.arange(310, 340)
+    steered = label_projected(emb, proj, emb[ex_idx], zero_shot, ex_labels, True, cfg,
+                              anchors=emb[anchors], anchor_labels=np.full(len(anchors), 2))
+    # 30 answers against 150 confident wrong auto-labels in the same cluster: most of it flips
+    assert (steered.labels[300:450] == 2).mean() > 0.6
+    assert steered.example_probs.shape == (len(ex_idx), 4)
+
+
+def test_selection_drops_duplicates_and_caps_other_keeping_hard_negatives():
+    from agent.stage_label import select_training
+
+    x, y = _blobs(per=100)
+    x = np.concatenate([x, x[:5]])  # five exact duplicates of class-0 images
+    y = np.concatenate([y, y[:5]])
+    v = x / np.linalg.norm(x, axis=1, keepdims=True)
+    conf = np.full(len(y), 0.9, np.float32)
+    conf[10] = 0.3
+    cfg = LabelConfig(dedup_threshold=0.999, balance=1.0, hard_negatives=20)
+    split, info = select_training(v, y, conf, cfg, other=True, human=np.array([1]), rejected=np.array([20]), seed=0)
+    assert split[10] == "low-confidence" and split[20] == "rejected" and split[1] == "train"
+    assert info["duplicates_removed"] == 5 and (split == "duplicate").sum() == 5
+    kept = split == "train"
+    counts = np.bincount(y[kept], minlength=4)
+    assert counts[3] <= counts[:3].min() + 1 and info["capped"] > 0
+    assert info["hard_negatives_kept"] > 0
+
+
+def test_review_answers_parse():
+    from agent.review import NONE_LABEL, ReviewItem, ansi_image, parse_answer
+
+    names = ["shirt", "sneaker", "bag", "other"]
+    item = ReviewItem(0, "a.png", [("bag", 0.5), ("other", 0.3), ("shirt", 0.2)], True)
+    assert parse_answer("1", item, names) == "bag" and parse_answer("3", item, names) == "shirt"
+    assert parse_answer("Sneaker", item, names) == "sneaker" and parse_answer("sn", item, names) == "sneaker"
+    assert parse_answer("s", item, names) is None  # ambiguous prefix: shirt or sneaker
+    assert parse_answer("n", item, names) == NONE_LABEL and parse_answer("zebra", item, names) is None
+    art = ansi_image(np.zeros((28, 28, 1), np.uint8), width=28)
+    assert art.count("\n") == 13 and "▀" in art
