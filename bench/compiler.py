@@ -160,7 +160,8 @@ def render(rows: list[dict]) -> str:
         table("Correctness and memory (bit-exact: share of inputs with identical int8 outputs; arena in bytes)",
               ["model", "MACs", "params", "C=numpy", "C=TFLM", "C=LiteRT", "arena", "TFLM head", "TFLM total",
                "ours/head", "M4 text", "M4 bss"], correct),
-        table("Host latency, one thread (us per inference); compile and verify wall time (s)",
+        table("Host latency, one thread (us per inference: CPU time, median of interleaved rounds; C built with "
+              f"{ok[0]['verify'].get('c_latency_flags', '?') if ok else '?'}); compile and verify wall time (s)",
               ["model", "C", "ORT int8", "C/ORT", "compile s", "verify s"], host),
         table(f"MCU latency estimate (ms) vs MLPerf Tiny v1.x published; M4: {m4}, M7: {m7}",
               ["model", "M4 est", "M4 pub", "M4 err", "M7 est", "M7 pub", "M7 err"], mcu),

@@ -3,6 +3,8 @@
 * the ONNX reader: its float IR against onnxruntime, and the fusions it promises;
 * refusals: one NanofactoryError sentence naming the node and op type, nothing written;
 * the C library (under ASan/UBSan), TFLite Micro and LiteRT against the numpy int8 reference, bit for bit;
+  each path through the C kernels (portable, AVX2, the host's -march=native), and the vector
+  requantization against the scalar one on edge values;
 * the memory plan: invariants checked independently of the planner, against TFLM's arena, in the C;
 * TFLite's int8 conventions (per-channel symmetric weights, multipliers, activation ranges, shared quant);
 * int8 against float, and the .tflite flatbuffer's operators.
@@ -13,8 +15,10 @@ written node by node. All inputs are seeded standard normals; calibration and te
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +31,41 @@ from compilers.ir import Graph, Op, Tensor
 from compilers.onnx_reader import read_onnx
 from compilers.planner import plan_memory
 from compilers.reference import run_float, run_int8
+from compilers.verify import (
+    HOST_CFLAGS,
+    PORTABLE_CFLAGS,
+    SANITIZE,
+    build_host,
+    run_host,
+)
 from knowledge.errors import NanofactoryError
+
+
+def simd_shapes(rng):
+    """Shapes that reach every block and tail of the C kernels' vector paths (compilers/c/nf_avx2.h):
+    3 input channels (a first layer), 24 / 21 / 40 output channels (blocks of 8, a block of 16 and
+    one of 8 in depthwise, tails left to the portable loops), depthwise 3x3 and 5x5 (an odd number
+    of taps) with borders, window sizes that are not a multiple of 4, output pixel counts that fill
+    no whole block, and an Add over 7 * 6 * 21 = 882 elements (not a multiple of 8)."""
+    inits: dict = {"fc.w": (rng.standard_normal((5, 40)) * 0.3).astype(np.float32), "fc.b": np.zeros(5, np.float32)}
+    nodes = [
+        M._conv(rng, inits, "first", "input", "a", 3, 24, 3, pads=[1, 1, 1, 1], strides=[2, 2]),
+        M._node("Relu", ["a"], "ar", "relu_a"),
+        M._conv(rng, inits, "dw3", "ar", "b", 24, 24, 3, group=24, pads=[1, 1, 1, 1]),
+        M._node("Relu", ["b"], "br", "relu_b"),
+        M._conv(rng, inits, "pw", "br", "c", 24, 21, 1),
+        M._node("Relu", ["c"], "cr", "relu_c"),
+        M._conv(rng, inits, "dw5", "cr", "d", 21, 21, 5, group=21, pads=[2, 2, 2, 2]),
+        M._node("Add", ["d", "cr"], "e", "add"),
+        M._node("Relu", ["e"], "er", "relu_e"),
+        M._conv(rng, inits, "wide", "er", "f", 21, 40, 3, pads=[1, 1, 1, 1]),
+        M._node("Relu", ["f"], "fr", "relu_f"),
+        M._node("GlobalAveragePool", ["fr"], "g", "gap"),
+        M._node("Flatten", ["g"], "h", "flatten", axis=1),
+        M._node("Gemm", ["h", "fc.w", "fc.b"], "output", "fc", transB=1),
+    ]
+    return M._model(nodes, inits, (3, 13, 11), (5,))
+
 
 BUILDERS = {
     "student": lambda path: M.export_student(path, seed=0),
@@ -36,6 +74,7 @@ BUILDERS = {
     "softmax_head": lambda path: M.save(M.relu6_matmul_softmax(np.random.default_rng(11)), path),
     "bn_depth_mult": lambda path: M.save(M.batchnorm_depth_multiplier(np.random.default_rng(12)), path),
     "pad": lambda path: M.save(M.strided_padding(np.random.default_rng(13)), path),
+    "simd_shapes": lambda path: M.save(simd_shapes(np.random.default_rng(14)), path),
 }
 MODELS = list(BUILDERS)
 CALIBRATION, TEST = 64, 20
@@ -108,6 +147,7 @@ KINDS = {
     "softmax_head": ["conv", "avgpool", "reshape", "fc", "fc", "softmax"],
     "bn_depth_mult": ["conv", "dwconv", "dwconv", "avgpool", "reshape", "fc"],
     "pad": ["conv", "dwconv", "conv", "avgpool", "reshape", "fc"],
+    "simd_shapes": ["conv", "dwconv", "conv", "dwconv", "add", "conv", "avgpool", "reshape", "fc"],
 }
 
 
@@ -231,6 +271,91 @@ def test_c_tflm_litert_bitexact(zoo, name):
     assert report["c_vs_reference_bitexact"] == 1.0
     assert report["tflm_vs_c_bitexact"] == 1.0
     assert report["litert_vs_c_bitexact"] == 1.0
+
+
+@functools.cache
+def host_has_avx2() -> bool:
+    proc = subprocess.run(["gcc", "-march=native", "-dM", "-E", "-"], input="", capture_output=True, text=True,
+                          check=False)
+    return "__AVX2__" in proc.stdout
+
+
+# the kernels' paths: portable C (what Cortex-M runs), AVX2 (pmaddwd), and the host's best
+# (-march=native: AVX512-VNNI's vpdpbusd on hosts that have it)
+C_PATHS = {"portable": PORTABLE_CFLAGS, "avx2": "-std=c99 -O2 -mavx2 -Wall -Wextra -Werror", "native": HOST_CFLAGS}
+
+
+@needs_gcc
+@pytest.mark.parametrize("path", list(C_PATHS))
+@pytest.mark.parametrize("name", MODELS)
+def test_c_paths_bitexact(zoo, tmp_path, name, path):
+    """Every path through the C kernels, under ASan/UBSan, gives the numpy reference's integers."""
+    if path != "portable" and not host_has_avx2():
+        pytest.skip("the host has no AVX2")
+    compiled = zoo.compiled(name)
+    xq = zoo.quantized_inputs(name)
+    reference = run_int8(compiled.graph, xq).reshape(len(xq), -1)
+    exe = build_host(compiled.dir / "c", tmp_path / "build", sanitize=True, cflags=C_PATHS[path])
+    out, _ = run_host(exe, xq, reference.shape[1])
+    np.testing.assert_array_equal(out, reference)
+
+
+REQUANT_CHECK = r"""
+#include <stdio.h>
+#include "nf_kernels.c"
+
+static uint32_t state = 2463534242u; /* xorshift32 */
+static uint32_t next(void) { state ^= state << 13; state ^= state >> 17; state ^= state << 5; return state; }
+
+int main(void) {
+  static const int32_t edges[] = {0, 1, -1, 2, -2, 3, -3, 1 << 30, -(1 << 30), 2147483647, -2147483647 - 1};
+  long bad = 0;
+  for (long it = 0; it < 200000; ++it) {
+    int32_t x[16], mult[8], shift[8], got[16];
+    int8_t bytes[16];
+    for (int i = 0; i < 16; ++i) x[i] = it % 4 == 0 ? edges[next() % 11] : (int32_t)next() >> (next() % 32);
+    for (int i = 0; i < 8; ++i) {
+      mult[i] = it % 8 == 1 ? (int32_t[]){0, 1, 1 << 30, 2147483647}[next() % 4] : (int32_t)(next() >> 1);
+      shift[i] = (int32_t)(next() % 62) - 31; /* left 30 ... right 31 */
+    }
+    const nf_requant8_params q = nf_requant8_channels(mult, shift);
+    const __m256i r0 = nf_requant8(&q, _mm256_loadu_si256((const __m256i *)x));
+    const __m256i r1 = nf_requant8(&q, _mm256_loadu_si256((const __m256i *)(x + 8)));
+    _mm256_storeu_si256((__m256i *)got, r0);
+    _mm256_storeu_si256((__m256i *)(got + 8), r1);
+    const int32_t zp = (int32_t)(next() % 256) - 128, lo = -128 + (int32_t)(next() % 64), hi = 127 - (int32_t)(next() % 64);
+    const nf_output8_params oq = nf_output8_prepare(zp, lo, hi);
+    nf_output8x2_store(&oq, r0, r1, bytes, bytes + 8);
+    if (it % 2) nf_output8_store(&oq, r1, bytes + 8);
+    for (int i = 0; i < 16; ++i) {
+      const int32_t want = nf_requant(x[i], mult[i % 8], shift[i % 8]);
+      const int64_t moved = (int64_t)want + zp;
+      if (got[i] != want || bytes[i] != (moved < lo ? lo : moved > hi ? hi : moved)) {
+        if (bad++ < 5) printf("x=%d mult=%d shift=%d: %d, want %d\n", x[i], mult[i % 8], shift[i % 8], got[i], want);
+      }
+    }
+  }
+  printf("%ld mismatches\n", bad);
+  return bad != 0;
+}
+"""
+
+
+@needs_gcc
+@pytest.mark.parametrize("path", ["avx2", "native"])
+def test_vector_requantization_matches_scalar(tmp_path, path):
+    """nf_requant8 and the 16-lane output store against the scalar TFLite arithmetic on 3.2 million
+    values: every shift from 30 left to 31 right, multipliers 0 to 2^31 - 1, INT32_MIN and MAX."""
+    if not host_has_avx2():
+        pytest.skip("the host has no AVX2")
+    kernels = Path(__file__).resolve().parents[1] / "compilers" / "c"
+    (tmp_path / "check.c").write_text(REQUANT_CHECK)
+    flags = "-std=c99 -O2 " + ("-mavx2" if path == "avx2" else "-march=native")
+    subprocess.run(["gcc", *flags.split(), *SANITIZE.split(), "-I", str(kernels), "-o", str(tmp_path / "check"),
+                    str(tmp_path / "check.c")], check=True)
+    proc = subprocess.run([str(tmp_path / "check")], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == "0 mismatches"
 
 
 def linear_outputs(tmp_path: Path, kind: str, runtime: str) -> np.ndarray:
@@ -522,9 +647,10 @@ OP_CODES = {
     "softmax_head": {"CONV_2D", "AVERAGE_POOL_2D", "RESHAPE", "SOFTMAX"},
     "bn_depth_mult": {"CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "RESHAPE"},
     "pad": {"CONV_2D", "PAD", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "RESHAPE"},
+    "simd_shapes": {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "AVERAGE_POOL_2D", "RESHAPE"},
 }
 # stride-2 layers padded (1, 1) on an even input (TFLite SAME pads (0, 1)), and pad's asymmetric depthwise
-PADS = {"student": 3, "residual": 1, "pools": 0, "softmax_head": 0, "bn_depth_mult": 0, "pad": 2}
+PADS = {"student": 3, "residual": 1, "pools": 0, "softmax_head": 0, "bn_depth_mult": 0, "pad": 2, "simd_shapes": 0}
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -3,7 +3,6 @@
 
 #define NF_INT32_MIN (-2147483647 - 1)
 #define NF_INT32_MAX 2147483647
-#define NF_BLOCK 8 /* output channels per pass: one register of int32 accumulators */
 
 /* gemmlowp's SaturatingRoundingDoublingHighMul; C division truncates toward zero as in C++ */
 static inline int32_t nf_srdhm(int32_t a, int32_t b) {
@@ -32,102 +31,131 @@ static inline int8_t nf_clamp(int32_t v, int32_t lo, int32_t hi) {
   return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
 }
 
+/* a convolution's int32 sum for one output channel -> its int8 output */
+static inline int8_t nf_conv_out(const nf_conv_params *p, int32_t acc, int32_t mult, int32_t shift) {
+  return nf_clamp(nf_requant(acc, mult, shift) + p->out_zero_point, p->act_min, p->act_max);
+}
+
 static inline int32_t nf_dot(const int8_t *a, const int8_t *b, int32_t n) {
   int32_t acc = 0;
   for (int32_t i = 0; i < n; ++i) acc += (int32_t)a[i] * (int32_t)b[i];
   return acc;
 }
 
-/* One output pixel, output channels [c0, c0 + n) of a standard convolution. Called with the
- * constant n = NF_BLOCK for full blocks, so the channel loop becomes one SIMD register of
- * int32 accumulators; the tail of an odd channel count takes the same code with a smaller n. */
-static inline void nf_conv_pixel(const nf_conv_params *p, const int8_t *in, const int8_t *w, const int32_t *bias,
-                                 const int32_t *mult, const int32_t *shift, int8_t *o, int32_t iy0, int32_t ix0,
-                                 int32_t c0, const int32_t n) {
-  const int32_t oc_n = p->out_c, ic_n = p->in_c;
-  int32_t acc[NF_BLOCK];
-  for (int32_t c = 0; c < n; ++c) acc[c] = bias[c0 + c];
-  for (int32_t ky = 0; ky < p->k_h; ++ky) {
-    const int32_t iy = iy0 + ky;
-    for (int32_t kx = 0; kx < p->k_w; ++kx) {
-      const int32_t ix = ix0 + kx;
-      const int8_t *f = w + ((int64_t)ky * p->k_w + kx) * ic_n * oc_n + c0;
-      if (iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w) {
-        const int8_t *x = in + ((int64_t)iy * p->in_w + ix) * ic_n;
-        for (int32_t ic = 0; ic < ic_n; ++ic) {
-          const int32_t v = x[ic];
-          const int8_t *fr = f + (int64_t)ic * oc_n;
-          for (int32_t c = 0; c < n; ++c) acc[c] += v * (int32_t)fr[c];
-        }
-      } else {
-        /* padding reads the zero point (the bias holds -zp * sum(w)) */
-        const int32_t v = p->in_zero_point;
-        for (int32_t ic = 0; ic < ic_n; ++ic) {
-          const int8_t *fr = f + (int64_t)ic * oc_n;
-          for (int32_t c = 0; c < n; ++c) acc[c] += v * (int32_t)fr[c];
-        }
+/* The taps of output pixel (oy, ox)'s window that fall inside the input: rows [ky0, ky1) and
+ * columns [kx0, kx1) of the kernel, whose top-left tap reads input (iy0, ix0). TFLite skips the
+ * others (padding), which is why the kernels take the input offset at run time. */
+typedef struct {
+  int32_t iy0, ix0, ky0, ky1, kx0, kx1;
+} nf_window;
+
+static inline nf_window nf_window_at(const nf_conv_params *p, int32_t oy, int32_t ox) {
+  nf_window win;
+  win.iy0 = oy * p->stride_h - p->pad_t;
+  win.ix0 = ox * p->stride_w - p->pad_l;
+  win.ky0 = win.iy0 < 0 ? -win.iy0 : 0;
+  win.kx0 = win.ix0 < 0 ? -win.ix0 : 0;
+  win.ky1 = win.iy0 + p->k_h > p->in_h ? p->in_h - win.iy0 : p->k_h;
+  win.kx1 = win.ix0 + p->k_w > p->in_w ? p->in_w - win.ix0 : p->k_w;
+  return win;
+}
+
+#if defined(__AVX2__)
+#include "nf_avx2.h"
+#endif
+
+/* Portable loops: a block of output channels at a time, their sums in a small array, so each
+ * input value is loaded once per block and the inner loops are short multiply-adds. */
+#define NF_BLOCK 8
+
+/* acc[c] += the window row's taps k0 .. k0 + run - 1 (inputs x[0 .. run - 1]) times channel
+ * cb + c's weights, for c < nc; f points at tap k0's group of 4, channel cb (nf_conv_s8's layout:
+ * within a group, channel c's 4 taps are at f[4 * c] .. f[4 * c + 3]). Called with nc = NF_BLOCK
+ * for full blocks, so the channel loops have a fixed length. */
+static inline void nf_conv_row(const int8_t *x, int32_t zp, const int8_t *f, int32_t n, int32_t k0, int32_t run,
+                               int32_t *acc, const int32_t nc) {
+  int32_t i = 0, j = k0 % 4;
+  while (i < run) {
+    if (j == 0 && i + 4 <= run) { /* a whole group: 4 taps of each channel side by side */
+      const int32_t v0 = x[i] - zp, v1 = x[i + 1] - zp, v2 = x[i + 2] - zp, v3 = x[i + 3] - zp;
+      for (int32_t c = 0; c < nc; ++c) {
+        const int8_t *g = f + 4 * c;
+        acc[c] += v0 * (int32_t)g[0] + v1 * (int32_t)g[1] + v2 * (int32_t)g[2] + v3 * (int32_t)g[3];
       }
+      i += 4;
+      f += 4 * n;
+    } else { /* a tap at either end of the row, not group-aligned */
+      const int32_t v = x[i] - zp;
+      for (int32_t c = 0; c < nc; ++c) acc[c] += v * (int32_t)f[4 * c + j];
+      ++i;
+      if (++j == 4) j = 0, f += 4 * n;
     }
-  }
-  for (int32_t c = 0; c < n; ++c) {
-    o[c0 + c] = nf_clamp(nf_requant(acc[c], mult[c0 + c], shift[c0 + c]) + p->out_zero_point, p->act_min,
-                         p->act_max);
   }
 }
 
 void nf_conv_s8(const nf_conv_params *p, const int8_t *in, const int8_t *w, const int32_t *bias,
                 const int32_t *mult, const int32_t *shift, int8_t *out) {
-  /* weights are HWIO here (the emitter transposes TFLite's OHWI): the innermost loop runs over
-   * output channels with independent accumulators */
-  const int32_t full = p->out_c / NF_BLOCK * NF_BLOCK;
-  for (int32_t oy = 0; oy < p->out_h; ++oy) {
-    for (int32_t ox = 0; ox < p->out_w; ++ox) {
-      const int32_t iy0 = oy * p->stride_h - p->pad_t, ix0 = ox * p->stride_w - p->pad_l;
-      int8_t *o = out + ((int64_t)oy * p->out_w + ox) * p->out_c;
-      for (int32_t c0 = 0; c0 < full; c0 += NF_BLOCK) nf_conv_pixel(p, in, w, bias, mult, shift, o, iy0, ix0, c0, NF_BLOCK);
-      if (full < p->out_c) nf_conv_pixel(p, in, w, bias, mult, shift, o, iy0, ix0, full, p->out_c - full);
-    }
-  }
-}
-
-static inline void nf_dwconv_pixel(const nf_conv_params *p, const int8_t *in, const int8_t *w, const int32_t *bias,
-                                   const int32_t *mult, const int32_t *shift, int8_t *o, int32_t iy0, int32_t ix0,
-                                   int32_t c0, const int32_t n) {
-  const int32_t m = p->depth_multiplier, oc_n = p->out_c;
-  int32_t acc[NF_BLOCK];
-  for (int32_t c = 0; c < n; ++c) acc[c] = bias[c0 + c];
-  for (int32_t ky = 0; ky < p->k_h; ++ky) {
-    const int32_t iy = iy0 + ky;
-    for (int32_t kx = 0; kx < p->k_w; ++kx) {
-      const int32_t ix = ix0 + kx;
-      const int8_t *f = w + ((int64_t)ky * p->k_w + kx) * oc_n + c0;
-      if (iy < 0 || iy >= p->in_h || ix < 0 || ix >= p->in_w) {
-        for (int32_t c = 0; c < n; ++c) acc[c] += p->in_zero_point * (int32_t)f[c];
-      } else if (m == 1) {
-        const int8_t *x = in + ((int64_t)iy * p->in_w + ix) * p->in_c + c0;
-        for (int32_t c = 0; c < n; ++c) acc[c] += (int32_t)x[c] * (int32_t)f[c];
-      } else {
-        /* output channel k reads input channel k / depth_multiplier */
-        const int8_t *x = in + ((int64_t)iy * p->in_w + ix) * p->in_c;
-        for (int32_t c = 0; c < n; ++c) acc[c] += (int32_t)x[(c0 + c) / m] * (int32_t)f[c];
+  /* weights: HWIO in groups of 4 taps (nf_kernels.h), tap k of channel c at
+   * w[(k / 4) * 4 * out_c + 4 * c + k % 4] */
+  const int32_t n = p->out_c;
+  int32_t c0 = 0; /* the channels before it are done */
+#if defined(__AVX2__)
+  c0 = nf_conv_avx2(p, in, w, bias, mult, shift, out);
+#endif
+  for (int32_t px = 0; c0 < n && px < p->out_h * p->out_w; ++px) {
+    const nf_window win = nf_window_at(p, px / p->out_w, px % p->out_w);
+    const int32_t run = (win.kx1 - win.kx0) * p->in_c; /* the taps of a window row inside the input */
+    int8_t *o = out + (int64_t)px * n;
+    for (int32_t cb = c0; cb < n; cb += NF_BLOCK) {
+      const int32_t nc = n - cb < NF_BLOCK ? n - cb : NF_BLOCK;
+      int32_t acc[NF_BLOCK];
+      for (int32_t c = 0; c < nc; ++c) acc[c] = bias[cb + c];
+      for (int32_t ky = win.ky0; ky < win.ky1; ++ky) {
+        const int8_t *x = in + ((int64_t)(win.iy0 + ky) * p->in_w + win.ix0 + win.kx0) * p->in_c;
+        const int32_t k0 = (ky * p->k_w + win.kx0) * p->in_c;
+        const int8_t *f = w + (int64_t)(k0 / 4) * 4 * n + 4 * cb;
+        if (nc == NF_BLOCK) {
+          nf_conv_row(x, p->in_zero_point, f, n, k0, run, acc, NF_BLOCK);
+        } else {
+          nf_conv_row(x, p->in_zero_point, f, n, k0, run, acc, nc);
+        }
       }
+      for (int32_t c = 0; c < nc; ++c) o[cb + c] = nf_conv_out(p, acc[c], mult[cb + c], shift[cb + c]);
     }
-  }
-  for (int32_t c = 0; c < n; ++c) {
-    o[c0 + c] = nf_clamp(nf_requant(acc[c], mult[c0 + c], shift[c0 + c]) + p->out_zero_point, p->act_min,
-                         p->act_max);
   }
 }
 
 void nf_dwconv_s8(const nf_conv_params *p, const int8_t *in, const int8_t *w, const int32_t *bias,
                   const int32_t *mult, const int32_t *shift, int8_t *out) {
-  const int32_t full = p->out_c / NF_BLOCK * NF_BLOCK;
-  for (int32_t oy = 0; oy < p->out_h; ++oy) {
+  /* 1HWO weights: for one tap, consecutive output channels read consecutive weights and (with
+   * depth multiplier 1) consecutive input bytes, so the channel loop is the inner loop */
+  enum { NF_DW_BLOCK = 16 };
+  const int32_t m = p->depth_multiplier, n = p->out_c, zp = p->in_zero_point;
+  int32_t c0 = 0; /* the channels before it are done */
+#if defined(__AVX2__)
+  if (m == 1) c0 = nf_dwconv_avx2(p, in, w, bias, mult, shift, out);
+#endif
+  for (int32_t oy = 0; c0 < n && oy < p->out_h; ++oy) {
     for (int32_t ox = 0; ox < p->out_w; ++ox) {
-      const int32_t iy0 = oy * p->stride_h - p->pad_t, ix0 = ox * p->stride_w - p->pad_l;
-      int8_t *o = out + ((int64_t)oy * p->out_w + ox) * p->out_c;
-      for (int32_t c0 = 0; c0 < full; c0 += NF_BLOCK) nf_dwconv_pixel(p, in, w, bias, mult, shift, o, iy0, ix0, c0, NF_BLOCK);
-      if (full < p->out_c) nf_dwconv_pixel(p, in, w, bias, mult, shift, o, iy0, ix0, full, p->out_c - full);
+      const nf_window win = nf_window_at(p, oy, ox);
+      int8_t *o = out + ((int64_t)oy * p->out_w + ox) * n;
+      for (int32_t cb = c0; cb < n; cb += NF_DW_BLOCK) {
+        const int32_t nc = n - cb < NF_DW_BLOCK ? n - cb : NF_DW_BLOCK;
+        int32_t acc[NF_DW_BLOCK];
+        for (int32_t c = 0; c < nc; ++c) acc[c] = bias[cb + c];
+        for (int32_t ky = win.ky0; ky < win.ky1; ++ky) {
+          for (int32_t kx = win.kx0; kx < win.kx1; ++kx) {
+            const int8_t *x = in + ((int64_t)(win.iy0 + ky) * p->in_w + win.ix0 + kx) * p->in_c;
+            const int8_t *f = w + (int64_t)(ky * p->k_w + kx) * n + cb;
+            if (m == 1) {
+              for (int32_t c = 0; c < nc; ++c) acc[c] += ((int32_t)x[cb + c] - zp) * (int32_t)f[c];
+            } else { /* output channel c reads input channel c / depth_multiplier */
+              for (int32_t c = 0; c < nc; ++c) acc[c] += ((int32_t)x[(cb + c) / m] - zp) * (int32_t)f[c];
+            }
+          }
+        }
+        for (int32_t c = 0; c < nc; ++c) o[cb + c] = nf_conv_out(p, acc[c], mult[cb + c], shift[cb + c]);
+      }
     }
   }
 }
@@ -145,7 +173,12 @@ void nf_add_s8(int32_t n, const int8_t *a, const int8_t *b, int32_t a_zero_point
                int32_t a_shift, int32_t b_zero_point, int32_t b_mult, int32_t b_shift, int32_t left_shift,
                int32_t out_mult, int32_t out_shift, int32_t out_zero_point, int32_t act_min, int32_t act_max,
                int8_t *out) {
-  for (int32_t i = 0; i < n; ++i) {
+  int32_t i = 0;
+#if defined(__AVX2__)
+  i = nf_add_avx2(n, a, b, a_zero_point, a_mult, a_shift, b_zero_point, b_mult, b_shift, left_shift, out_mult,
+                  out_shift, out_zero_point, act_min, act_max, out);
+#endif
+  for (; i < n; ++i) {
     /* out may alias a or b: each element is read before it is written */
     const int32_t x = (int32_t)a[i] - a_zero_point, y = (int32_t)b[i] - b_zero_point;
     const int32_t sx = nf_rdbpot(nf_srdhm(x * (1 << left_shift), a_mult), -a_shift);
@@ -156,6 +189,9 @@ void nf_add_s8(int32_t n, const int8_t *a, const int8_t *b, int32_t a_zero_point
 }
 
 static void nf_pool_s8(const nf_conv_params *p, const int8_t *in, int8_t *out, int is_max) {
+  /* channels innermost, NF_POOL_BLOCK at a time: contiguous loads the compiler vectorizes */
+  enum { NF_POOL_BLOCK = 64 };
+  int32_t acc[NF_POOL_BLOCK];
   for (int32_t oy = 0; oy < p->out_h; ++oy) {
     for (int32_t ox = 0; ox < p->out_w; ++ox) {
       const int32_t iy0 = oy * p->stride_h - p->pad_t, ix0 = ox * p->stride_w - p->pad_l;
@@ -163,16 +199,25 @@ static void nf_pool_s8(const nf_conv_params *p, const int8_t *in, int8_t *out, i
       const int32_t y1 = iy0 + p->k_h > p->in_h ? p->in_h : iy0 + p->k_h;
       const int32_t x1 = ix0 + p->k_w > p->in_w ? p->in_w : ix0 + p->k_w;
       const int32_t count = (y1 - y0) * (x1 - x0);
-      for (int32_t c = 0; c < p->in_c; ++c) {
-        int32_t acc = is_max ? -128 : 0;
+      int8_t *o = out + ((int64_t)oy * p->out_w + ox) * p->out_c;
+      for (int32_t c0 = 0; c0 < p->in_c; c0 += NF_POOL_BLOCK) {
+        const int32_t nc = p->in_c - c0 < NF_POOL_BLOCK ? p->in_c - c0 : NF_POOL_BLOCK;
+        for (int32_t c = 0; c < nc; ++c) acc[c] = is_max ? -128 : 0;
         for (int32_t iy = y0; iy < y1; ++iy) {
           for (int32_t ix = x0; ix < x1; ++ix) {
-            const int32_t v = in[((int64_t)iy * p->in_w + ix) * p->in_c + c];
-            if (is_max) acc = v > acc ? v : acc; else acc += v;
+            const int8_t *x = in + ((int64_t)iy * p->in_w + ix) * p->in_c + c0;
+            if (is_max) {
+              for (int32_t c = 0; c < nc; ++c) acc[c] = x[c] > acc[c] ? x[c] : acc[c];
+            } else {
+              for (int32_t c = 0; c < nc; ++c) acc[c] += x[c];
+            }
           }
         }
-        if (!is_max) acc = acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count;
-        out[((int64_t)oy * p->out_w + ox) * p->out_c + c] = nf_clamp(acc, p->act_min, p->act_max);
+        for (int32_t c = 0; c < nc; ++c) {
+          int32_t v = acc[c];
+          if (!is_max) v = v > 0 ? (v + count / 2) / count : (v - count / 2) / count;
+          o[c0 + c] = nf_clamp(v, p->act_min, p->act_max);
+        }
       }
     }
   }

@@ -1,8 +1,20 @@
 /* Nanofactory int8 kernels: TFLite Micro's reference arithmetic, bit for bit.
  *
- * NHWC tensors, per-channel weights (conv HWIO, depthwise 1HWO, fully connected OI).
- * Input offsets are folded into the biases at compile time (bias + offset * sum(w)),
- * which is exact because padding taps read the input zero point. No malloc, no libc.
+ * NHWC tensors, per-channel weights. Convolutions take TFLite's input offset at run time:
+ * they sum (x - in_zero_point) * w over the taps inside the input and skip padding taps,
+ * as TFLite does, so their biases are the plain int32 biases. Fully connected layers have
+ * the offset folded into the bias at compile time (bias - zp * sum(w)).
+ *
+ * Weight layouts (compilers/c_emitter.py re-lays TFLite's at compile time):
+ *   nf_conv_s8    HWIO [k_h][k_w][in_c][out_c] with the taps k = (ky * k_w + kx) * in_c + ic in
+ *                 groups of 4: tap k of output channel c is w[(k / 4) * 4 * out_c + 4 * c + k % 4],
+ *                 the taps padded with zero weights to a multiple of 4. The vector loop runs over
+ *                 output channels, each sum in its own lane (no horizontal sums), and a channel's
+ *                 4 taps are one 32-bit lane: what x86 VNNI's vpdpbusd multiplies and adds at once;
+ *   nf_dwconv_s8  1HWO [k_h][k_w][out_c], the same for depthwise; nf_fc_s8 OI [out_n][in_n].
+ *
+ * Portable C99, no malloc, no libc. Host builds for AVX2 (-mavx2, -march=native) take the
+ * vector loops in nf_avx2.h, which produce the same integers; tests check both.
  */
 #ifndef NF_KERNELS_H
 #define NF_KERNELS_H
