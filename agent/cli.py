@@ -146,6 +146,14 @@ def _build_options(p: argparse.ArgumentParser) -> None:
                    "fixed DS-CNN competes in the final pick (off by default: see the README's figures)")
     p.add_argument("--search-candidates", type=int, metavar="N", default=1000,
                    help="with --search: architectures scored (default 1000)")
+    p.add_argument("--dedup", metavar="COSINE", default="0.985", help="near-duplicate threshold in the teacher's "
+                   "embedding space: one image per group trains (default 0.985; 'off' keeps all)")
+    p.add_argument("--balance", type=float, metavar="RATIO", help="cap every class at RATIO x the smallest class "
+                   "(diverse picks; 'other' keeps its hard negatives first)")
+    p.add_argument("--max-samples", type=int, metavar="N", help="train on at most N pool images, chosen to cover the "
+                   "pool (k-center)")
+    p.add_argument("--clean-labels", action="store_true", help="train twice, the second time without the auto-labels "
+                   "the first student confidently contradicts (confident learning; logged in data/label_issues.jsonl)")
     p.add_argument("--generate-model", metavar="ID_OR_PATH", help="a diffusers text-to-image pipeline: a hub id "
                    "already in the local cache (e.g. stabilityai/sd-turbo) or a folder; default: a small DDPM "
                    "trained on the labeled pool")
@@ -243,10 +251,35 @@ def _run_build(spec, args, store) -> dict:
     search = SearchConfig(candidates=args.search_candidates) if args.search else None
     plan = offline_plan(spec, default_input(spec, *native_shape(pool)), teacher=teacher, train=train,
                         generate=_generate_step(spec, args), search=search)
+    plan = _data_engine_options(plan, args)
     run = create_run(spec, plan, store)
     _say(f"run {run.id}: {len(spec.classes)} classes{' + other' if spec.other else ''} on {spec.device}, "
          f"student {plan.step('train').student.name}")
     return _execute(run, store, args)
+
+
+def _data_engine_options(plan, args):
+    """--dedup, --balance, --max-samples and --clean-labels into the plan's label and train steps."""
+    from pydantic import ValidationError
+
+    from agent.spec import describe_validation_error
+
+    dedup = getattr(args, "dedup", "0.985")
+    try:
+        threshold = None if str(dedup).lower() == "off" else float(dedup)
+    except ValueError:
+        raise NanofactoryError(f"--dedup takes a cosine similarity like 0.985, or 'off', not {dedup!r}.") from None
+    label = plan.step("label")
+    try:
+        config = label.label.model_validate({**label.label.model_dump(), "dedup_threshold": threshold,
+                                             "balance": getattr(args, "balance", None),
+                                             "max_samples": getattr(args, "max_samples", None)})
+    except ValidationError as e:
+        raise NanofactoryError(describe_validation_error(e, "data options")) from None
+    steps = [s.model_copy(update={"label": config}) if s.kind == "label" else
+             s.model_copy(update={"clean_labels": bool(getattr(args, "clean_labels", False))}) if s.kind == "train"
+             else s for s in plan.steps]
+    return plan.model_copy(update={"steps": steps})
 
 
 def _execute(run, store, args) -> dict:

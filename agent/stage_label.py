@@ -33,9 +33,8 @@ HUMAN_PROVENANCE = "human label (review queue)"
 
 
 def save_npz(path, **arrays) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
 
 
 def human_label_indices(ctx) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -81,7 +80,12 @@ def project_pool(ctx, dims: int, seed: int):
 def stage_label(ctx) -> dict:
     from agent.stage_generate import text_to_image_may_fill
     from knowledge.index import VectorIndex
-    from knowledge.labeling import apply_temperature, expected_calibration_error, fit_temperature, label_projected
+    from knowledge.labeling import (
+        apply_temperature,
+        expected_calibration_error,
+        fit_temperature,
+        label_projected,
+    )
     from tools.train import split_validation
 
     spec, pool = ctx.run.spec, ctx.pool
@@ -118,8 +122,9 @@ def stage_label(ctx) -> dict:
     starved = [n for n in names[: len(spec.classes)] if counts[n] == 0]
     if starved and not text_to_image_may_fill(ctx):
         raise NanofactoryError(
-            f"No pool image was labeled {', '.join(repr(s) for s in starved)} with confidence; add example images "
-            "of that class (--examples), describe it differently, or add images of it to the pool."
+            f"No pool image was labeled {', '.join(repr(s) for s in starved)} with confidence; add images of it to "
+            "the pool or example images (--examples), describe it differently, or let a text-to-image generator "
+            f"make some (--generate {starved[0]} --generate-model ID_OR_DIR)."
         )
     save_npz(ctx.dir / "data" / "labels.npz", probs=probs, split=split.astype("U12"))
     _write_manifest(ctx, labels, conf, split, set(h_idx.tolist()))
@@ -218,3 +223,41 @@ def _write_manifest(ctx, labels, conf, split, human: set[int]) -> None:
                           "split": "train", "provenance": "example image given by the user", "synthetic": False})
               for p, y in zip(ex.paths, ex.labels)]
     write_text_atomic(ctx.dir / "data" / "manifest.jsonl", "\n".join(lines) + "\n")
+
+
+def clean_labels(ctx, model, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, dict]:
+    """After a first training round: the auto-labels the student confidently contradicts (confident
+    learning, cleanlab's ``find_label_issues`` on the student's probabilities), dropped from training.
+
+    Only pool rows of the training split are candidates: the user's examples and a person's
+    labels are never dropped. Returns the rows of ``x`` to keep and a summary; every dropped
+    sample is logged in ``data/label_issues.jsonl``.
+    """
+    import torch
+    from cleanlab.filter import find_label_issues
+
+    from tools.train import to_input
+
+    with np.load(ctx.dir / "data" / "labels.npz") as z:
+        probs, split = z["probs"], z["split"]
+    train = np.where(split == "train")[0]  # rows 0..len(train)-1 of x; the examples follow
+    human = set(load_human_labels(ctx.dir))
+    model.eval()
+    with torch.inference_mode():
+        pred = np.concatenate([torch.softmax(model(to_input(x[i : min(i + 2048, len(train))])), 1).numpy()
+                               for i in range(0, len(train), 2048)]) if len(train) else np.zeros((0, probs.shape[1]))
+    issues = find_label_issues(labels=y[: len(train)], pred_probs=pred, filter_by="prune_by_noise_rate")
+    uids = ctx.pool.uids
+    issues &= np.array([uids[i] not in human for i in train], bool)
+    keep = np.ones(len(x), bool)
+    keep[: len(train)] = ~issues
+    names = ctx.run.spec.label_names
+    write_text_atomic(ctx.dir / "data" / "label_issues.jsonl", "".join(
+        json.dumps({"uid": uids[train[j]], "auto_label": names[y[j]], "student_label": names[int(pred[j].argmax())],
+                    "student_confidence": round(float(pred[j].max()), 4), "action": "dropped"}) + "\n"
+        for j in np.where(issues)[0]))
+    summary = {"flagged": int(issues.sum()), "of": len(train), "method": "cleanlab prune_by_noise_rate"}
+    truth = hidden_truth(ctx.pool, ctx.run.spec)
+    if truth is not None and issues.any():  # how many of the dropped labels were really wrong (measuring only)
+        summary["flagged_really_wrong"] = float((truth[train[issues]] != y[: len(train)][issues]).mean())
+    return keep, summary

@@ -214,6 +214,15 @@ def stage_train(ctx: StageContext) -> dict:
                            desc="student (KD)", progress=ctx.show_bars)
     out = {"student": student.name, "history": result.history, "oracle_history": None,
            "generate_seconds": generated.get("seconds", 0.0) if generated.get("fresh") else 0.0}
+    if step.clean_labels:  # a second round without the labels the first round's student contradicts
+        from agent.stage_label import clean_labels
+
+        keep, out["label_cleaning"] = clean_labels(ctx, result.model, x, y)
+        out["label_cleaning"]["val_accuracy_round1"] = result.history[-1]["val_accuracy"]
+        x, y, soft = x[keep], y[keep], soft[keep]
+        result = train_student(student, x, y, soft, inputs[val], val_y, step.train, seed=spec.seed,
+                               desc="student (KD, cleaned labels)", progress=ctx.show_bars)
+        out["history"] = result.history
     if generated.get("kept"):
         result, out["synthetic"] = train_with_synthetic(ctx, result, x, y, soft, inputs[val], val_y)
         out["history"] = result.history

@@ -179,8 +179,8 @@ def load_fashion_mnist(split: str = "train", limit: int | None = None, root: Pat
             )
     images = _read_idx(images_path)[..., None]
     labels = _read_idx(labels_path)
-    if limit:
-        images, labels = images[:limit], labels[:limit]
+    if limit:  # a copy, so the rest of the decompressed file is freed
+        images, labels = images[:limit].copy(), labels[:limit].copy()
     sha1 = [hashlib.sha1(im.tobytes()).hexdigest() for im in images]
     return ImagePool(
         source=f"fashion-mnist:{split}",

@@ -276,3 +276,23 @@ def test_find_by_text_and_by_image(built, shapes_data, tmp_path, capsys):
     assert float(rows[0][1]) > 0.8 and sum(r[-1].rsplit("/", 1)[-1].startswith("square") for r in rows) >= 4
     assert main(["find", run_id, "--runs-dir", str(store.root)]) == 1
     assert "either a text" in capsys.readouterr().err
+
+
+def test_clean_labels_drops_what_the_student_contradicts(built):
+    """Confident learning after a first round: flipped auto-labels are flagged and logged; examples never are."""
+    from agent.stage_label import clean_labels
+    from agent.stages import StageContext, _training_data, load_student
+
+    store, run_id = built
+    ctx = StageContext(run=open_run(store, run_id), show_bars=False)
+    inputs, x, y, soft, val, val_y = _training_data(ctx)
+    model, _ = load_student(ctx.dir / "student.pt")
+    n_pool = len(x) - len(ctx.examples.labels)
+    flipped = y.copy()
+    rows = np.arange(0, n_pool, max(1, n_pool // 15))[:15]
+    flipped[rows] = (y[rows] + 1) % 4
+    keep, summary = clean_labels(ctx, model, x, flipped)
+    assert keep.shape == (len(x),) and keep[n_pool:].all()  # the user's examples always train
+    assert (~keep[rows]).mean() >= 0.6 and summary["flagged"] == int((~keep).sum())
+    logged = (ctx.dir / "data" / "label_issues.jsonl").read_text().splitlines()
+    assert len(logged) == summary["flagged"] and json.loads(logged[0])["action"] == "dropped"
