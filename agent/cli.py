@@ -152,6 +152,9 @@ def _build_options(p: argparse.ArgumentParser) -> None:
                    "(diverse picks; 'other' keeps its hard negatives first)")
     p.add_argument("--max-samples", type=int, metavar="N", help="train on at most N pool images, chosen to cover the "
                    "pool (k-center)")
+    p.add_argument("--feature-distill", type=float, metavar="WEIGHT", help="also pull the student's features toward "
+                   "the teacher's embeddings (cosine, through an adapter dropped after training), at this weight; "
+                   "off by default (see the README's ablation)")
     p.add_argument("--clean-labels", action="store_true", help="train twice, the second time without the auto-labels "
                    "the first student confidently contradicts (confident learning; logged in data/label_issues.jsonl)")
     p.add_argument("--generate-model", metavar="ID_OR_PATH", help="a diffusers text-to-image pipeline: a hub id "
@@ -243,7 +246,11 @@ def _run_build(spec, args, store) -> dict:
     pool = load_pool(spec)  # fail fast on bad folders, before a run folder exists
     load_examples(spec)
     teacher = TeacherConfig(name=args.teacher or "efficientnet-lite", model=args.teacher_model)
-    train = TrainConfig(epochs=args.epochs) if args.epochs else None
+    if getattr(args, "feature_distill", None) is not None and args.feature_distill < 0:
+        raise NanofactoryError("--feature-distill takes a weight of 0 or more, e.g. 0.5.")
+    train = TrainConfig(**{k: v for k, v in (("epochs", args.epochs),
+                                            ("feature_weight", getattr(args, "feature_distill", None))) if v})
+    train = train if train.model_fields_set else None
     from tools.search import SearchConfig
 
     if args.search_candidates < 10:

@@ -202,7 +202,9 @@ def _capped(vectors, labels, cand, cap, other, per_class, seed, info, balance, h
     if len(others) <= cap:
         return np.sort(np.asarray(keep, np.int64))
     hard = hard_negatives(vectors[cand], labels[cand], other_label, per_class)
-    hard_idx = np.unique(np.concatenate([cand[v] for v in hard.values()] or [np.zeros(0, np.int64)]))[:cap]
+    # hardest first, taking turns between the classes, so a cap below the total keeps each class's hardest
+    ranked = [cand[v[r]] for r in range(per_class) for v in hard.values() if r < len(v)]
+    hard_idx = np.asarray(list(dict.fromkeys(int(i) for i in ranked))[:cap], np.int64)
     info["hard_negatives_kept"] = len(hard_idx)
     rest = np.setdiff1d(others, hard_idx)
     from knowledge.selection import k_center_greedy

@@ -184,6 +184,20 @@ def _training_data(ctx: StageContext):
     return inputs, x, y, soft, val, probs[val].argmax(1)
 
 
+def feature_targets(ctx: StageContext) -> np.ndarray:
+    """The teacher's (projected) embedding of every row ``_training_data`` returns: pool rows, then examples."""
+    from knowledge.labeling import Projection
+
+    with np.load(ctx.dir / "data" / "labels.npz") as z:
+        split = z["split"]
+    pool = np.load(ctx.dir / "index" / "pool_vectors.npy")[split == "train"].astype(np.float32)
+    with np.load(ctx.dir / "data" / "teacher.npz") as z:
+        ex = z["example_embeddings"]
+    if not len(ex):
+        return pool
+    return np.concatenate([pool, Projection.load(ctx.dir / "index" / "projection.npz").apply(ex.reshape(len(ex), -1))])
+
+
 def _save_student(path: Path, model, config) -> None:
     import torch
 
@@ -210,8 +224,9 @@ def stage_train(ctx: StageContext) -> dict:
     generated = synthesize(ctx)
     inputs, x, y, soft, val, val_y = _training_data(ctx)
     student = ctx.student
+    feats = feature_targets(ctx) if step.train.feature_weight > 0 else None
     result = train_student(student, x, y, soft, inputs[val], val_y, step.train, seed=spec.seed,
-                           desc="student (KD)", progress=ctx.show_bars)
+                           desc="student (KD)", progress=ctx.show_bars, feature_targets=feats)
     out = {"student": student.name, "history": result.history, "oracle_history": None,
            "generate_seconds": generated.get("seconds", 0.0) if generated.get("fresh") else 0.0}
     if step.clean_labels:  # a second round without the labels the first round's student contradicts
@@ -220,8 +235,9 @@ def stage_train(ctx: StageContext) -> dict:
         keep, out["label_cleaning"] = clean_labels(ctx, result.model, x, y)
         out["label_cleaning"]["val_accuracy_round1"] = result.history[-1]["val_accuracy"]
         x, y, soft = x[keep], y[keep], soft[keep]
+        feats = None if feats is None else feats[keep]
         result = train_student(student, x, y, soft, inputs[val], val_y, step.train, seed=spec.seed,
-                               desc="student (KD, cleaned labels)", progress=ctx.show_bars)
+                               desc="student (KD, cleaned labels)", progress=ctx.show_bars, feature_targets=feats)
         out["history"] = result.history
     if generated.get("kept"):
         result, out["synthetic"] = train_with_synthetic(ctx, result, x, y, soft, inputs[val], val_y)

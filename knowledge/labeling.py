@@ -30,6 +30,7 @@ from knowledge.errors import NanofactoryError
 
 log = logging.getLogger(__name__)
 
+ENRICHMENT = 2.0  # a named cluster holds at least twice the share of its class's examples its size would give
 ZERO_SHOT_CLAIM = 0.8  # a cluster within 80 % of a class's best cluster score is that class's too
 
 
@@ -184,6 +185,16 @@ def _label_clusters(km, assign, example_emb, example_labels, zero_shot, k, num_l
             claims = (zs_mean[:, c] >= ZERO_SHOT_CLAIM * zs_mean[:, c].max()) & (counts.sum(1) == 0)
             counts[claims, c] += 1
     labels = np.where(counts.sum(1) > 0, counts.argmax(1), named if other else -1)
+    if other and len(example_emb):
+        # a cluster is a named class only if that class's examples are over-represented in it: with many
+        # examples, a stray one would otherwise claim a big "other" cluster (20 shots per class on the demo:
+        # label accuracy 0.72 without this rule, 0.82 with it; 1 and 5 shots unchanged)
+        share = np.bincount(assign, minlength=k) / len(assign)
+        per_class = np.bincount(example_labels, minlength=num_labels)
+        for c in np.where(labels < named)[0]:
+            cls = labels[c]
+            if per_class[cls] and counts[c, cls] / per_class[cls] < ENRICHMENT * share[c]:
+                labels[c] = named
     if not other:  # every cluster must be some class: nearest labeled centroid
         labeled = np.where(labels >= 0)[0]
         if len(labeled) == 0:

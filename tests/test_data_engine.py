@@ -59,22 +59,23 @@ def _blobs(seed=0, per=150, d=16):
 
 
 def test_human_labels_steer_the_self_training_head():
-    """Examples say cluster 2 is class 1 (a user's mistake); a person's anchors in cluster 2 overrule them."""
+    """Class 2 has no examples and an uninformative description, so it claims both example-less
+    clusters, "other" (cluster 3) included; a person's "other" answers in cluster 3 take it back."""
     x, y = _blobs()
     proj = Projection.fit(x, 8, 0)
     emb = proj.apply(x)
-    ex_idx = np.array([0, 1, 150, 151, 300, 301])
-    ex_labels = np.array([0, 0, 1, 1, 1, 1])  # cluster 2 mislabeled as class 1 by the examples
+    ex_idx = np.array([0, 1, 150, 151])
+    ex_labels = np.array([0, 0, 1, 1])
     zero_shot = np.full((len(x), 3), 1 / 3, np.float32)
     cfg = LabelConfig(cluster_multiples=[2, 3], restarts=1)
     plain = label_projected(emb, proj, emb[ex_idx], zero_shot, ex_labels, True, cfg)
-    before = (plain.labels[300:450] == 2).mean()
-    assert before < 0.1
-    anchors = np.arange(310, 340)
+    assert (plain.labels[450:] == 2).mean() > 0.9
+    anchors = np.arange(460, 490)
     steered = label_projected(emb, proj, emb[ex_idx], zero_shot, ex_labels, True, cfg,
-                              anchors=emb[anchors], anchor_labels=np.full(len(anchors), 2))
-    # 30 answers against 150 confident wrong auto-labels in the same cluster: most of it flips
-    assert (steered.labels[300:450] == 2).mean() > 0.6
+                              anchors=emb[anchors], anchor_labels=np.full(len(anchors), 3))
+    # 30 answers against 150 confident auto-labels in the same cluster: most of it flips
+    assert (steered.labels[450:] == 3).mean() > 0.6
+    assert (steered.labels[:150] == 0).mean() > 0.9  # the rest stays
     assert steered.example_probs.shape == (len(ex_idx), 4)
 
 

@@ -117,6 +117,24 @@ def test_distillation_learns_from_soft_targets_alone(single_thread, data):
     assert np.isfinite([h["train_loss"] for h in result.history]).all()
 
 
+def test_feature_distillation_leaves_a_plain_student(single_thread, data):
+    """Teacher features (one direction per class) train through an adapter that is gone afterwards:
+    no hook left, the same state keys as a plain student, different weights, and it still learns."""
+    import torch
+
+    x, y, xv, yv = data
+    feats = np.eye(CLASSES, 16, dtype=np.float32)[y]
+    config = TRAIN.model_copy(update={"feature_weight": 5.0, "epochs": 8})
+    result = train_student(STUDENT, x, y, None, xv, yv, config, seed=0, progress=False, feature_targets=feats)
+    plain = train_student(STUDENT, x, y, None, xv, yv, TRAIN.model_copy(update={"epochs": 8}), seed=0,
+                          progress=False)
+    last = [m for m in result.model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    assert not last._forward_hooks
+    assert state(result.model).keys() == state(plain.model).keys()
+    assert any(not torch.equal(a, b) for a, b in zip(state(result.model).values(), state(plain.model).values()))
+    assert result.history[-1]["val_accuracy"] >= 0.9
+
+
 # ---- ONNX export and int8 quantization -----------------------------------------------------
 
 

@@ -5,6 +5,11 @@ loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, auto
 (Hinton et al. 2015). The teacher's soft labels are the auto-labeler's label
 distribution, computed once and cached, so training never runs the teacher.
 With ``soft_targets=None`` it is plain cross-entropy (the oracle and ablations).
+
+Optional feature distillation (``feature_weight`` > 0 with ``feature_targets``): the
+student's pooled features, through a linear adapter that is dropped after training,
+are pulled toward the teacher's embedding of the same image (cosine; a FitNets-style
+hint on the last layer, Romero et al. 2015). The exported student is unchanged.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(1e-4, ge=0)
     temperature: float = Field(4.0, gt=0, description="distillation temperature T")
     alpha: float = Field(0.7, ge=0, le=1, description="weight of the distillation term")
+    feature_weight: float = Field(0.0, ge=0, description="weight of the feature-distillation term (0: off)")
     augment: AugmentConfig | None = Field(default_factory=AugmentConfig)
 
 
@@ -85,9 +91,11 @@ def train_student(
     seed: int = 0,
     desc: str = "train",
     progress: bool = True,
+    feature_targets: np.ndarray | None = None,
 ) -> TrainResult:
     """Train on ``images`` (uint8 NHWC) with hard ``labels`` and optional ``soft_targets`` (N, K);
-    ``val_*`` measure each epoch."""
+    ``val_*`` measure each epoch. ``feature_targets`` (N, d): the teacher's embeddings, used when
+    ``config.feature_weight`` > 0."""
     import torch
     from tqdm.auto import tqdm
 
@@ -107,9 +115,11 @@ def train_student(
     if soft_targets is not None:
         t_all = soft_targets_at(soft_targets, config.temperature)
 
+    hint = _FeatureHint(model, feature_targets) if feature_targets is not None and config.feature_weight > 0 else None
     # a small pool would get only a step or two per epoch at the full batch size: keep >= 8 steps an epoch
     batch_size = max(1, min(config.batch_size, len(train_idx) // 8))
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    params = list(model.parameters()) + (list(hint.adapter.parameters()) if hint else [])
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(train_idx) / batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch)
     history: list[dict] = []
@@ -124,6 +134,8 @@ def train_student(
             if config.augment is not None:
                 x = augment_batch(x, config.augment, gen)
             loss = distillation_loss(model(x), y_all[batch], None if t_all is None else t_all[batch], config)
+            if hint is not None:
+                loss = loss + config.feature_weight * hint.loss(batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -135,8 +147,34 @@ def train_student(
         bar.set_postfix(loss=f"{total / len(train_idx):.3f}", val=f"{val_acc:.3f}")
         log.info("%s epoch %d: loss %.4f, val accuracy %.4f", desc, epoch + 1, total / len(train_idx), val_acc)
     bar.close()
+    if hint is not None:
+        hint.remove()
     model.eval()
     return TrainResult(model=model, history=history)
+
+
+class _FeatureHint:
+    """Captures the input of the student's last Linear layer (its pooled features) and scores it
+    against the teacher's embedding through a trainable linear adapter."""
+
+    def __init__(self, model, targets: np.ndarray):
+        import torch
+        from torch import nn
+
+        last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+        targets = torch.from_numpy(np.asarray(targets, np.float32))
+        self.targets = targets / targets.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        self.adapter = nn.Linear(last.in_features, self.targets.shape[1])
+        self.features = None
+        self._handle = last.register_forward_hook(lambda mod, inp, out: setattr(self, "features", inp[0]))
+
+    def loss(self, batch):
+        import torch.nn.functional as F
+
+        return (1 - F.cosine_similarity(self.adapter(self.features), self.targets[batch], dim=1)).mean()
+
+    def remove(self) -> None:
+        self._handle.remove()
 
 
 def predict(model, x, batch_size: int = 1024) -> np.ndarray:
