@@ -126,7 +126,7 @@ def stage_label(ctx) -> dict:
             "the pool or example images (--examples), describe it differently, or let a text-to-image generator "
             f"make some (--generate {starved[0]} --generate-model ID_OR_DIR)."
         )
-    save_npz(ctx.dir / "data" / "labels.npz", probs=probs, split=split.astype("U12"))
+    save_npz(ctx.dir / "data" / "labels.npz", probs=probs, split=split.astype("U16"))
     _write_manifest(ctx, labels, conf, split, set(h_idx.tolist()))
     write_text_atomic(ctx.dir / "data" / "low_confidence.txt",
                       "".join(f"{pool.uids[i]}\t{names[labels[i]]}\t{conf[i]:.3f}\n"

@@ -108,7 +108,10 @@ def test_manifest_covers_every_sample(built, shapes_data):
     pool = [x for x in lines if x["source"] != "examples"]
     examples = [x for x in lines if x["source"] == "examples"]
     assert len(pool) == 240 and len(examples) == 9
-    assert {x["split"] for x in pool} <= {"train", "val", "low-confidence", "duplicate", "capped", "rejected"}
+    splits = {"train", "val", "low-confidence", "duplicate", "capped", "rejected"}
+    assert {x["split"] for x in pool} <= splits
+    with np.load(store.path(run_id) / "data" / "labels.npz") as z:
+        assert set(z["split"].tolist()) <= splits  # stored whole, not cut to a fixed width
     assert {x["label"] for x in pool} <= {"circle", "square", "triangle", "other"}
     assert all(0 <= x["confidence"] <= 1 and len(x["sha1"]) == 40 for x in pool)
     # the file names hold the truth the pipeline never saw ("circle-1-7.png"): the teacher's labels match it
