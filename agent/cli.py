@@ -21,6 +21,7 @@ import logging
 import sys
 from pathlib import Path
 
+from agent.cli_data import cmd_find, cmd_review, data_engine_options
 from knowledge.errors import NanofactoryError
 
 EPILOG = """examples:
@@ -258,35 +259,11 @@ def _run_build(spec, args, store) -> dict:
     search = SearchConfig(candidates=args.search_candidates) if args.search else None
     plan = offline_plan(spec, default_input(spec, *native_shape(pool)), teacher=teacher, train=train,
                         generate=_generate_step(spec, args), search=search)
-    plan = _data_engine_options(plan, args)
+    plan = data_engine_options(plan, args)
     run = create_run(spec, plan, store)
     _say(f"run {run.id}: {len(spec.classes)} classes{' + other' if spec.other else ''} on {spec.device}, "
          f"student {plan.step('train').student.name}")
     return _execute(run, store, args)
-
-
-def _data_engine_options(plan, args):
-    """--dedup, --balance, --max-samples and --clean-labels into the plan's label and train steps."""
-    from pydantic import ValidationError
-
-    from agent.spec import describe_validation_error
-
-    dedup = getattr(args, "dedup", "0.985")
-    try:
-        threshold = None if str(dedup).lower() == "off" else float(dedup)
-    except ValueError:
-        raise NanofactoryError(f"--dedup takes a cosine similarity like 0.985, or 'off', not {dedup!r}.") from None
-    label = plan.step("label")
-    try:
-        config = label.label.model_validate({**label.label.model_dump(), "dedup_threshold": threshold,
-                                             "balance": getattr(args, "balance", None),
-                                             "max_samples": getattr(args, "max_samples", None)})
-    except ValidationError as e:
-        raise NanofactoryError(describe_validation_error(e, "data options")) from None
-    steps = [s.model_copy(update={"label": config}) if s.kind == "label" else
-             s.model_copy(update={"clean_labels": bool(getattr(args, "clean_labels", False))}) if s.kind == "train"
-             else s for s in plan.steps]
-    return plan.model_copy(update={"steps": steps})
 
 
 def _execute(run, store, args) -> dict:
@@ -593,18 +570,6 @@ def cmd_verify(args) -> int:
         print(f"{key:<34} {value}")
     exact = [figures.get(k) for k in ("c_vs_reference_bitexact", "tflm_vs_c_bitexact", "litert_vs_c_bitexact")]
     return 0 if all(v == 1.0 for v in exact if v is not None) else 1
-
-
-def cmd_review(args) -> int:
-    from agent.cli_data import cmd_review as run
-
-    return run(args)
-
-
-def cmd_find(args) -> int:
-    from agent.cli_data import cmd_find as run
-
-    return run(args)
 
 
 COMMANDS = {"review": cmd_review, "find": cmd_find, "compile": cmd_compile, "verify": cmd_verify, "chat": cmd_chat, "run": cmd_run, "build": cmd_build, "demo": cmd_demo, "spec": cmd_spec, "runs": cmd_runs, "devices": cmd_devices}

@@ -46,6 +46,30 @@ def add_parsers(sub) -> None:
     f.add_argument("--runs-dir", type=Path, help="where runs live (default ./runs or $NANOFACTORY_RUNS)")
 
 
+def data_engine_options(plan, args):
+    """--dedup, --balance, --max-samples and --clean-labels into the plan's label and train steps."""
+    from pydantic import ValidationError
+
+    from agent.spec import describe_validation_error
+
+    dedup = getattr(args, "dedup", "0.985")
+    try:
+        threshold = None if str(dedup).lower() == "off" else float(dedup)
+    except ValueError:
+        raise NanofactoryError(f"--dedup takes a cosine similarity like 0.985, or 'off', not {dedup!r}.") from None
+    label = plan.step("label")
+    try:
+        config = label.label.model_validate({**label.label.model_dump(), "dedup_threshold": threshold,
+                                             "balance": getattr(args, "balance", None),
+                                             "max_samples": getattr(args, "max_samples", None)})
+    except ValidationError as e:
+        raise NanofactoryError(describe_validation_error(e, "data options")) from None
+    steps = [s.model_copy(update={"label": config}) if s.kind == "label" else
+             s.model_copy(update={"clean_labels": bool(getattr(args, "clean_labels", False))}) if s.kind == "train"
+             else s for s in plan.steps]
+    return plan.model_copy(update={"steps": steps})
+
+
 def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
