@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.review import HUMAN_LABELS, ReviewItem, save_human_label  # noqa: F401  (the web app stores through these)
+from agent.review import ReviewItem, label_names
 from agent.review import review_queue as _review_queue
 from knowledge.io import atomic_path
 
@@ -54,12 +54,6 @@ class StageRow:
 
 def design(run_dir: Path) -> dict:
     return json.loads((Path(run_dir) / "design.json").read_text())
-
-
-def label_names(run_dir: Path) -> list[str]:
-    from agent.spec import DesignSpec
-
-    return DesignSpec.model_validate(design(run_dir)["spec"]).label_names
 
 
 def stage_names() -> list[str]:

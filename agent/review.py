@@ -55,10 +55,16 @@ def save_human_label(run_dir: Path, item: ReviewItem, label: str, source: str = 
     return len(labels)
 
 
-def label_names(run_dir: Path) -> list[str]:
+def run_spec(run_dir: Path):
+    """The run's DesignSpec, from its design.json."""
+    from agent.spec import DesignSpec
+
     design = json.loads((Path(run_dir) / "design.json").read_text())
-    classes = [c["name"] for c in design["spec"]["classes"]]
-    return classes + (["other"] if design["spec"].get("other", True) else [])
+    return DesignSpec.from_dict(design["spec"], source=f"{run_dir}/design.json")
+
+
+def label_names(run_dir: Path) -> list[str]:
+    return run_spec(run_dir).label_names
 
 
 def pool_uids(run_dir: Path, n: int) -> list[str]:
@@ -97,11 +103,9 @@ def review_queue(run_dir: Path, budget: int, seed: int = 0) -> list[ReviewItem]:
 def oracle_answers(run_dir: Path, items: list[ReviewItem]) -> list[str]:
     """The hidden label of each item, as a person who knows the truth would answer (benchmarks only)."""
     from agent.data import hidden_truth, load_pool
-    from agent.spec import DesignSpec
     from knowledge.errors import NanofactoryError
 
-    design = json.loads((Path(run_dir) / "design.json").read_text())
-    spec = DesignSpec.from_dict(design["spec"], source=str(run_dir))
+    spec = run_spec(run_dir)
     truth = hidden_truth(load_pool(spec), spec)
     if truth is None:
         raise NanofactoryError("--oracle needs a pool with hidden labels (Fashion-MNIST); this pool has none. "

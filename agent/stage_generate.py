@@ -65,7 +65,7 @@ def synthesize(ctx) -> dict:
 
 def _generate(ctx, step) -> dict:
     from agent.data import native_shape
-    from agent.stages import _save_npz
+    from knowledge.io import write_npz_atomic
     from generators import GeneratorUnavailable
     from generators.gate import TeacherJudge
     from generators.synthesize import (
@@ -114,7 +114,7 @@ def _generate(ctx, step) -> dict:
     views = ImageViews(side or ctx.teacher.image_size, channels or 3, inp.size, inp.channels)
     made = synthesize_images(generator, needs, judge, step.gate, step.candidates_per_class, ctx.dir / "synthetic",
                              views, len(names), seed=spec.seed, progress=ctx.show_bars)
-    _save_npz(ctx.dir / "data" / "synthetic.npz", images=made.images, labels=made.labels, probs=made.probs)
+    write_npz_atomic(ctx.dir / "data" / "synthetic.npz", images=made.images, labels=made.labels, probs=made.probs)
     write_text_atomic(ctx.dir / "synthetic" / "gate.jsonl", "".join(json.dumps(c) + "\n" for c in made.candidates))
     manifest = ctx.dir / "data" / "manifest.jsonl"
     real = [line for line in manifest.read_text().splitlines() if not json.loads(line).get("synthetic")]

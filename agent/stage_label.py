@@ -23,18 +23,13 @@ import numpy as np
 from agent.data import hidden_truth
 from agent.review import NONE_LABEL, load_human_labels
 from knowledge.errors import NanofactoryError
-from knowledge.io import atomic_path, read_npy_rows, write_text_atomic
+from knowledge.io import atomic_path, read_npy_rows, write_npz_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
 VAL_FRACTION = 0.1  # of the confidently labeled pool, for model selection and the training curve
 PROVENANCE = "auto-label: teacher few-shot clusters + zero-shot + self-training"
 HUMAN_PROVENANCE = "human label (review queue)"
-
-
-def save_npz(path, **arrays) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **arrays)
 
 
 def human_label_indices(ctx) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -126,7 +121,7 @@ def stage_label(ctx) -> dict:
             "the pool or example images (--examples), describe it differently, or let a text-to-image generator "
             f"make some (--generate {starved[0]} --generate-model ID_OR_DIR)."
         )
-    save_npz(ctx.dir / "data" / "labels.npz", probs=probs, split=split.astype("U16"))
+    write_npz_atomic(ctx.dir / "data" / "labels.npz", probs=probs, split=split.astype("U16"))
     _write_manifest(ctx, labels, conf, split, set(h_idx.tolist()))
     write_text_atomic(ctx.dir / "data" / "low_confidence.txt",
                       "".join(f"{pool.uids[i]}\t{names[labels[i]]}\t{conf[i]:.3f}\n"
@@ -147,7 +142,7 @@ def stage_label(ctx) -> dict:
         out["few_shot_only_accuracy"] = float((result.few_shot.argmax(1)[has] == truth[has]).mean())
         out["calibration_error"] = {"before": expected_calibration_error(result.probs[has], truth[has]),
                                     "after": expected_calibration_error(probs[has], truth[has])}
-        save_npz(ctx.dir / "eval" / "teacher_confusion.npz", confusion=confusion(truth[has], labels[has], len(names)))
+        write_npz_atomic(ctx.dir / "eval" / "teacher_confusion.npz", confusion=confusion(truth[has], labels[has], len(names)))
     return out
 
 
@@ -181,8 +176,7 @@ def select_training(vectors, labels, conf, cfg, other: bool, human: np.ndarray, 
         counts = np.bincount(labels[cand_auto], minlength=labels.max() + 1)
         present = counts[counts > 0]
         cap = int(np.ceil(cfg.balance * present.min()))
-        keep = _capped(vectors, labels, cand_auto, cap, other, cfg.hard_negatives, seed, info, balance,
-                       hard_negatives)
+        keep = _capped(vectors, labels, cand_auto, cap, other, cfg.hard_negatives, seed, info)
     if cfg.max_samples is not None and len(keep) > cfg.max_samples:
         first = k_center_greedy(vectors[keep], cfg.max_samples, seed=seed)
         keep = np.sort(keep[first])
@@ -192,8 +186,10 @@ def select_training(vectors, labels, conf, cfg, other: bool, human: np.ndarray, 
     return split, info
 
 
-def _capped(vectors, labels, cand, cap, other, per_class, seed, info, balance, hard_negatives):
+def _capped(vectors, labels, cand, cap, other, per_class, seed, info):
     """At most ``cap`` per class, diverse; for "other", its hard negatives go in first."""
+    from knowledge.selection import balance, hard_negatives, k_center_greedy
+
     other_label = int(labels.max()) if other else None
     keep = list(cand[balance(labels[cand], cap, vectors=vectors[cand], seed=seed)])
     if other_label is None or per_class == 0:
@@ -207,10 +203,8 @@ def _capped(vectors, labels, cand, cap, other, per_class, seed, info, balance, h
     hard_idx = np.asarray(list(dict.fromkeys(int(i) for i in ranked))[:cap], np.int64)
     info["hard_negatives_kept"] = len(hard_idx)
     rest = np.setdiff1d(others, hard_idx)
-    from knowledge.selection import k_center_greedy
-
-    fill = rest[k_center_greedy(vectors[rest], max(cap - len(hard_idx), 0), seed=seed,
-                                selected=None)] if cap > len(hard_idx) else np.zeros(0, np.int64)
+    fill = rest[k_center_greedy(vectors[rest], cap - len(hard_idx), seed=seed)] if cap > len(hard_idx) \
+        else np.zeros(0, np.int64)
     named = [i for i in keep if labels[i] != other_label]
     return np.sort(np.concatenate([np.asarray(named, np.int64), hard_idx, fill]).astype(np.int64))
 

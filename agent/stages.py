@@ -25,16 +25,15 @@ from agent.stage_generate import (
 )
 from agent.stage_label import stage_label
 from agent.stage_search import stage_search
-from knowledge.io import atomic_path, write_json_atomic, write_npy_chunks
+from knowledge.io import (
+    atomic_path,
+    write_json_atomic,
+    write_npy_chunks,
+    write_npz_atomic,
+)
 
 log = logging.getLogger(__name__)
 
-
-
-def _save_npz(path: Path, **arrays) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
 
 
 @dataclass
@@ -153,7 +152,7 @@ def stage_teacher(ctx: StageContext) -> dict:
     ex = ctx.examples
     ex_emb = teacher.embed(ex.pool.load(range(len(ex.pool)), teacher.image_size, 3)) if ex.pool else \
         np.zeros((0, dim), np.float32)
-    _save_npz(ctx.dir / "data" / "teacher.npz", zero_shot=zero_shot.astype(np.float32), example_embeddings=ex_emb,
+    write_npz_atomic(ctx.dir / "data" / "teacher.npz", zero_shot=zero_shot.astype(np.float32), example_embeddings=ex_emb,
               example_labels=ex.labels)
     concepts = {c.name: teacher.concepts(c.prompt) for c in spec.classes} if hasattr(teacher, "concepts") else {}
     write_json_atomic(ctx.dir / "data" / "concepts.json", concepts)
@@ -347,7 +346,7 @@ def stage_evaluate(ctx: StageContext) -> dict:
         pred = run_onnx(oracle, x).argmax(1)
         out["oracle_int8_test_accuracy"] = float((pred == truth).mean())
         mats["oracle"] = confusion(truth, pred, len(names))
-    _save_npz(ctx.dir / "eval" / "test_confusion.npz", **mats)
+    write_npz_atomic(ctx.dir / "eval" / "test_confusion.npz", **mats)
     out["synthetic"] = synthetic_ablation(ctx, x, truth, evaluated_on)
     return out
 

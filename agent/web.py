@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent import app_views
+from agent import app_views, review
 from agent.app_uploads import check_folder, class_counts, save_uploads
 from agent.context import MAX_TEXT, Context, LLMSettings
 from knowledge.errors import NanofactoryError
@@ -408,9 +408,9 @@ class WebSession:
         item = self.review.pop(0)
         if label is None:
             return f"Skipped {item.uid}."
-        count = app_views.save_human_label(folder, item, label)
+        count = review.save_human_label(folder, item, label)
         return (f"Saved '{label}' for {item.uid}: {count} human label{'s' if count != 1 else ''} in "
-                f"{app_views.HUMAN_LABELS}. Train a new run on them with `nanofactory review {folder.name} --retrain`.")
+                f"{review.HUMAN_LABELS}. Train a new run on them with `nanofactory review {folder.name} --retrain`.")
 
 
 class WebApp:

@@ -96,7 +96,7 @@ def iter_npy_rows(path: Path, chunk: int = 8192):
             yield start, np.fromfile(f, dtype=dtype, count=n * row).reshape((n, *shape[1:]))
 
 
-def read_npy_rows(path: Path, rows) -> "object":
+def read_npy_rows(path: Path, rows):
     """A copy of some rows of a .npy file (a short-lived memory map, so only those pages are read)."""
     import numpy as np
 
@@ -104,3 +104,11 @@ def read_npy_rows(path: Path, rows) -> "object":
     out = np.array(mm[np.asarray(rows, np.int64)]) if len(rows) else np.zeros((0, *mm.shape[1:]), mm.dtype)
     del mm
     return out
+
+
+def write_npz_atomic(path: Path, **arrays) -> None:
+    """``np.savez_compressed`` through ``atomic_path``."""
+    import numpy as np
+
+    with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)

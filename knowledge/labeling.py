@@ -221,8 +221,8 @@ def self_train(emb: np.ndarray, probs: np.ndarray, threshold: float, seed: int, 
         return probs, None
     x, y, weight = emb[keep], labels[keep], np.ones(int(keep.sum()))
     if anchors is not None and len(anchors):
-        # on Fashion-MNIST, anchors here beat using them as clustering examples: as examples, a few dozen
-        # "other" answers claim whole clusters and label accuracy swings (0.77 -> 0.83 -> 0.75 at 50/200/500)
+        # anchors rather than clustering examples: as examples, a few dozen "other" answers can claim whole
+        # clusters, and label accuracy did not grow steadily with the number of answers
         x, y = np.concatenate([x, anchors]), np.concatenate([y, anchor_labels])
         weight = np.concatenate([weight, np.full(len(anchors), ANCHOR_WEIGHT)])
     head = LogisticRegression(max_iter=300, class_weight="balanced", random_state=seed)
