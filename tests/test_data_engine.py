@@ -73,10 +73,38 @@ def test_human_labels_steer_the_self_training_head():
     anchors = np.arange(460, 490)
     steered = label_projected(emb, proj, emb[ex_idx], zero_shot, ex_labels, True, cfg,
                               anchors=emb[anchors], anchor_labels=np.full(len(anchors), 3))
-    # 30 answers against 150 confident auto-labels in the same cluster: most of it flips
-    assert (steered.labels[450:] == 3).mean() > 0.6
+    # 30 answers against 150 confident auto-labels in the same cluster: the cluster flips
+    assert (steered.labels[450:] == 3).mean() > 0.8
     assert (steered.labels[:150] == 0).mean() > 0.9  # the rest stays
     assert steered.example_probs.shape == (len(ex_idx), 4)
+
+
+def test_human_labels_weigh_the_same_in_a_bigger_pool():
+    """The auto-labels together weigh a fixed number of answers, so 30 answers flip their cluster in a
+    pool four times as big too (with a fixed weight of 50 per answer, 0.74 of it flipped)."""
+    x, _ = _blobs()
+    rng = np.random.default_rng(1)
+    big = np.concatenate([x] + [x + 0.05 * rng.normal(size=x.shape).astype(np.float32) for _ in range(3)])
+    proj = Projection.fit(big, 8, 0)
+    emb = proj.apply(big)
+    ex_idx = np.array([0, 1, 150, 151])
+    zero_shot = np.full((len(big), 3), 1 / 3, np.float32)
+    anchors = np.arange(460, 490)
+    steered = label_projected(emb, proj, emb[ex_idx], zero_shot, np.array([0, 0, 1, 1]), True,
+                              LabelConfig(cluster_multiples=[2, 3], restarts=1),
+                              anchors=emb[anchors], anchor_labels=np.full(len(anchors), 3))
+    other = np.concatenate([np.arange(450, 600) + 600 * k for k in range(4)])
+    assert (steered.labels[other] == 3).mean() > 0.8
+    assert (steered.labels[:150] == 0).mean() > 0.9
+
+
+def test_cluster_counts_grow_with_the_examples():
+    from knowledge.labeling import cluster_multiples_for
+
+    assert cluster_multiples_for(5) == [1, 2, 3, 4, 6]
+    assert cluster_multiples_for(1) == [1, 2]
+    assert cluster_multiples_for(20) == [1, 2, 3, 4, 6, 8, 12]
+    assert cluster_multiples_for(0) == cluster_multiples_for(1)
 
 
 def test_selection_drops_duplicates_and_caps_other_keeping_hard_negatives():
