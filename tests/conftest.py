@@ -56,3 +56,11 @@ def shapes_data(tmp_path_factory) -> dict[str, Path]:
     examples = write_shapes(root / "examples", 3, seed=2, kinds=SHAPES, by_class=True)
     test = write_shapes(root / "test", 15, seed=3, by_class=True)
     return {"pool": pool, "examples": examples, "test": test}
+
+
+@pytest.fixture(scope="session")
+def zoo(tmp_path_factory):
+    """The compiler tests' models (tests/compiler_zoo.py), compiled once for the session."""
+    from compiler_zoo import Zoo
+
+    return Zoo(tmp_path_factory.mktemp("compiler"))

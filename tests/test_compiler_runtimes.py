@@ -1,0 +1,169 @@
+"""The int8 compiler's outputs, bit for bit: the C library (under ASan/UBSan), TFLite Micro and LiteRT
+against the numpy int8 reference; each path through the C kernels (portable, AVX2, the host's
+-march=native); the vector requantization against the scalar one on edge values; LiteRT's and
+TFLM's FULLY_CONNECTED rounding."""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import onnx_models as M
+import pytest
+from compiler_zoo import MODELS, TEST, needs_gcc
+
+from compilers.build import compile_onnx, nchw_to_nhwc
+from compilers.reference import run_int8
+from compilers.verify import (
+    HOST_CFLAGS,
+    PORTABLE_CFLAGS,
+    SANITIZE,
+    build_host,
+    run_host,
+)
+
+# ---- bit-exactness: C (sanitized), TFLite Micro, LiteRT ---------------------------------------
+
+
+# The student and the softmax head hit LiteRT's FULLY_CONNECTED rounding on these inputs when their
+# classifier was written as FULLY_CONNECTED; as a 1x1 CONV_2D all three agree.
+BITEXACT = MODELS
+
+
+@pytest.mark.slow
+@needs_gcc
+@pytest.mark.parametrize("name", BITEXACT)
+def test_c_tflm_litert_bitexact(zoo, name):
+    pytest.importorskip("tflite_micro")
+    pytest.importorskip("ai_edge_litert")
+    from compilers.verify import verify
+
+    compiled = zoo.compiled(name)
+    reference = run_int8(compiled.graph, zoo.quantized_inputs(name))
+    assert len(np.unique(reference.reshape(TEST, -1), axis=0)) >= TEST // 2  # outputs depend on the input
+    report = verify(compiled, zoo.test_inputs(name), sanitize=True, latency=False, arm=False)
+    assert report["samples"] == TEST
+    assert "-fsanitize=address,undefined" in report["c_flags"]
+    assert report["c_vs_reference_bitexact"] == 1.0
+    assert report["tflm_vs_c_bitexact"] == 1.0
+    assert report["litert_vs_c_bitexact"] == 1.0
+
+
+@functools.cache
+def host_has_avx2() -> bool:
+    proc = subprocess.run(["gcc", "-march=native", "-dM", "-E", "-"], input="", capture_output=True, text=True,
+                          check=False)
+    return "__AVX2__" in proc.stdout
+
+
+# the kernels' paths: portable C (what Cortex-M runs), AVX2 (pmaddwd), and the host's best
+# (-march=native: AVX512-VNNI's vpdpbusd on hosts that have it)
+C_PATHS = {"portable": PORTABLE_CFLAGS, "avx2": "-std=c99 -O2 -mavx2 -Wall -Wextra -Werror", "native": HOST_CFLAGS}
+
+
+@needs_gcc
+@pytest.mark.parametrize("path", list(C_PATHS))
+@pytest.mark.parametrize("name", MODELS)
+def test_c_paths_bitexact(zoo, tmp_path, name, path):
+    """Every path through the C kernels, under ASan/UBSan, gives the numpy reference's integers."""
+    if path != "portable" and not host_has_avx2():
+        pytest.skip("the host has no AVX2")
+    compiled = zoo.compiled(name)
+    xq = zoo.quantized_inputs(name)
+    reference = run_int8(compiled.graph, xq).reshape(len(xq), -1)
+    exe = build_host(compiled.dir / "c", tmp_path / "build", sanitize=True, cflags=C_PATHS[path])
+    out, _ = run_host(exe, xq, reference.shape[1])
+    np.testing.assert_array_equal(out, reference)
+
+
+REQUANT_CHECK = r"""
+#include <stdio.h>
+#include "nf_kernels.c"
+
+static uint32_t state = 2463534242u; /* xorshift32 */
+static uint32_t next(void) { state ^= state << 13; state ^= state >> 17; state ^= state << 5; return state; }
+
+int main(void) {
+  static const int32_t edges[] = {0, 1, -1, 2, -2, 3, -3, 1 << 30, -(1 << 30), 2147483647, -2147483647 - 1};
+  long bad = 0;
+  for (long it = 0; it < 200000; ++it) {
+    int32_t x[16], mult[8], shift[8], got[16];
+    int8_t bytes[16];
+    for (int i = 0; i < 16; ++i) x[i] = it % 4 == 0 ? edges[next() % 11] : (int32_t)next() >> (next() % 32);
+    for (int i = 0; i < 8; ++i) {
+      mult[i] = it % 8 == 1 ? (int32_t[]){0, 1, 1 << 30, 2147483647}[next() % 4] : (int32_t)(next() >> 1);
+      shift[i] = (int32_t)(next() % 62) - 31; /* left 30 ... right 31 */
+    }
+    const nf_requant8_params q = nf_requant8_channels(mult, shift);
+    const __m256i r0 = nf_requant8(&q, _mm256_loadu_si256((const __m256i *)x));
+    const __m256i r1 = nf_requant8(&q, _mm256_loadu_si256((const __m256i *)(x + 8)));
+    _mm256_storeu_si256((__m256i *)got, r0);
+    _mm256_storeu_si256((__m256i *)(got + 8), r1);
+    const int32_t zp = (int32_t)(next() % 256) - 128, lo = -128 + (int32_t)(next() % 64), hi = 127 - (int32_t)(next() % 64);
+    const nf_output8_params oq = nf_output8_prepare(zp, lo, hi);
+    nf_output8x2_store(&oq, r0, r1, bytes, bytes + 8);
+    if (it % 2) nf_output8_store(&oq, r1, bytes + 8);
+    for (int i = 0; i < 16; ++i) {
+      const int32_t want = nf_requant(x[i], mult[i % 8], shift[i % 8]);
+      const int64_t moved = (int64_t)want + zp;
+      if (got[i] != want || bytes[i] != (moved < lo ? lo : moved > hi ? hi : moved)) {
+        if (bad++ < 5) printf("x=%d mult=%d shift=%d: %d, want %d\n", x[i], mult[i % 8], shift[i % 8], got[i], want);
+      }
+    }
+  }
+  printf("%ld mismatches\n", bad);
+  return bad != 0;
+}
+"""
+
+
+@needs_gcc
+@pytest.mark.parametrize("path", ["avx2", "native"])
+def test_vector_requantization_matches_scalar(tmp_path, path):
+    """nf_requant8 and the 16-lane output store against the scalar TFLite arithmetic on 3.2 million
+    values: every shift from 30 left to 31 right, multipliers 0 to 2^31 - 1, INT32_MIN and MAX."""
+    if not host_has_avx2():
+        pytest.skip("the host has no AVX2")
+    kernels = Path(__file__).resolve().parents[1] / "compilers" / "c"
+    (tmp_path / "check.c").write_text(REQUANT_CHECK)
+    flags = "-std=c99 -O2 " + ("-mavx2" if path == "avx2" else "-march=native")
+    subprocess.run(["gcc", *flags.split(), *SANITIZE.split(), "-I", str(kernels), "-o", str(tmp_path / "check"),
+                    str(tmp_path / "check.c")], check=True)
+    proc = subprocess.run([str(tmp_path / "check")], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == "0 mismatches"
+
+
+def linear_outputs(tmp_path: Path, kind: str, runtime: str) -> np.ndarray:
+    from compilers.build import CompileConfig
+    from compilers.verify import run_litert, run_tflm
+
+    path = M.save(M.linear_as(np.random.default_rng(7), kind), tmp_path / f"{kind}.onnx")
+    shape = M.input_shape(path)
+    calibration = np.random.default_rng(8).standard_normal((64, *shape)).astype(np.float32)
+    compiled = compile_onnx(path, calibration, tmp_path / kind, config=CompileConfig(backends=["tflite"]))
+    x = np.random.default_rng(9).standard_normal((200, *shape)).astype(np.float32)
+    xq = compiled.graph.tensors[compiled.graph.input].quant.quantize(nchw_to_nhwc(x))
+    tflite = (compiled.dir / "model.tflite").read_bytes()
+    reference = run_int8(compiled.graph, xq).reshape(len(xq), -1)
+    if runtime == "tflm":
+        out = run_tflm(tflite, xq, 64 * 1024)[0]
+    else:
+        out = run_litert(tflite, xq, reference_kernels=True)
+    return out.reshape(len(xq), -1), reference
+
+
+@pytest.mark.parametrize("kind", ["gemm", "conv1x1"])
+def test_litert_and_tflm_fully_connected_agree(tmp_path, kind):
+    """One 16 -> 8 linear layer, on 200 inputs. LiteRT's reference FULLY_CONNECTED rounds once where
+    TFLM rounds twice (1 LSB apart on a few percent of outputs), so the writer emits linear layers
+    as 1x1 CONV_2D, where both runtimes round like our C."""
+    pytest.importorskip("tflite_micro")
+    pytest.importorskip("ai_edge_litert")
+    tflm, reference = linear_outputs(tmp_path, kind, "tflm")
+    np.testing.assert_array_equal(tflm, reference)  # TFLM and the numpy reference agree either way
+    litert, _ = linear_outputs(tmp_path, kind, "litert")
+    assert np.abs(litert.astype(int) - tflm).max() <= 1
+    np.testing.assert_array_equal(litert, tflm)
