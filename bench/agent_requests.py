@@ -28,8 +28,8 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from agent.parse import ParsedRequest, parse_request
 from knowledge.devices import list_devices

@@ -5,7 +5,11 @@ after `make demo`), trains both architectures with the run's training config, se
 auto-labels (distillation included), compiles each with the int8 compiler, and prints test
 accuracy of the int8 build next to SRAM (the exact arena), flash, MACs and the latency estimate.
 
-    .venv/bin/python bench/nas.py [--run runs/<id>] [--best-searched]
+    .venv/bin/python bench/nas.py [--run runs/<id>] [--best-searched] [--seeds 3]
+
+With ``--seeds N`` each architecture is trained N times (seeds run seed .. run seed + N - 1) and
+the table shows the mean int8 test accuracy, its spread, and the difference per seed: two
+students of the same size differ by a few tenths of a point from the seed alone.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, help="a finished run folder with a search stage (default: newest in ./runs)")
     parser.add_argument("--best-searched", action="store_true",
                         help="when the search kept the fixed student, compare with its best searched candidate")
+    parser.add_argument("--seeds", type=int, default=1, help="train each architecture this many times (default 1)")
     args = parser.parse_args()
 
     from agent.pipeline import open_run
@@ -58,32 +62,40 @@ def main() -> None:
     tx, ty = evaluation_inputs(ctx)
     print(f"run {folder.name}: {len(x)} training images (auto-labels), evaluation on {len(ty)} images; "
           f"{train_cfg.epochs} epochs, seed {run.spec.seed}")
+    seeds = [run.spec.seed + i for i in range(max(1, args.seeds))]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for label, config in (("fixed DS-CNN", fixed), ("searched", chosen)):
-            started = time.perf_counter()
-            result = train_student(config, x, y, soft, inputs[val], val_y, train_cfg, seed=run.spec.seed,
-                                   desc=label, progress=False)
-            path = export_onnx(result.model, (config.in_channels, config.input_size, config.input_size),
-                               Path(tmp) / f"{label.split()[0]}.onnx")
-            compiled = compile_onnx(path, calib, Path(tmp) / label.split()[0], config=CompileConfig(backends=[]))
-            g = compiled.graph
-            q = g.tensors[g.input].quant.quantize(nchw_to_nhwc(tx))
-            pred = np.concatenate([run_int8(g, q[i : i + 500]).reshape(-1, g.output_shape[-1]).argmax(1)
-                                   for i in range(0, len(q), 500)])
-            cost = estimate_cost(config, ctx.device)
-            assert cost.sram_bytes == compiled.plan.arena_bytes
-            rows.append((label, config.name, float((pred == ty).mean()), result.history[-1]["val_accuracy"], cost,
-                         time.perf_counter() - started))
-    print(f"\n{'':<14} {'int8 test':>9} {'val (fp32)':>10} {'SRAM':>9} {'flash':>9} {'MACs':>9} {'latency':>8}  arch")
-    for label, name, acc, val_acc, cost, _ in rows:
-        print(f"{label:<14} {acc:>9.4f} {val_acc:>10.4f} {cost.sram_bytes / 1024:>6.1f} KB {cost.weight_bytes / 1024:>6.1f} KB "
-              f"{cost.macs / 1e6:>7.2f} M {cost.latency_ms:>5.1f} ms  {name}")
-    (_, _, a_fixed, _, c_fixed, _), (_, _, a_nas, _, c_nas, _) = rows
-    print(f"\nsearched - fixed: {100 * (a_nas - a_fixed):+.1f} points int8 test accuracy at "
+            accs, vals = [], []
+            for seed in seeds:
+                result = train_student(config, x, y, soft, inputs[val], val_y, train_cfg, seed=seed,
+                                       desc=label, progress=False)
+                path = export_onnx(result.model, (config.in_channels, config.input_size, config.input_size),
+                                   Path(tmp) / f"{label.split()[0]}.onnx")
+                compiled = compile_onnx(path, calib, Path(tmp) / label.split()[0], config=CompileConfig(backends=[]))
+                g = compiled.graph
+                q = g.tensors[g.input].quant.quantize(nchw_to_nhwc(tx))
+                pred = np.concatenate([run_int8(g, q[i : i + 500]).reshape(-1, g.output_shape[-1]).argmax(1)
+                                       for i in range(0, len(q), 500)])
+                cost = estimate_cost(config, ctx.device)
+                assert cost.sram_bytes == compiled.plan.arena_bytes
+                accs.append(float((pred == ty).mean()))
+                vals.append(result.history[-1]["val_accuracy"])
+                print(f"  {label}, seed {seed}: int8 test {accs[-1]:.4f}", flush=True)
+            rows.append((label, config.name, np.array(accs), float(np.mean(vals)), cost))
+    spread = len(seeds) > 1
+    print(f"\n{'':<14} {'int8 test':>9}{' (+-sd)' if spread else ''} {'val (fp32)':>10} {'SRAM':>9} {'flash':>9} "
+          f"{'MACs':>9} {'latency':>8}  arch")
+    for label, name, accs, val_acc, cost in rows:
+        sd = f" +-{accs.std(ddof=1):.4f}" if spread else ""
+        print(f"{label:<14} {accs.mean():>9.4f}{sd} {val_acc:>10.4f} {cost.sram_bytes / 1024:>6.1f} KB "
+              f"{cost.weight_bytes / 1024:>6.1f} KB {cost.macs / 1e6:>7.2f} M {cost.latency_ms:>5.1f} ms  {name}")
+    (_, _, a_fixed, _, c_fixed), (_, _, a_nas, _, c_nas) = rows
+    diff = a_nas - a_fixed  # paired: the same seed for both
+    per_seed = f" (per seed: {', '.join(f'{100 * d:+.1f}' for d in diff)})" if spread else ""
+    print(f"\nsearched - fixed: {100 * diff.mean():+.1f} points int8 test accuracy{per_seed} at "
           f"{c_nas.sram_bytes / c_fixed.sram_bytes:.2f}x the SRAM "
           f"(search chose: {search.get('chosen')}; {search.get('scored')} scored in {search.get('seconds_scoring')} s)")
-
 
 if __name__ == "__main__":
     main()

@@ -19,7 +19,13 @@ import time
 import numpy as np
 
 from agent.data import label_index
-from knowledge.labeling import LabelConfig, Projection, auto_label, cluster_votes, zero_shot_distribution
+from knowledge.labeling import (
+    LabelConfig,
+    Projection,
+    auto_label,
+    cluster_votes,
+    zero_shot_distribution,
+)
 from knowledge.pools import load_fashion_mnist
 from knowledge.teachers import TeacherConfig, create_teacher
 
