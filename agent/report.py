@@ -250,8 +250,7 @@ def _data_card(inputs: ReportInputs) -> str:
     syn = m.get("synthetic") or {}
     examples = lab.get("examples_per_class") or {}
     sources = [
-        [esc(str(lab.get("pool_source", DASH))), _num(lab.get("pool_size")),
-         "teacher auto-label" + (f" + student of {esc(lab['student_view'])}" if lab.get("student_view") else ""),
+        [esc(str(lab.get("pool_source", DASH))), _num(lab.get("pool_size")), "teacher auto-label",
          f"{_num(lab.get('skipped_images'))} unreadable skipped"],
         ["example images (user)", _num(sum(examples.values()) if examples else None), "given by the user",
          esc(", ".join(f"{k} {v}" for k, v in examples.items()) or DASH)],

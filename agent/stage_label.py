@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import numpy as np
 
@@ -73,63 +72,6 @@ def project_pool(ctx, dims: int, seed: int):
     return projection, projected
 
 
-STUDENT_VIEW_DIMS = 64  # principal axes of the parent student's features kept for labeling
-
-
-def parent_run(ctx) -> Path | None:
-    """The folder of the run this one was retrained from (review answers), when it trained a student
-    on the same pool; else None."""
-    design = json.loads((ctx.dir / "design.json").read_text())
-    parent = (design.get("decisions") or {}).get("parent")
-    if not parent:
-        return None
-    folder = ctx.dir.parent / parent
-    data = folder / "stages" / "data.json"
-    if not (folder / "student.pt").is_file() or not data.is_file():
-        log.info("parent run %s has no trained student: labeling in the teacher's view only", parent)
-        return None
-    if json.loads(data.read_text()).get("pool_content_hash") != ctx.pool.content_hash:
-        log.info("parent run %s used another pool: labeling in the teacher's view only", parent)
-        return None
-    return folder
-
-
-def student_view(ctx, folder: Path, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """The parent's student features of every pool image and every example image: pooled features
-    before the classifier, centered, on their principal axes, L2-normalized (like the teacher's).
-
-    A student trained on the pool's own pixels sees what a teacher made for other images misses
-    (at 28 px, the shape of a collar or a sleeve): labeling in both views at once is co-training's
-    second view (Blum & Mitchell 1998), and each review round's run has one for free. On the demo
-    with 200 review answers, label accuracy 0.850 in the teacher's view, 0.861 in both.
-    """
-    from agent.stages import load_student
-    from knowledge.labeling import Projection
-
-    model, config = load_student(folder / "student.pt")
-    inp = ctx.input
-    if (config.input_size, config.in_channels) != (inp.size, inp.channels):
-        log.info("parent student takes %s px x %s: labeling in the teacher's view only", config.input_size,
-                 config.in_channels)
-        return None
-    features = model[:-1]  # up to the pooled features (the last module is the classifier)
-    pool_f = _features(features, np.load(ctx.dir / "data" / "pool_inputs.npy", mmap_mode="r"))
-    ex = ctx.examples
-    ex_f = _features(features, ex.pool.load(range(len(ex.pool)), inp.size, inp.channels)) if ex.pool else \
-        np.zeros((0, pool_f.shape[1]), np.float32)
-    projection = Projection.fit(pool_f, STUDENT_VIEW_DIMS, seed)
-    return projection.apply(pool_f), projection.apply(ex_f)
-
-
-def _features(model, images: np.ndarray, batch: int = 2048) -> np.ndarray:
-    import torch
-
-    from tools.train import to_input
-
-    with torch.inference_mode():
-        return np.concatenate([model(to_input(images[i : i + batch])).numpy() for i in range(0, len(images), batch)])
-
-
 def stage_label(ctx) -> dict:
     from agent.stage_generate import text_to_image_may_fill
     from knowledge.index import VectorIndex
@@ -138,7 +80,6 @@ def stage_label(ctx) -> dict:
         expected_calibration_error,
         fit_temperature,
         label_projected,
-        normalize_rows,
     )
     from tools.train import split_validation
 
@@ -149,16 +90,10 @@ def stage_label(ctx) -> dict:
         zero_shot, ex_emb, ex_labels = z["zero_shot"], z["example_embeddings"], z["example_labels"]
     h_idx, h_labels, rejected = human_label_indices(ctx)
     projection, projected = project_pool(ctx, cfg.pca_dims, spec.seed)
+    human = projection.apply(read_npy_rows(ctx.embeddings_file(), h_idx).astype(np.float32))
     ex_labels = ex_labels.astype(np.int64)
-    space, ex_space = projected, projection.apply(ex_emb.reshape(-1, projection.mean.shape[1]))
-    parent = parent_run(ctx)
-    view = student_view(ctx, parent, spec.seed) if parent is not None else None
-    if view is not None:  # label in the teacher's and the parent student's view at once, each weighing the same
-        space = normalize_rows(np.concatenate([projected, view[0]], 1))
-        ex_space = normalize_rows(np.concatenate([ex_space, view[1]], 1))
-    result = label_projected(space, projection, ex_space, zero_shot, ex_labels, spec.other, cfg, seed=spec.seed,
-                             anchors=space[h_idx], anchor_labels=h_labels)
-    del space
+    result = label_projected(projected, projection, projection.apply(ex_emb.reshape(-1, projection.mean.shape[1])),
+                             zero_shot, ex_labels, spec.other, cfg, seed=spec.seed, anchors=human, anchor_labels=h_labels)
 
     temperature = 1.0
     if cfg.calibrate and result.example_probs is not None:
@@ -195,7 +130,6 @@ def stage_label(ctx) -> dict:
     out = {"labeled_for_training": len(kept), "low_confidence": int((split == "low-confidence").sum()),
            "label_counts": counts, "teacher_label_accuracy": None, "starved": starved,
            "human_labels": len(h_idx), "human_rejected": len(rejected), "temperature": temperature,
-           "student_view": parent.name if view is not None else None,
            "confidence_histogram": np.histogram(conf, bins=20, range=(0, 1))[0].tolist(), **selection}
     truth = hidden_truth(pool, spec)
     if truth is not None and (truth >= 0).any():

@@ -75,8 +75,7 @@ class LabelResult:
         return self.probs.max(1)
 
 
-def normalize_rows(x: np.ndarray) -> np.ndarray:
-    """Each row scaled to unit L2 norm (zero rows stay zero)."""
+def _normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
@@ -108,7 +107,7 @@ class Projection:
                    basis=np.ascontiguousarray(vectors[:, ::-1][:, :dims], dtype=np.float32))
 
     def apply(self, x: np.ndarray) -> np.ndarray:
-        return normalize_rows((np.asarray(x, np.float32) - self.mean) @ self.basis).astype(np.float32)
+        return _normalize((np.asarray(x, np.float32) - self.mean) @ self.basis).astype(np.float32)
 
     def save(self, path) -> None:
         from knowledge.io import atomic_path

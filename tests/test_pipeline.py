@@ -253,7 +253,6 @@ def test_review_in_the_terminal_then_retrain(built, monkeypatch, capsys):
     assert json.loads((new_dir / "design.json").read_text())["decisions"]["parent"] == run_id
     label = json.loads((new_dir / "stages" / "label.json").read_text())
     assert label["human_labels"] == 1 and label["human_rejected"] == 1
-    assert label["student_view"] == run_id  # labeled in the teacher's and the parent student's view
     manifest = {x["uid"]: x for x in map(json.loads, (new_dir / "data" / "manifest.jsonl").read_text().splitlines())}
     assert manifest[labeled_uid]["label"] == given[labeled_uid]["label"]
     assert manifest[labeled_uid]["provenance"].startswith("human") and manifest[labeled_uid]["split"] == "train"
