@@ -11,7 +11,8 @@ labels of the same pool, in the same run.
   k shots        k example images per named class (k x 4 human labels), nothing else
   active N       the 5-shot run, then rounds of active learning (agent.review's queue:
                  uncertain x diverse) answered by the hidden labels (the oracle stands in for
-                 a person) until N labels were given, retraining after each round
+                 a person) until N labels were given, retraining after each round as
+                 `nanofactory review --retrain` does (the new run records its parent)
 
 Writes bench/out/labels_needed.json and .png; prints a table. About 25 minutes on 2 cores
 (the teacher's embeddings are cached after the first build).
@@ -45,7 +46,8 @@ def build(spec, store, oracle: bool, parent=None, quiet: bool = True) -> dict:
 
     plan = offline_plan(spec, default_input(spec, *native_shape(load_pool(spec))), generate=GenerateStep(mode="off"))
     plan = _step(plan, "train", oracle=oracle)
-    run = create_run(spec, plan, store)
+    decisions = {"planner": "offline", "changes": [], "parent": parent.id} if parent is not None else None
+    run = create_run(spec, plan, store, decisions)
     if parent is not None:
         (run.dir / "data").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(parent.dir / HUMAN_LABELS, run.dir / HUMAN_LABELS)

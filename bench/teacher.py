@@ -9,6 +9,8 @@ per named class, for three labelers:
                  a sample is "other" only when it is below the lowest example-to-mean similarity)
   cluster votes  knowledge.labeling's few-shot clustering votes alone
   full           knowledge.labeling.auto_label (votes x zero-shot, then self-training)
+and the ceiling of the teacher's features for this task: a linear head (logistic regression on the
+same projected embeddings) trained on the true labels of half the pool, tested on the other half.
 """
 
 from __future__ import annotations
@@ -43,6 +45,17 @@ def nearest_mean(emb: np.ndarray, ex: np.ndarray, ex_labels: np.ndarray) -> np.n
     return pred
 
 
+def linear_ceiling(emb: np.ndarray, truth: np.ndarray) -> float:
+    """Accuracy of logistic regression on the projected embeddings, fitted on the true labels of a random half."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = Projection.fit(emb, LabelConfig().pca_dims, 0).apply(emb)
+    order = np.random.default_rng(0).permutation(len(x))
+    train, test = order[: len(x) // 2], order[len(x) // 2 :]
+    head = LogisticRegression(max_iter=1000).fit(x[train], truth[train])
+    return float((head.predict(x[test]) == truth[test]).mean())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pool", type=int, default=12000)
@@ -53,7 +66,7 @@ def main() -> None:
     pool = load_fashion_mnist("train", limit=args.pool)
     truth = np.array([label_index(h, LABELS, other=True) for h in pool.hidden_labels])
     print(f"pool: {len(pool)} Fashion-MNIST train images; 5 examples per named class; seeds: {args.seeds}")
-    print(f"{'size':>4} {'img/s':>7} {'nearest-mean':>13} {'cluster votes':>14} {'full':>7}")
+    print(f"{'size':>4} {'img/s':>7} {'nearest-mean':>13} {'cluster votes':>14} {'full':>7} {'linear, true labels':>20}")
     for size in args.sizes:
         teacher = create_teacher(TeacherConfig(image_size=size))
         teacher.embed(pool.pixels[:64])  # warm-up
@@ -75,7 +88,7 @@ def main() -> None:
             full = auto_label(emb, zero_shot, emb[ex_idx], ex_labels, True, cfg, seed)
             scores["full"].append((full.labels == truth).mean())
         m = {k: f"{np.mean(v):.3f}" for k, v in scores.items()}
-        print(f"{size:>4} {rate:>7.0f} {m['nearest']:>13} {m['votes']:>14} {m['full']:>7}")
+        print(f"{size:>4} {rate:>7.0f} {m['nearest']:>13} {m['votes']:>14} {m['full']:>7} {linear_ceiling(emb, truth):>20.3f}")
 
 
 if __name__ == "__main__":

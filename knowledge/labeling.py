@@ -238,7 +238,7 @@ def self_train(emb: np.ndarray, probs: np.ndarray, threshold: float, seed: int, 
     ``AUTO_LABEL_MASS``, a prior that matters with a handful of answers and fades as answers grow.
     The auto-labels' errors are systematic (whole clusters), so letting them outweigh the answers,
     as a fixed weight per answer did, kept those errors: on the demo with 200 review answers,
-    label accuracy 0.80 with 50 per answer against 0.85 this way (bench/labels_needed.py).
+    label accuracy 0.79 with 50 per answer against 0.85 this way (bench/labels_needed.py).
     """
     from sklearn.linear_model import LogisticRegression
 
