@@ -101,9 +101,9 @@ def test_human_labels_weigh_the_same_in_a_bigger_pool():
 def test_cluster_counts_grow_with_the_examples():
     from knowledge.labeling import cluster_multiples_for
 
-    assert cluster_multiples_for(5) == [1, 2, 3, 4, 6]
-    assert cluster_multiples_for(1) == [1, 2]
-    assert cluster_multiples_for(20) == [1, 2, 3, 4, 6, 8, 12]
+    assert cluster_multiples_for(5) == [2, 3, 4, 6]
+    assert cluster_multiples_for(1) == [2, 3]
+    assert cluster_multiples_for(20) == [2, 3, 4, 6, 8, 12]
     assert cluster_multiples_for(0) == cluster_multiples_for(1)
 
 
