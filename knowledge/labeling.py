@@ -252,16 +252,14 @@ def self_train(emb: np.ndarray, probs: np.ndarray, threshold: float, seed: int, 
         return probs, None
     if anchors is not None and len(anchors):
         # the auto-labels the answers are weighed against: the head's own, which beat the votes it fits
-        probs, _ = self_train(emb, probs, threshold, seed)
-        labels, conf = probs.argmax(1), probs.max(1)
-        keep = conf >= threshold
-    x, y = emb[keep], labels[keep]
-    if anchors is not None and len(anchors):
-        x, y = np.concatenate([x, anchors]), np.concatenate([y, anchor_labels])
+        first, _ = self_train(emb, probs, threshold, seed)
+        if (first.max(1) >= threshold).sum() >= 10 * len(present):
+            labels, keep = first.argmax(1), first.max(1) >= threshold
+        x, y = np.concatenate([emb[keep], anchors]), np.concatenate([labels[keep], anchor_labels])
         weight = np.concatenate([np.full(int(keep.sum()), AUTO_LABEL_MASS / keep.sum()), np.ones(len(anchors))])
         head = LogisticRegression(max_iter=500, C=10.0, random_state=seed)
     else:
-        weight = np.ones(len(y))
+        x, y, weight = emb[keep], labels[keep], np.ones(int(keep.sum()))
         head = LogisticRegression(max_iter=300, class_weight="balanced", random_state=seed)
     head.fit(x, y, sample_weight=weight)
     out = np.zeros_like(probs)
