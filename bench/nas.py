@@ -67,6 +67,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for label, config in (("fixed DS-CNN", fixed), ("searched", chosen)):
             accs, vals = [], []
+            cost = estimate_cost(config, ctx.device)
             for seed in seeds:
                 result = train_student(config, x, y, soft, inputs[val], val_y, train_cfg, seed=seed,
                                        desc=label, progress=False)
@@ -77,7 +78,6 @@ def main() -> None:
                 q = g.tensors[g.input].quant.quantize(nchw_to_nhwc(tx))
                 pred = np.concatenate([run_int8(g, q[i : i + 500]).reshape(-1, g.output_shape[-1]).argmax(1)
                                        for i in range(0, len(q), 500)])
-                cost = estimate_cost(config, ctx.device)
                 assert cost.sram_bytes == compiled.plan.arena_bytes
                 accs.append(float((pred == ty).mean()))
                 vals.append(result.history[-1]["val_accuracy"])
@@ -96,6 +96,7 @@ def main() -> None:
     print(f"\nsearched - fixed: {100 * diff.mean():+.1f} points int8 test accuracy{per_seed} at "
           f"{c_nas.sram_bytes / c_fixed.sram_bytes:.2f}x the SRAM "
           f"(search chose: {search.get('chosen')}; {search.get('scored')} scored in {search.get('seconds_scoring')} s)")
+
 
 if __name__ == "__main__":
     main()
