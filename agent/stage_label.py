@@ -4,7 +4,7 @@ engine's choice of what trains.
 1. The teacher labels the pool (knowledge.labeling) from the user's examples, the class
    descriptions and any labels a person gave in review (``data/human_labels.json``): those
    steer the self-training head and keep their label.
-2. Confidence is temperature-scaled on the examples the self-training head did not fit.
+2. Confidence is temperature-scaled on the examples the self-training head did not fit (softened only).
 3. Selection on the vector index (knowledge.selection): one image per near-duplicate group,
    optional class balance and a diversity budget, with the hard negatives of "other" kept
    first when "other" is cut.
@@ -97,7 +97,8 @@ def stage_label(ctx) -> dict:
 
     temperature = 1.0
     if cfg.calibrate and result.example_probs is not None:
-        temperature = fit_temperature(result.example_probs, ex_labels)
+        # the examples seeded the labels: evidence of over-confidence only (see fit_temperature)
+        temperature = fit_temperature(result.example_probs, ex_labels, only_soften=True)
     probs = apply_temperature(result.probs, temperature)
     probs[h_idx] = np.eye(len(names), dtype=np.float32)[h_labels]  # a person's answer is the label
     VectorIndex.build(projected).save(ctx.dir / "index" / "pool.faiss")

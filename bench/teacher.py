@@ -1,8 +1,8 @@
 """Teacher resolution and labeling method, measured on Fashion-MNIST (the demo's task).
 
-    .venv/bin/python bench/teacher.py [--pool 12000] [--sizes 64 96] [--seeds 3]
+    .venv/bin/python bench/teacher.py [--pool 12000] [--sizes 64 96] [--seeds 3] [--models efficientnet-lite0]
 
-Prints, for each teacher input size: throughput (images/s on this machine) and the label
+Prints, for each teacher model and input size: throughput (images/s on this machine) and the label
 accuracy on the demo's 5-class task (shirt, trouser, sneaker, bag, other) with 5 examples
 per named class, for three labelers:
   nearest-mean   each sample takes the class of the closest example mean (cannot say "other":
@@ -61,14 +61,16 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=12000)
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 96])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--models", nargs="+", default=["efficientnet-lite0"],
+                        help="teacher models (efficientnet-lite1/-lite2 need their weights packages)")
     args = parser.parse_args()
 
     pool = load_fashion_mnist("train", limit=args.pool)
     truth = np.array([label_index(h, LABELS, other=True) for h in pool.hidden_labels])
     print(f"pool: {len(pool)} Fashion-MNIST train images; 5 examples per named class; seeds: {args.seeds}")
-    print(f"{'size':>4} {'img/s':>7} {'nearest-mean':>13} {'cluster votes':>14} {'full':>7} {'linear, true labels':>20}")
-    for size in args.sizes:
-        teacher = create_teacher(TeacherConfig(image_size=size))
+    print(f"{'model':>18} {'size':>4} {'img/s':>7} {'nearest-mean':>13} {'cluster votes':>14} {'full':>7} {'linear, true labels':>20}")
+    for model, size in [(m, s) for m in args.models for s in args.sizes]:
+        teacher = create_teacher(TeacherConfig(model=model, image_size=size))
         teacher.embed(pool.pixels[:64])  # warm-up
         started = time.perf_counter()
         emb = teacher.embed(pool.pixels)
@@ -88,7 +90,7 @@ def main() -> None:
             full = auto_label(emb, zero_shot, emb[ex_idx], ex_labels, True, cfg, seed)
             scores["full"].append((full.labels == truth).mean())
         m = {k: f"{np.mean(v):.3f}" for k, v in scores.items()}
-        print(f"{size:>4} {rate:>7.0f} {m['nearest']:>13} {m['votes']:>14} {m['full']:>7} {linear_ceiling(emb, truth):>20.3f}")
+        print(f"{model:>18} {size:>4} {rate:>7.0f} {m['nearest']:>13} {m['votes']:>14} {m['full']:>7} {linear_ceiling(emb, truth):>20.3f}")
 
 
 if __name__ == "__main__":

@@ -47,6 +47,10 @@ def test_temperature_scaling_recovers_an_overconfident_labeler():
     assert expected_calibration_error(apply_temperature(overconfident, t), truth) < \
         0.5 * expected_calibration_error(overconfident, truth)
     assert fit_temperature(overconfident[:5], truth[:5]) == 1.0  # too few labels to fit anything
+    assert 2.4 < fit_temperature(overconfident, truth, only_soften=True) < 3.6
+    underconfident = apply_temperature(calibrated, 2.0)
+    assert fit_temperature(underconfident, truth) < 0.7
+    assert fit_temperature(underconfident, truth, only_soften=True) == 1.0  # seeds cannot ask to sharpen
 
 
 def _blobs(seed=0, per=150, d=16):
