@@ -10,6 +10,10 @@ accuracy of the int8 build next to SRAM (the exact arena), flash, MACs and the l
 With ``--seeds N`` each architecture is trained N times (seeds run seed .. run seed + N - 1) and
 the table shows the mean int8 test accuracy, its spread, and the difference per seed: two
 students of the same size differ by a few tenths of a point from the seed alone.
+
+With ``--oracle`` both train on the pool's true labels instead (cross-entropy, every pool image
+but the validation split, as the build's oracle does): what each architecture can do when the
+labels are not the limit.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ def main() -> None:
     parser.add_argument("--best-searched", action="store_true",
                         help="when the search kept the fixed student, compare with its best searched candidate")
     parser.add_argument("--seeds", type=int, default=1, help="train each architecture this many times (default 1)")
+    parser.add_argument("--oracle", action="store_true",
+                        help="train on the pool's true labels (Fashion-MNIST's hidden labels) instead of the auto-labels")
     args = parser.parse_args()
 
     from agent.pipeline import open_run
@@ -58,9 +64,17 @@ def main() -> None:
         chosen = config_from_dict(best["config"])
     train_cfg = run.plan.step("train").train
     inputs, x, y, soft, val, val_y = _training_data(ctx)
+    if args.oracle:
+        from agent.data import hidden_truth
+
+        truth = hidden_truth(ctx.pool, run.spec)
+        if truth is None or (truth < 0).any():
+            sys.exit(f"Run {folder.name}'s pool has no hidden labels for every image; --oracle needs them (the demo's pool has).")
+        train_idx = np.setdiff1d(np.arange(len(truth)), val)
+        x, y, soft, val_y = inputs[train_idx], truth[train_idx], None, truth[val]
     calib = calibration_inputs(ctx, 512)
     tx, ty = evaluation_inputs(ctx)
-    print(f"run {folder.name}: {len(x)} training images (auto-labels), evaluation on {len(ty)} images; "
+    print(f"run {folder.name}: {len(x)} training images ({'true labels' if args.oracle else 'auto-labels'}), evaluation on {len(ty)} images; "
           f"{train_cfg.epochs} epochs, seed {run.spec.seed}")
     seeds = [run.spec.seed + i for i in range(max(1, args.seeds))]
     rows = []
