@@ -150,8 +150,6 @@ def stage_label(ctx) -> dict:
 def select_training(vectors, labels, conf, cfg, other: bool, human: np.ndarray, rejected: np.ndarray, seed: int):
     """Each pool image's split before validation is drawn, and what the selection removed."""
     from knowledge.selection import (
-        balance,
-        hard_negatives,
         k_center_greedy,
         near_duplicates,
     )

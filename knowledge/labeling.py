@@ -276,7 +276,8 @@ def fit_temperature(probs: np.ndarray, labels: np.ndarray, only_soften: bool = F
     With fewer than 10 labeled samples there is nothing to fit and T = 1. ``only_soften``
     keeps T >= 1: for labeled samples easier than the pool, such as the examples the labels
     were seeded from, which can show that labels are over-confident but never that they
-    are under-confident (on the demo they asked for T = 0.25 where the pool's best is ~1.5).
+    are under-confident (on the demo they asked for T = 0.25, the grid's bound, and the
+    calibration error against the hidden labels rose from 13.7 % to 20.6 %).
     """
     if len(labels) < 10:
         return 1.0
