@@ -41,7 +41,7 @@ class LabelConfig(BaseModel):
     cluster_multiples: list[int] | None = Field(
         None, description="cluster counts, in multiples of #labels; None: scaled with the examples per class "
         "(cluster_multiples_for)")
-    restarts: int = Field(2, ge=1, description="k-means seeds per cluster count")
+    restarts: int = Field(8, ge=1, description="k-means seeds per cluster count: more seeds, a smoother vote")
     zero_shot_weight: float = Field(0.3, ge=0, le=1, description="exponent of the zero-shot term for classes with examples")
     self_training: bool = True
     self_training_threshold: float = Field(0.8, ge=0, le=1, description="vote agreement needed to train the head")

@@ -1,0 +1,99 @@
+"""Label accuracy of the few-shot labeler over many draws of examples, for labeler settings side by side.
+
+    .venv/bin/python bench/labeler.py [--run runs/<id>] [--shots 5] [--draws 6] \
+        [--set restarts=2 --set restarts=8 ...]
+
+Takes a finished build whose pool has hidden labels (default: the newest run under ./runs, e.g.
+after `make demo`) and re-labels its pool from the cached teacher embeddings — no teacher, no
+training, a few seconds per labeling. Each draw picks k example images per named class from the
+pool at random (seeded: draw d uses seed d), as a person's examples would be; the table shows the
+label accuracy against the hidden labels for every draw and their mean, for each ``--set``
+(``key=value[,key=value]`` overrides of the run's LabelConfig; none: the run's own settings).
+
+Which examples a person gives moves the label accuracy by several points, so a setting is judged
+by its mean over draws, never by one draw (bench/labels_needed.py uses one draw per seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def overrides(text: str) -> dict:
+    """'restarts=8,self_training_threshold=0.9' -> {'restarts': 8, 'self_training_threshold': 0.9}."""
+    out = {}
+    for part in filter(None, text.split(",")):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {text!r}: expected key=value pairs separated by commas, e.g. restarts=8")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, help="a finished run folder (default: newest in ./runs)")
+    parser.add_argument("--shots", type=int, nargs="+", default=[5], help="example images per named class")
+    parser.add_argument("--draws", type=int, default=6, help="random draws of examples per setting")
+    parser.add_argument("--set", dest="settings", action="append", default=[],
+                        help="LabelConfig overrides, key=value[,key=value]; repeat to compare settings")
+    args = parser.parse_args()
+
+    from pydantic import ValidationError
+
+    from agent.data import hidden_truth
+    from agent.pipeline import open_run
+    from agent.runs import RunStore
+    from agent.stages import StageContext
+    from knowledge.labeling import LabelConfig, Projection, label_projected
+
+    folder = args.run or max((p for p in Path("runs").glob("2*") if (p / "index" / "pool_vectors.npy").is_file()),
+                             key=lambda p: p.stat().st_mtime, default=None)
+    if folder is None or not (folder / "index" / "pool_vectors.npy").is_file():
+        sys.exit("No finished run with a labeled pool: run `make demo` first or pass --run runs/<id>.")
+    run = open_run(RunStore(folder.parent), folder.name)
+    truth = hidden_truth(StageContext(run=run, show_bars=False).pool, run.spec)
+    if truth is None or (truth < 0).any():
+        sys.exit(f"Run {folder.name}'s pool has no hidden label for every image; this benchmark needs them "
+                 "(the demo's Fashion-MNIST pool has).")
+    base = run.plan.step("label").label
+    try:
+        configs = [(s or "run's settings", LabelConfig(**{**base.model_dump(), **overrides(s)}))
+                   for s in (args.settings or [""])]
+    except ValidationError as e:
+        sys.exit(f"--set: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}")
+    vectors = np.load(folder / "index" / "pool_vectors.npy").astype(np.float32)
+    projection = Projection.load(folder / "index" / "projection.npz")
+    with np.load(folder / "data" / "teacher.npz") as z:
+        zero_shot = z["zero_shot"]
+    named = len(run.spec.classes)
+    print(f"run {folder.name}: {len(truth):,} pool images, {named} named classes"
+          f"{' + other' if run.spec.other else ''}; label accuracy against the hidden labels")
+    print(f"{'shots':>5} {'setting':>40} {'mean':>7} {'sd':>6}  per draw (seed 0, 1, ...)   s/labeling")
+    for k in args.shots:
+        draws = []
+        for d in range(args.draws):
+            rng = np.random.default_rng(d)
+            idx = np.concatenate([rng.choice(np.flatnonzero(truth == c), k, replace=False) for c in range(named)])
+            draws.append((idx, truth[idx]))
+        for name, cfg in configs:
+            accs, t = [], time.perf_counter()
+            for idx, labels in draws:
+                probs = label_projected(vectors, projection, vectors[idx], zero_shot, labels, run.spec.other, cfg,
+                                        seed=run.spec.seed).probs
+                accs.append(float((probs.argmax(1) == truth).mean()))
+            seconds = (time.perf_counter() - t) / len(draws)
+            print(f"{k:>5} {name:>40} {np.mean(accs):>7.4f} {np.std(accs):>6.4f}  "
+                  f"{' '.join(f'{a:.3f}' for a in accs):<28} {seconds:.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
