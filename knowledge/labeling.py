@@ -225,12 +225,46 @@ def _label_clusters(km, assign, example_emb, example_labels, zero_shot, k, num_l
 
 
 AUTO_LABEL_MASS = 30.0  # once a person has answered, all auto-labels together weigh as much as 30 answers
+MIN_CLASS_ROWS = 100  # a class with examples and fewer confident labels than this is seeded from its examples
+EXAMPLE_NEIGHBOURS = 20  # pool images nearest each example that seed such a class
+
+
+def confident_rows(emb: np.ndarray, probs: np.ndarray, threshold: float, examples: np.ndarray | None = None,
+                   example_labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and the rows confident enough to fit the self-training head on.
+
+    Every class a person gave examples of stays in: when the votes leave it fewer than
+    ``MIN_CLASS_ROWS`` confident rows, the pool images nearest its examples (``EXAMPLE_NEIGHBOURS``
+    each) join with that class. Without this a class whose examples scatter over clusters the
+    others dominate dropped out of the head, and with it out of every label: on the demo's task,
+    one draw of 5 examples per class left no confident shirt at all (bench/labels_needed.py --seed 1).
+    """
+    labels, keep = probs.argmax(1), probs.max(1) >= threshold
+    if examples is None or example_labels is None or not len(examples):
+        return labels, keep
+    short = [c for c in np.unique(example_labels) if (labels[keep] == c).sum() < MIN_CLASS_ROWS]
+    if short:
+        import faiss
+
+        index = faiss.IndexFlatIP(emb.shape[1])
+        index.add(np.ascontiguousarray(emb, dtype=np.float32))
+        labels, keep = labels.copy(), keep.copy()
+        for c in short:
+            _, near = index.search(np.ascontiguousarray(examples[example_labels == c], dtype=np.float32),
+                                   min(EXAMPLE_NEIGHBOURS, len(emb)))
+            near = np.unique(near[near >= 0])
+            labels[near], keep[near] = c, True
+        log.info("self-training: classes %s had too few confident labels; seeded from their examples' neighbours",
+                 short)
+    return labels, keep
 
 
 def self_train(emb: np.ndarray, probs: np.ndarray, threshold: float, seed: int, others: np.ndarray | None = None,
-               anchors: np.ndarray | None = None, anchor_labels: np.ndarray | None = None):
+               anchors: np.ndarray | None = None, anchor_labels: np.ndarray | None = None,
+               other_labels: np.ndarray | None = None):
     """Fit a linear head on confident labels and on ``anchors`` (a person's labels); its label
-    distribution for every sample (and for ``others``).
+    distribution for every sample (and for ``others``, the examples, labeled ``other_labels``:
+    they keep their classes in the head, ``confident_rows``).
 
     Without anchors the head is fitted on the confident auto-labels, classes balanced. With
     anchors the person's labels lead: each counts 1 and the confident auto-labels together count
@@ -241,15 +275,14 @@ def self_train(emb: np.ndarray, probs: np.ndarray, threshold: float, seed: int, 
     """
     from sklearn.linear_model import LogisticRegression
 
-    labels, conf = probs.argmax(1), probs.max(1)
-    keep = conf >= threshold
+    labels, keep = confident_rows(emb, probs, threshold, others, other_labels)
     present = np.unique(labels[keep])
     if len(present) < 2 or keep.sum() < 10 * len(present):
         log.info("self-training skipped: too few confident labels")
         return probs, None
     if anchors is not None and len(anchors):
         # the auto-labels the answers are weighed against: the head's own, which beat the votes it fits
-        first, _ = self_train(emb, probs, threshold, seed)
+        first, _ = self_train(emb, probs, threshold, seed, others=others, other_labels=other_labels)
         if (first.max(1) >= threshold).sum() >= 10 * len(present):
             labels, keep = first.argmax(1), first.max(1) >= threshold
         x, y = np.concatenate([emb[keep], anchors]), np.concatenate([labels[keep], anchor_labels])
@@ -360,6 +393,7 @@ def label_projected(
     example_probs = None
     if config.self_training:
         probs, example_probs = self_train(emb, probs, config.self_training_threshold, seed, others=ex,
-                                          anchors=anchors, anchor_labels=anchor_labels)
+                                          anchors=anchors, anchor_labels=anchor_labels,
+                                          other_labels=np.asarray(example_labels, int))
     return LabelResult(probs=probs.astype(np.float32), few_shot=votes, zero_shot=zs, projection=projection,
                        example_probs=example_probs)

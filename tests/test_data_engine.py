@@ -102,6 +102,26 @@ def test_human_labels_weigh_the_same_in_a_bigger_pool():
     assert (steered.labels[:150] == 0).mean() > 0.9
 
 
+def test_a_class_with_examples_never_drops_out_of_self_training():
+    """The votes leave class 1 no confident row (its cluster split half "other"), so a head fitted on
+    confident rows alone never says 1; its examples' nearest pool images keep it in."""
+    from knowledge.labeling import self_train
+
+    x, _ = _blobs()
+    emb = Projection.fit(x, 8, 0).apply(x)
+    probs = np.zeros((len(x), 4), np.float32)
+    for c in (0, 2, 3):
+        probs[150 * c : 150 * (c + 1), c] = 1.0
+    probs[150:300, 1] = probs[150:300, 3] = 0.5
+    examples, example_labels = emb[[0, 1, 150, 151]], np.array([0, 0, 1, 1])
+    lost, _ = self_train(emb, probs, 0.8, 0, others=examples)
+    assert not (lost.argmax(1) == 1).any()
+    kept, on_examples = self_train(emb, probs, 0.8, 0, others=examples, other_labels=example_labels)
+    assert (kept[150:300].argmax(1) == 1).mean() > 0.9
+    assert (kept[:150].argmax(1) == 0).mean() > 0.9 and (kept[450:].argmax(1) == 3).mean() > 0.9
+    np.testing.assert_array_equal(on_examples.argmax(1), example_labels)
+
+
 def test_cluster_counts_grow_with_the_examples():
     from knowledge.labeling import cluster_multiples_for
 
