@@ -261,12 +261,12 @@ def confident_rows(emb: np.ndarray, probs: np.ndarray, threshold: float, example
     return labels, keep
 
 
-def self_train(emb: np.ndarray, probs: np.ndarray, threshold: float, seed: int, others: np.ndarray | None = None,
-               anchors: np.ndarray | None = None, anchor_labels: np.ndarray | None = None,
-               other_labels: np.ndarray | None = None):
+def self_train(emb: np.ndarray, probs: np.ndarray, threshold: float, seed: int, examples: np.ndarray | None = None,
+               example_labels: np.ndarray | None = None, anchors: np.ndarray | None = None,
+               anchor_labels: np.ndarray | None = None):
     """Fit a linear head on confident labels and on ``anchors`` (a person's labels); its label
-    distribution for every sample (and for ``others``, the examples, labeled ``other_labels``:
-    they keep their classes in the head, ``confident_rows``).
+    distribution for every sample and for the ``examples``, which it does not fit on (their
+    classes stay in the head: ``confident_rows``).
 
     Without anchors the head is fitted on the confident auto-labels, classes balanced. With
     anchors the person's labels lead: each counts 1 and the confident auto-labels together count
@@ -277,14 +277,14 @@ def self_train(emb: np.ndarray, probs: np.ndarray, threshold: float, seed: int, 
     """
     from sklearn.linear_model import LogisticRegression
 
-    labels, keep = confident_rows(emb, probs, threshold, others, other_labels)
+    labels, keep = confident_rows(emb, probs, threshold, examples, example_labels)
     present = np.unique(labels[keep])
     if len(present) < 2 or keep.sum() < 10 * len(present):
         log.info("self-training skipped: too few confident labels")
         return probs, None
     if anchors is not None and len(anchors):
         # the auto-labels the answers are weighed against: the head's own, which beat the votes it fits
-        first, _ = self_train(emb, probs, threshold, seed, others=others, other_labels=other_labels)
+        first, _ = self_train(emb, probs, threshold, seed, examples, example_labels)
         if (first.max(1) >= threshold).sum() >= 10 * len(present):
             labels, keep = first.argmax(1), first.max(1) >= threshold
         x, y = np.concatenate([emb[keep], anchors]), np.concatenate([labels[keep], anchor_labels])
@@ -296,11 +296,11 @@ def self_train(emb: np.ndarray, probs: np.ndarray, threshold: float, seed: int, 
     head.fit(x, y, sample_weight=weight)
     out = np.zeros_like(probs)
     out[:, head.classes_] = head.predict_proba(emb)
-    other_out = None
-    if others is not None and len(others):
-        other_out = np.zeros((len(others), probs.shape[1]), probs.dtype)
-        other_out[:, head.classes_] = head.predict_proba(others)
-    return out, other_out
+    example_out = None
+    if examples is not None and len(examples):
+        example_out = np.zeros((len(examples), probs.shape[1]), probs.dtype)
+        example_out[:, head.classes_] = head.predict_proba(examples)
+    return out, example_out
 
 
 def fit_temperature(probs: np.ndarray, labels: np.ndarray, only_soften: bool = False) -> float:
@@ -394,8 +394,7 @@ def label_projected(
     probs /= probs.sum(1, keepdims=True)
     example_probs = None
     if config.self_training:
-        probs, example_probs = self_train(emb, probs, config.self_training_threshold, seed, others=ex,
-                                          anchors=anchors, anchor_labels=anchor_labels,
-                                          other_labels=np.asarray(example_labels, int))
+        probs, example_probs = self_train(emb, probs, config.self_training_threshold, seed, ex,
+                                          np.asarray(example_labels, int), anchors=anchors, anchor_labels=anchor_labels)
     return LabelResult(probs=probs.astype(np.float32), few_shot=votes, zero_shot=zs, projection=projection,
                        example_probs=example_probs)

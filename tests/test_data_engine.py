@@ -114,9 +114,9 @@ def test_a_class_with_examples_never_drops_out_of_self_training():
         probs[150 * c : 150 * (c + 1), c] = 1.0
     probs[150:300, 1] = probs[150:300, 3] = 0.5
     examples, example_labels = emb[[0, 1, 150, 151]], np.array([0, 0, 1, 1])
-    lost, _ = self_train(emb, probs, 0.8, 0, others=examples)
+    lost, _ = self_train(emb, probs, 0.8, 0, examples)
     assert not (lost.argmax(1) == 1).any()
-    kept, on_examples = self_train(emb, probs, 0.8, 0, others=examples, other_labels=example_labels)
+    kept, on_examples = self_train(emb, probs, 0.8, 0, examples, example_labels)
     assert (kept[150:300].argmax(1) == 1).mean() > 0.9
     assert (kept[:150].argmax(1) == 0).mean() > 0.9 and (kept[450:].argmax(1) == 3).mean() > 0.9
     np.testing.assert_array_equal(on_examples.argmax(1), example_labels)
