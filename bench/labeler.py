@@ -7,8 +7,10 @@ Takes a finished build whose pool has hidden labels (default: the newest run und
 after `make demo`) and re-labels its pool from the cached teacher embeddings — no teacher, no
 training, a few seconds per labeling. Each draw picks k example images per named class from the
 pool at random (seeded: draw d uses seed d), as a person's examples would be; the table shows the
-label accuracy against the hidden labels for every draw and their mean, for each ``--set``
-(``key=value[,key=value]`` overrides of the run's LabelConfig; none: the run's own settings).
+label accuracy against the hidden labels for every draw, their mean and spread, the recall averaged
+over the labels (a labeler that gives a hard class to "other" can gain accuracy and lose recall) and
+the class with the lowest recall, for each ``--set`` (``key=value[,key=value]`` overrides of the
+run's LabelConfig; none: the run's own settings).
 
 Which examples a person gives moves the label accuracy by several points, so a setting is judged
 by its mean over draws, never by one draw (bench/labels_needed.py uses one draw per seed).
@@ -77,7 +79,9 @@ def main() -> None:
     named = len(run.spec.classes)
     print(f"run {folder.name}: {len(truth):,} pool images, {named} named classes"
           f"{' + other' if run.spec.other else ''}; label accuracy against the hidden labels")
-    print(f"{'shots':>5} {'setting':>40} {'mean':>7} {'sd':>6}  per draw (seed 0, 1, ...)   s/labeling")
+    names = run.spec.label_names
+    print(f"{'shots':>5} {'setting':>40} {'mean':>7} {'sd':>6} {'recall':>7} {'worst class':>16}  "
+          f"per draw (seed 0, 1, ...)   s/labeling")
     for k in args.shots:
         draws = []
         for d in range(args.draws):
@@ -85,13 +89,17 @@ def main() -> None:
             idx = np.concatenate([rng.choice(np.flatnonzero(truth == c), k, replace=False) for c in range(named)])
             draws.append((idx, truth[idx]))
         for name, cfg in configs:
-            accs, t = [], time.perf_counter()
+            accs, recalls, t = [], [], time.perf_counter()
             for idx, labels in draws:
-                probs = label_projected(vectors, projection, vectors[idx], zero_shot, labels, run.spec.other, cfg,
-                                        seed=run.spec.seed).probs
-                accs.append(float((probs.argmax(1) == truth).mean()))
+                predicted = label_projected(vectors, projection, vectors[idx], zero_shot, labels, run.spec.other,
+                                            cfg, seed=run.spec.seed).labels
+                accs.append(float((predicted == truth).mean()))
+                recalls.append([float((predicted[truth == c] == c).mean()) for c in range(len(names))])
             seconds = (time.perf_counter() - t) / len(draws)
-            print(f"{k:>5} {name:>40} {np.mean(accs):>7.4f} {np.std(accs):>6.4f}  "
+            recall = np.mean(recalls, 0)  # per class, over draws
+            worst = int(recall.argmin())
+            print(f"{k:>5} {name:>40} {np.mean(accs):>7.4f} {np.std(accs):>6.4f} {recall.mean():>7.4f} "
+                  f"{f'{names[worst]} {recall[worst]:.3f}':>16}  "
                   f"{' '.join(f'{a:.3f}' for a in accs):<28} {seconds:.1f}", flush=True)
 
 

@@ -65,7 +65,7 @@ def _blobs(seed=0, per=150, d=16):
 def test_human_labels_steer_the_self_training_head():
     """Class 2 has no examples and an uninformative description, so it claims both example-less
     clusters, "other" (cluster 3) included; a person's "other" answers in cluster 3 take it back."""
-    x, y = _blobs()
+    x, _ = _blobs()
     proj = Projection.fit(x, 8, 0)
     emb = proj.apply(x)
     ex_idx = np.array([0, 1, 150, 151])
