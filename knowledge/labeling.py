@@ -42,7 +42,7 @@ class LabelConfig(BaseModel):
         None, description="cluster counts, in multiples of #labels; None: scaled with the examples per class "
         "(cluster_multiples_for)")
     # bench/labeler.py on the demo's pool, mean label accuracy over 6 draws of 5 examples per class:
-    # 0.738 with 2 seeds, 0.766 with 8 (1 shot 0.683 -> 0.710, 20 shots 0.815 -> 0.819); ~2 s per labeling
+    # 0.738 with 2 seeds, 0.766 with 8 (1 shot 0.683 -> 0.710, 20 shots 0.815 -> 0.819); 2-3 s per labeling
     restarts: int = Field(8, ge=1, description="k-means seeds per cluster count: more seeds, a smoother vote")
     zero_shot_weight: float = Field(0.3, ge=0, le=1, description="exponent of the zero-shot term for classes with examples")
     self_training: bool = True
