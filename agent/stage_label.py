@@ -66,7 +66,7 @@ def project_pool(ctx, dims: int, seed: int):
         total = part if total is None else total + part
         n += len(rows)
     sample = read_npy_rows(ctx.embeddings_file(), sample_rows(n, seed)).astype(np.float32)
-    projection = Projection.from_sample((total / n)[None].astype(np.float32), sample, dims)
+    projection = Projection.from_sample((total / n)[None].astype(np.float32), sample, dims, ctx.teacher.embedding_groups)
     del sample
     projected = np.concatenate([projection.apply(rows) for _, rows in ctx.embedding_chunks()])
     return projection, projected

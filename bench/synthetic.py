@@ -113,7 +113,7 @@ def main() -> None:
     started = time.perf_counter()
     teacher = create_teacher(TeacherConfig())
     emb = teacher.embed(x)
-    projection = Projection.fit(emb, 128, seed=0)
+    projection = Projection.fit(emb, 128, seed=0, groups=teacher.embedding_groups)
     index = VectorIndex.build(projection.apply(emb))
     judge = TeacherJudge(teacher=teacher, pool_embeddings=projection.apply(emb), pool_labels=y,
                          num_labels=len(classes), prompts=[f"a photo of a {NAMES[c]}" for c in classes], other=False,

@@ -1,8 +1,10 @@
 """Teacher resolution and labeling method, measured on Fashion-MNIST (the demo's task).
 
-    .venv/bin/python bench/teacher.py [--pool 12000] [--sizes 64 96] [--seeds 3] [--models efficientnet-lite0]
+    .venv/bin/python bench/teacher.py [--pool 12000] [--sizes 64 96] [--stages 0 4] [--seeds 3] \
+        [--models efficientnet-lite0]
 
-Prints, for each teacher model and input size: throughput (images/s on this machine) and the label
+Prints, for each teacher model, input size and number of stages whose pooled outputs join the
+head features (0: the head alone; the default teacher takes 4): throughput (images/s on this machine) and the label
 accuracy on the demo's 5-class task (shirt, trouser, sneaker, bag, other) with 5 examples
 per named class, for three labelers:
   nearest-mean   each sample takes the class of the closest example mean (cannot say "other":
@@ -29,7 +31,8 @@ from knowledge.labeling import (
     zero_shot_distribution,
 )
 from knowledge.pools import load_fashion_mnist
-from knowledge.teachers import TeacherConfig, create_teacher
+from knowledge.teachers import TeacherConfig
+from knowledge.teachers.efficientnet_lite import TAPPED_STAGES, EfficientNetLiteTeacher
 
 CLASSES = ["shirt", "trouser", "sneaker", "bag"]
 LABELS = CLASSES + ["other"]
@@ -45,11 +48,11 @@ def nearest_mean(emb: np.ndarray, ex: np.ndarray, ex_labels: np.ndarray) -> np.n
     return pred
 
 
-def linear_ceiling(emb: np.ndarray, truth: np.ndarray) -> float:
+def linear_ceiling(emb: np.ndarray, truth: np.ndarray, groups) -> float:
     """Accuracy of logistic regression on the projected embeddings, fitted on the true labels of a random half."""
     from sklearn.linear_model import LogisticRegression
 
-    x = Projection.fit(emb, LabelConfig().pca_dims, 0).apply(emb)
+    x = Projection.fit(emb, LabelConfig().pca_dims, 0, groups).apply(emb)
     order = np.random.default_rng(0).permutation(len(x))
     train, test = order[: len(x) // 2], order[len(x) // 2 :]
     head = LogisticRegression(max_iter=1000).fit(x[train], truth[train])
@@ -60,6 +63,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pool", type=int, default=12000)
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 96])
+    parser.add_argument("--stages", type=int, nargs="+", default=[0, TAPPED_STAGES],
+                        help="EfficientNet-Lite stages whose pooled outputs join the head features")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--models", nargs="+", default=["efficientnet-lite0"],
                         help="teacher models (efficientnet-lite1/-lite2 need their weights packages)")
@@ -68,9 +73,9 @@ def main() -> None:
     pool = load_fashion_mnist("train", limit=args.pool)
     truth = np.array([label_index(h, LABELS, other=True) for h in pool.hidden_labels])
     print(f"pool: {len(pool)} Fashion-MNIST train images; 5 examples per named class; seeds: {args.seeds}")
-    print(f"{'model':>18} {'size':>4} {'img/s':>7} {'nearest-mean':>13} {'cluster votes':>14} {'full':>7} {'linear, true labels':>20}")
-    for model, size in [(m, s) for m in args.models for s in args.sizes]:
-        teacher = create_teacher(TeacherConfig(model=model, image_size=size))
+    print(f"{'model':>18} {'size':>4} {'stages':>6} {'img/s':>7} {'nearest-mean':>13} {'cluster votes':>14} {'full':>7} {'linear, true labels':>20}")
+    for model, size, stages in [(m, s, k) for m in args.models for s in args.sizes for k in args.stages]:
+        teacher = EfficientNetLiteTeacher(TeacherConfig(model=model, image_size=size), stages=stages)
         teacher.embed(pool.pixels[:64])  # warm-up
         started = time.perf_counter()
         emb = teacher.embed(pool.pixels)
@@ -82,15 +87,16 @@ def main() -> None:
             ex_idx = np.concatenate([rng.choice(np.where(truth == c)[0], 5, replace=False) for c in range(4)])
             ex_labels = np.repeat(np.arange(4), 5)
             cfg = LabelConfig()
-            projection = Projection.fit(emb, cfg.pca_dims, seed)
+            projection = Projection.fit(emb, cfg.pca_dims, seed, teacher.embedding_groups)
             p_emb, p_ex = projection.apply(emb), projection.apply(emb[ex_idx])
             scores["nearest"].append((nearest_mean(p_emb, p_ex, ex_labels) == truth).mean())
             votes = cluster_votes(p_emb, p_ex, ex_labels, zero_shot_distribution(zero_shot, True), 5, True, cfg, seed)
             scores["votes"].append((votes.argmax(1) == truth).mean())
-            full = auto_label(emb, zero_shot, emb[ex_idx], ex_labels, True, cfg, seed)
+            full = auto_label(emb, zero_shot, emb[ex_idx], ex_labels, True, cfg, seed, teacher.embedding_groups)
             scores["full"].append((full.labels == truth).mean())
         m = {k: f"{np.mean(v):.3f}" for k, v in scores.items()}
-        print(f"{model:>18} {size:>4} {rate:>7.0f} {m['nearest']:>13} {m['votes']:>14} {m['full']:>7} {linear_ceiling(emb, truth):>20.3f}")
+        ceiling = linear_ceiling(emb, truth, teacher.embedding_groups)
+        print(f"{model:>18} {size:>4} {stages:>6} {rate:>7.0f} {m['nearest']:>13} {m['votes']:>14} {m['full']:>7} {ceiling:>20.3f}")
 
 
 if __name__ == "__main__":

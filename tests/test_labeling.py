@@ -151,6 +151,27 @@ def test_projection_is_centered():
     np.testing.assert_allclose(np.abs(a * b).sum(1), 1.0, atol=1e-3)  # same directions up to axis sign
 
 
+def test_projection_weighs_feature_groups_equally(tmp_path: Path):
+    """A narrow-scaled group that holds the classes must not be drowned by a wide, loud one."""
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 2, 2000)
+    signal = 0.01 * (truth[:, None] * 2.0 - 1) + 0.001 * rng.normal(size=(2000, 4))  # classes, tiny scale
+    noise = rng.normal(size=(2000, 60))  # no classes, 100x the scale
+    pool = np.concatenate([signal, noise], 1).astype(np.float32)
+
+    def separation(projection):
+        top = projection.apply(pool)[:, 0]  # the first principal axis
+        return abs(np.corrcoef(top, truth)[0, 1])
+
+    assert separation(Projection.fit(pool, 4, seed=0)) < 0.2  # one group: the noise's axes win
+    grouped = Projection.fit(pool, 4, seed=0, groups=(4, 60))
+    assert separation(grouped) > 0.9
+    grouped.save(tmp_path / "p.npz")
+    np.testing.assert_array_equal(Projection.load(tmp_path / "p.npz").apply(pool[:5]), grouped.apply(pool[:5]))
+    with pytest.raises(ValueError, match="do not add up"):
+        Projection.fit(pool, 4, seed=0, groups=(4, 50))
+
+
 def test_zero_shot_distribution():
     scores = np.array([[0.2, 0.3], [0.9, 0.6], [-0.1, 0.0]], np.float32)
     with_other = zero_shot_distribution(scores, other=True)

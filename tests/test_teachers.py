@@ -95,11 +95,24 @@ def test_efficientnet_cache_key_tracks_resolution():
 def test_efficientnet_embed(efficientnet, images, channels: int):
     batch = images[channels]
     emb = efficientnet.embed(batch)
-    assert emb.shape == (8, 1280) and emb.dtype == np.float32
+    assert efficientnet.embedding_groups == (1280, 80, 112, 192, 320)  # head, then the last four stages
+    assert emb.shape == (8, 1984) and emb.dtype == np.float32
     assert np.isfinite(emb).all()
     np.testing.assert_array_equal(efficientnet.embed(batch), emb)  # deterministic
     assert np.abs(emb[0] - emb[1]).max() > 1e-3  # different images, different embeddings
-    assert efficientnet.embed(batch[:0]).shape == (0, 1280)
+    assert efficientnet.embed(batch[:0]).shape == (0, 1984)
+
+
+def test_efficientnet_embedding_starts_with_the_head_features(efficientnet, images):
+    """The first 1280 columns are the classifier's own input: zero-shot scores read them."""
+    import torch
+
+    emb = efficientnet.embed(images[3])
+    x = torch.from_numpy(images[3]).permute(0, 3, 1, 2).float()  # 32 px: the teacher's size, no resize
+    with torch.inference_mode():
+        head = efficientnet._net.extract_features((x - 127.0) / 128.0).mean((2, 3)).numpy()
+    np.testing.assert_allclose(emb[:, :1280], head, atol=1e-4)
+    assert np.abs(emb[:, 1280:]).max() > 1e-3  # the stages carry features too
 
 
 def test_efficientnet_gray_equals_replicated_rgb(efficientnet, images):

