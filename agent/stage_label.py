@@ -58,16 +58,18 @@ def human_label_indices(ctx) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def project_pool(ctx, dims: int, seed: int):
     """The labeling projection (pool mean, principal axes from a sample) and every pool image projected,
     reading the teacher embeddings from disk in chunks: memory is the projected pool, not the raw one."""
-    from knowledge.labeling import Projection, sample_rows
+    from knowledge.labeling import SAMPLE_CHUNK, Projection, sample_rows
 
     total, n = None, 0
     for _, rows in ctx.embedding_chunks():
         part = rows.astype(np.float64).sum(0)
         total = part if total is None else total + part
         n += len(rows)
-    sample = read_npy_rows(ctx.embeddings_file(), sample_rows(n, seed)).astype(np.float32)
-    projection = Projection.from_sample((total / n)[None].astype(np.float32), sample, dims, ctx.teacher.embedding_groups)
-    del sample
+    picked, file = np.sort(sample_rows(n, seed)), ctx.embeddings_file()
+    projection = Projection.from_chunks(
+        (total / n)[None].astype(np.float32),
+        lambda: (read_npy_rows(file, picked[i : i + SAMPLE_CHUNK]) for i in range(0, len(picked), SAMPLE_CHUNK)),
+        dims, ctx.teacher.embedding_groups)
     projected = np.concatenate([projection.apply(rows) for _, rows in ctx.embedding_chunks()])
     return projection, projected
 
