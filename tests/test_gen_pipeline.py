@@ -13,6 +13,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from agent.pipeline import Run, create_run, execute
 from agent.runs import RunStore
@@ -124,9 +125,14 @@ def test_with_and_without_are_measured_and_reported(built):
     card = metrics["synthetic"]
     ablation = card["ablation"]
     assert ablation["evaluated_on"].startswith("test:") and set(ablation["recall_with"]) == {"circle"}
-    # the shipped arm is the student the build exported: the same accuracy through torch and through ONNX
+    # the shipped arm is the student the build exported: the same weights, and (unless the PTQ gate
+    # fine-tuned it with QAT before export) the same accuracy through torch and through ONNX
     shipped = "with" if train["shipped"] == "with synthetic" else "without"
-    assert ablation[f"fp32_accuracy_{shipped}"] == pytest.approx(metrics["student_fp32_test_accuracy"], abs=0.01)
+    arm, exported = (torch.load(run.dir / path, weights_only=False)["state_dict"]
+                     for path in (f"synthetic/student_{shipped}.pt", "student.pt"))
+    assert all(torch.equal(arm[k], exported[k]) for k in exported)
+    if run.result("quantize")["student"]["ptq_gate"]["decision"] != "qat":
+        assert ablation[f"fp32_accuracy_{shipped}"] == pytest.approx(metrics["student_fp32_test_accuracy"], abs=0.01)
     assert card["rejection_rate"] == run.result("generate")["rejection_rate"]
     assert list(metrics["timings_s"])[:5] == ["data", "teacher", "label", "generate", "train"]
     report = (run.dir / "report.html").read_text()
