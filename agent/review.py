@@ -1,10 +1,16 @@
 """Active learning: which pool images a person should label, storing their answers, retraining.
 
-The queue ranks the pool by how unsure the teacher is (the margin between its two best
+Half the queue ranks the pool by how unsure the teacher is (the margin between its two best
 labels) and picks a diverse batch among the most uncertain (k-center over the run's vector
-index), so a person's labels are not spent on near-copies of one confusing image. Answers
-go to ``data/human_labels.json`` (atomic, one write per answer, so quitting loses nothing);
-the label stage of a later run treats them as examples and as fixed labels.
+index), so a person's labels are not spent on near-copies of one confusing image. The other
+half are spot checks: pool images drawn at random. Uncertain images alone teach the labeler
+a biased picture of the pool (mostly boundaries, few of a class it confidently gets wrong);
+on the demo's pool a queue of uncertain images only reached label accuracy 0.852 after 200
+answers and 0.879 after 500, half spot checks 0.869 and 0.891, with more of the hard class
+(shirt recall 0.21 -> 0.24 and 0.29 -> 0.39; 5 draws of examples, oracle answers). The queue
+alternates the two, so a person who stops early has given both. Answers go to
+``data/human_labels.json`` (atomic, one write per answer, so quitting loses nothing); the
+label stage of a later run treats them as examples and as fixed labels.
 
 ``nanofactory review RUN`` asks in the terminal; the web app's review tab uses the same
 queue and file. ``--oracle`` answers from the pool's hidden labels, standing in for the
@@ -18,6 +24,7 @@ import shutil
 import threading
 import time
 from dataclasses import dataclass
+from itertools import zip_longest
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +33,8 @@ from knowledge.io import write_json_atomic
 
 HUMAN_LABELS = Path("data") / "human_labels.json"
 NONE_LABEL = "none of these"  # an answer that keeps the image out of training (open-set rejection)
+SPOT_CHECK_SHARE = 0.5  # of the review queue, pool images drawn at random (see the module's docstring)
+UNCERTAIN, SPOT_CHECK = "uncertain", "spot check"
 _lock = threading.Lock()
 
 
@@ -35,6 +44,7 @@ class ReviewItem:
     uid: str
     guesses: list[tuple[str, float]]  # the teacher's top three, best first
     used_for_training: bool
+    reason: str = UNCERTAIN  # why it is asked: UNCERTAIN or SPOT_CHECK (drawn at random)
 
 
 def load_human_labels(run_dir: Path) -> dict[str, dict]:
@@ -48,6 +58,7 @@ def save_human_label(run_dir: Path, item: ReviewItem, label: str, source: str = 
         labels = load_human_labels(run_dir)
         labels[item.uid] = {"label": label, "teacher_guess": item.guesses[0][0],
                             "teacher_confidence": round(item.guesses[0][1], 4), "source": source,
+                            "picked": item.reason,
                             "labeled_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         write_json_atomic(Path(run_dir) / HUMAN_LABELS, {
             "note": "labels from the review queue; `nanofactory review RUN --retrain` trains a new run on them",
@@ -89,14 +100,20 @@ def review_queue(run_dir: Path, budget: int, seed: int = 0) -> list[ReviewItem]:
     vectors_file = Path(run_dir) / "index" / "pool_vectors.npy"
     if vectors_file.is_file():
         vectors = np.load(vectors_file).astype(np.float32)
-        order = uncertainty_diversity(probs, vectors, budget, exclude=labeled, seed=seed)
+        spot = int(SPOT_CHECK_SHARE * budget)  # the odd one is uncertain
+        uncertain = uncertainty_diversity(probs, vectors, budget - spot, exclude=labeled, seed=seed)
+        rest = np.setdiff1d(np.arange(len(probs)), np.concatenate([labeled, uncertain]))
+        random = np.random.default_rng(seed).permutation(rest)[:spot]
+        # alternate, uncertain first: a person who stops early has given both kinds
+        order = [(int(i), why) for pair in zip_longest(uncertain, random) for i, why in zip(pair, (UNCERTAIN, SPOT_CHECK))
+                 if i is not None]
     else:  # a run from before the vector file existed: least confident first
-        order = [i for i in np.argsort(probs.max(1), kind="stable") if uids[i] not in done][:budget]
+        order = [(int(i), UNCERTAIN) for i in np.argsort(probs.max(1), kind="stable") if uids[i] not in done][:budget]
     items = []
-    for i in order:
+    for i, why in order:
         top = np.argsort(-probs[i])[:3]
-        items.append(ReviewItem(int(i), uids[i], [(names[k], float(probs[i, k])) for k in top],
-                                str(split[i]) in ("train", "val")))
+        items.append(ReviewItem(i, uids[i], [(names[k], float(probs[i, k])) for k in top],
+                                str(split[i]) in ("train", "val"), why))
     return items
 
 
@@ -172,7 +189,8 @@ def review_in_terminal(run_dir: Path, items: list[ReviewItem], ask=None, show=pr
     labeled = 0
     for k, item in enumerate(items, 1):
         guesses = "  ".join(f"{j}) {n} {p:.2f}" for j, (n, p) in enumerate(item.guesses, 1))
-        show(f"\n[{k}/{len(items)}] {item.uid}\n{ansi_image(inputs[item.index])}\nteacher: {guesses}")
+        why = " (spot check: drawn at random, to keep the labeler honest)" if item.reason == SPOT_CHECK else ""
+        show(f"\n[{k}/{len(items)}] {item.uid}{why}\n{ansi_image(inputs[item.index])}\nteacher: {guesses}")
         while True:
             text = ask(f"label ({', '.join(names)}; 1-3, n = none of these, s = skip, q = quit): ")
             if text.strip().lower() in ("q", "quit"):

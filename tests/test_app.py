@@ -107,6 +107,24 @@ def test_review_queue_lowest_confidence_first_and_labels_are_stored(tmp_path, sh
     assert app_views.review_queue(folder)[0].uid != first.uid
 
 
+def test_review_queue_alternates_uncertain_images_and_spot_checks(tmp_path, shapes_data):
+    from agent.review import SPOT_CHECK, UNCERTAIN, review_queue, save_human_label
+
+    folder = fake_run(RunStore(tmp_path / "runs"), shapes_data["pool"])
+    (folder / "index").mkdir()
+    np.save(folder / "index" / "pool_vectors.npy", np.eye(10, 8, dtype=np.float16))
+    items = review_queue(folder, 5)
+    assert [i.reason for i in items] == [UNCERTAIN, SPOT_CHECK, UNCERTAIN, SPOT_CHECK, UNCERTAIN]
+    uncertain = [i.index for i in items if i.reason == UNCERTAIN]
+    assert uncertain[0] == 9  # the least sure first
+    assert len({i.index for i in items}) == 5
+    assert items == review_queue(folder, 5)  # seeded
+    save_human_label(folder, items[1], "square")
+    stored = json.loads((folder / "data" / "human_labels.json").read_text())["labels"]
+    assert stored[items[1].uid]["picked"] == SPOT_CHECK
+    assert items[1].index not in [i.index for i in review_queue(folder, 5)]
+
+
 def test_downloads_zip_the_c_library(tmp_path, shapes_data):
     folder = fake_run(RunStore(tmp_path / "runs"), shapes_data["pool"])
     files = app_views.downloads(folder, tmp_path / "out")
