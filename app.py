@@ -17,6 +17,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 import gradio as gr
 
 from agent import app_views
+from agent.review import SPOT_CHECK
 from agent.web import WebApp, WebSession
 from knowledge.errors import NanofactoryError
 
@@ -70,7 +71,8 @@ class Page:
             return [None, info, *buttons, gr.update(visible=False), status]
         guesses = ", ".join(f"{n} {p:.2f}" for n, p in item.guesses)
         used = "trained on with the teacher's label" if item.used_for_training else "left out of training (unsure)"
-        info = (f"**{item.uid}**  \nteacher's guesses: {guesses}  \n{used}  \n"
+        why = "  \nspot check: drawn at random, to measure the labels" if item.reason == SPOT_CHECK else ""
+        info = (f"**{item.uid}**{why}  \nteacher's guesses: {guesses}  \n{used}  \n"
                 f"{len(session.review)} in the queue: which class is it?")
         return [app_views.review_image(folder, item), info, *buttons, gr.update(visible=True), status]
 

@@ -14,10 +14,11 @@ from knowledge.errors import NanofactoryError
 def add_parsers(sub) -> None:
     r = sub.add_parser(
         "review", help="label the pool images that would help most, then retrain on them (active learning)",
-        description="Shows the images the teacher is least sure of, picked to be diverse, one at a time, with the "
-        "teacher's three best guesses; answer with 1-3, a class name, n (none of these), s (skip) or q (quit). "
-        "Every answer is saved at once in RUN/data/human_labels.json. --retrain then builds a new run whose "
-        "labels use them.",
+        description="Shows the images the teacher is least sure of, picked to be diverse, alternating with spot "
+        "checks (pool images drawn at random, which keep the labeler's picture of the pool unbiased and measure "
+        "how often its labels are right), one at a time, with the teacher's three best guesses; answer with 1-3, "
+        "a class name, n (none of these), s (skip) or q (quit). Every answer is saved at once in "
+        "RUN/data/human_labels.json. --retrain then builds a new run whose labels use them.",
         epilog="examples:\n  nanofactory review shirt-20261121-1200 --budget 30\n"
         "  nanofactory review shirt-20261121-1200 --retrain\n"
         "  nanofactory review shirt-20261121-1200 --oracle --budget 200 --retrain   # benchmarks: hidden labels answer",
@@ -84,6 +85,7 @@ def cmd_review(args) -> int:
         review_in_terminal,
         review_queue,
         save_human_label,
+        spot_check_line,
     )
     from agent.runs import RunStore
 
@@ -104,8 +106,11 @@ def cmd_review(args) -> int:
                                    "web app's review tab (nanofactory chat), or --oracle for benchmarks.")
         done = review_in_terminal(folder, items)
         _say(f"labeled {done} of {len(items)}")
-    total = len(load_human_labels(folder))
+    given = load_human_labels(folder)
+    total = len(given)
     _say(f"{total} human labels in {folder / HUMAN_LABELS}")
+    if spot_check_line(given):
+        _say(spot_check_line(given))
     if not args.retrain:
         if total:
             _say(f"train on them: nanofactory review {folder.name} --retrain")

@@ -274,6 +274,12 @@ def _data_card(inputs: ReportInputs) -> str:
     if m.get("teacher_label_accuracy") is not None:
         quality.append(["auto-label accuracy vs hidden labels (whole pool)", _pct(m["teacher_label_accuracy"])])
         quality.append(["… on the images kept for training", _pct(m.get("teacher_label_accuracy_kept"))])
+    checks = lab.get("spot_checks")
+    if checks:
+        lo, hi = checks["interval_95"]
+        what = "auto-label accuracy on spot checks (random pool images a person labeled, each against its run)"
+        value = f"{_pct(checks['accuracy'])} ({checks['agreed']} of {checks['of']}; 95 % interval {_pct(lo)}–{_pct(hi)})"
+        quality.append([what, value])
     if lab.get("temperature") is not None:
         ece = lab.get("calibration_error") or {}
         note = (f" (calibration error {_pct(ece.get('before'))} → {_pct(ece.get('after'))} vs hidden labels)"

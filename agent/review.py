@@ -6,9 +6,11 @@ index), so a person's labels are not spent on near-copies of one confusing image
 half are spot checks: pool images drawn at random. Uncertain images alone teach the labeler
 a biased picture of the pool (mostly boundaries, few of a class it confidently gets wrong);
 on the demo's pool a queue of uncertain images only reached label accuracy 0.852 after 200
-answers and 0.879 after 500, half spot checks 0.869 and 0.891, with more of the hard class
-(shirt recall 0.21 -> 0.24 and 0.29 -> 0.39; 5 draws of examples, oracle answers). The queue
-alternates the two, so a person who stops early has given both. Answers go to
+answers and 0.879 after 500, half spot checks 0.861 and 0.888, with more of the hard class
+(shirt recall 0.21 -> 0.25 and 0.29 -> 0.39; bench/labeler.py --active, 5 draws of examples,
+oracle answers). They also estimate the labels' accuracy where no hidden labels exist
+(``spot_check_estimate``). The queue alternates the two, so a person who stops early has given
+both. Answers go to
 ``data/human_labels.json`` (atomic, one write per answer, so quitting loses nothing); the
 label stage of a later run treats them as examples and as fixed labels.
 
@@ -66,6 +68,32 @@ def save_human_label(run_dir: Path, item: ReviewItem, label: str, source: str = 
     return len(labels)
 
 
+def spot_check_estimate(labels: dict[str, dict]) -> dict | None:
+    """How often the auto-label was right on the spot checks (pool images drawn at random, then
+    labeled by a person): an unbiased estimate of the labels' accuracy where no hidden labels
+    exist, with its 95 % Wilson interval. Each answer is compared with the label of the run it
+    was asked in; "none of these" counts as wrong. None without spot checks."""
+    checks = [e for e in labels.values() if e.get("picked") == SPOT_CHECK]
+    if not checks:
+        return None
+    n = len(checks)
+    k = sum(e["label"] == e["teacher_guess"] for e in checks)
+    z, p = 1.96, k / n
+    center = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return {"agreed": k, "of": n, "accuracy": p, "interval_95": [max(0.0, center - half), min(1.0, center + half)]}
+
+
+def spot_check_line(labels: dict[str, dict]) -> str | None:
+    """One sentence on the estimate, for the terminal and the web page."""
+    est = spot_check_estimate(labels)
+    if est is None:
+        return None
+    lo, hi = est["interval_95"]
+    return (f"auto-labels right on {est['agreed']} of {est['of']} spot checks: about {100 * est['accuracy']:.0f} % "
+            f"(95 % interval {100 * lo:.0f}-{100 * hi:.0f} %)")
+
+
 def run_spec(run_dir: Path):
     """The run's DesignSpec, from its design.json."""
     from agent.spec import DesignSpec
@@ -84,10 +112,24 @@ def pool_uids(run_dir: Path, n: int) -> list[str]:
         return [json.loads(next(f))["uid"] for _ in range(n)]
 
 
-def review_queue(run_dir: Path, budget: int, seed: int = 0) -> list[ReviewItem]:
-    """The ``budget`` pool images whose labels would help most, minus those already labeled."""
+def queue_order(probs: np.ndarray, vectors: np.ndarray, budget: int, labeled: np.ndarray, seed: int = 0,
+                spot_checks: float = SPOT_CHECK_SHARE) -> list[tuple[int, str]]:
+    """(pool row, why) for the next ``budget`` questions: the uncertain and diverse
+    (``uncertainty_diversity``) alternating with spot checks drawn at random, a ``spot_checks``
+    share of the budget; ``labeled`` rows are never asked again."""
     from knowledge.selection import uncertainty_diversity
 
+    spot = int(spot_checks * budget)  # the odd one is uncertain
+    uncertain = uncertainty_diversity(probs, vectors, budget - spot, exclude=labeled, seed=seed)
+    rest = np.setdiff1d(np.arange(len(probs)), np.concatenate([np.asarray(labeled, np.int64), uncertain]))
+    random = np.random.default_rng(seed).permutation(rest)[:spot]
+    # alternate, uncertain first: a person who stops early has given both kinds
+    return [(int(i), why) for pair in zip_longest(uncertain, random) for i, why in zip(pair, (UNCERTAIN, SPOT_CHECK))
+            if i is not None]
+
+
+def review_queue(run_dir: Path, budget: int, seed: int = 0) -> list[ReviewItem]:
+    """The next ``budget`` pool images to ask about (``queue_order``), minus those already labeled."""
     labels_file = Path(run_dir) / "data" / "labels.npz"
     if not labels_file.is_file():
         return []
@@ -99,14 +141,7 @@ def review_queue(run_dir: Path, budget: int, seed: int = 0) -> list[ReviewItem]:
     labeled = np.array([i for i, u in enumerate(uids) if u in done], np.int64)
     vectors_file = Path(run_dir) / "index" / "pool_vectors.npy"
     if vectors_file.is_file():
-        vectors = np.load(vectors_file).astype(np.float32)
-        spot = int(SPOT_CHECK_SHARE * budget)  # the odd one is uncertain
-        uncertain = uncertainty_diversity(probs, vectors, budget - spot, exclude=labeled, seed=seed)
-        rest = np.setdiff1d(np.arange(len(probs)), np.concatenate([labeled, uncertain]))
-        random = np.random.default_rng(seed).permutation(rest)[:spot]
-        # alternate, uncertain first: a person who stops early has given both kinds
-        order = [(int(i), why) for pair in zip_longest(uncertain, random) for i, why in zip(pair, (UNCERTAIN, SPOT_CHECK))
-                 if i is not None]
+        order = queue_order(probs, np.load(vectors_file).astype(np.float32), budget, labeled, seed)
     else:  # a run from before the vector file existed: least confident first
         order = [(int(i), UNCERTAIN) for i in np.argsort(probs.max(1), kind="stable") if uids[i] not in done][:budget]
     items = []

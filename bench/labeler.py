@@ -14,6 +14,14 @@ run's LabelConfig; none: the run's own settings).
 
 Which examples a person gives moves the label accuracy by several points, so a setting is judged
 by its mean over draws, never by one draw (bench/labels_needed.py uses one draw per seed).
+
+With ``--active 50 200 500`` each draw then goes through review rounds as `nanofactory review`
+would ask them (agent.review.queue_order: uncertain and diverse images, alternating with spot
+checks drawn at random), answered from the hidden labels, and is re-labeled with the answers after
+each round (as the label stage of a retrained run does: answers steer the self-training head and
+keep their label); ``--spot-checks 0 0.5`` compares shares of random images in the queue.
+
+    .venv/bin/python bench/labeler.py --shots 5 --draws 5 --active 50 200 500 --spot-checks 0 0.5
 """
 
 from __future__ import annotations
@@ -47,12 +55,17 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=6, help="random draws of examples per setting")
     parser.add_argument("--set", dest="settings", action="append", default=[],
                         help="LabelConfig overrides, key=value[,key=value]; repeat to compare settings")
+    parser.add_argument("--active", type=int, nargs="+", default=[],
+                        help="after the examples, review rounds answered from the hidden labels up to these totals")
+    parser.add_argument("--spot-checks", type=float, nargs="+",
+                        help="share of the review queue drawn at random (default: the queue's own)")
     args = parser.parse_args()
 
     from pydantic import ValidationError
 
     from agent.data import hidden_truth
     from agent.pipeline import open_run
+    from agent.review import SPOT_CHECK_SHARE, queue_order
     from agent.runs import RunStore
     from agent.stages import StageContext
     from knowledge.labeling import LabelConfig, Projection, label_projected
@@ -89,18 +102,32 @@ def main() -> None:
             idx = np.concatenate([rng.choice(np.flatnonzero(truth == c), k, replace=False) for c in range(named)])
             draws.append((idx, truth[idx]))
         for name, cfg in configs:
-            accs, recalls, t = [], [], time.perf_counter()
-            for idx, labels in draws:
-                predicted = label_projected(vectors, projection, vectors[idx], zero_shot, labels, run.spec.other,
-                                            cfg, seed=run.spec.seed).labels
-                accs.append(float((predicted == truth).mean()))
-                recalls.append([float((predicted[truth == c] == c).mean()) for c in range(len(names))])
-            seconds = (time.perf_counter() - t) / len(draws)
-            recall = np.mean(recalls, 0)  # per class, over draws
-            worst = int(recall.argmin())
-            print(f"{k:>5} {name:>40} {np.mean(accs):>7.4f} {np.std(accs):>6.4f} {recall.mean():>7.4f} "
-                  f"{f'{names[worst]} {recall[worst]:.3f}':>16}  "
-                  f"{' '.join(f'{a:.3f}' for a in accs):<28} {seconds:.1f}", flush=True)
+            for share in (args.spot_checks or [SPOT_CHECK_SHARE]) if args.active else [None]:
+                rounds = [0, *sorted(args.active)]
+                accs, recalls = {r: [] for r in rounds}, {r: [] for r in rounds}
+                t, labelings = time.perf_counter(), 0
+                for d, (idx, labels) in enumerate(draws):
+                    asked, probs = np.zeros(0, np.int64), None
+                    for r in rounds:
+                        if r:
+                            order = queue_order(probs, vectors, r - len(asked), asked, seed=d, spot_checks=share)
+                            asked = np.concatenate([asked, np.array([i for i, _ in order], np.int64)])
+                        probs = label_projected(vectors, projection, vectors[idx], zero_shot, labels, run.spec.other,
+                                                cfg, seed=run.spec.seed, anchors=vectors[asked] if r else None,
+                                                anchor_labels=truth[asked] if r else None).probs
+                        labelings += 1
+                        predicted = probs.argmax(1)
+                        predicted[asked] = truth[asked]  # a person's answer is the label
+                        accs[r].append(float((predicted == truth).mean()))
+                        recalls[r].append([float((predicted[truth == c] == c).mean()) for c in range(len(names))])
+                seconds = (time.perf_counter() - t) / labelings
+                for r in rounds:
+                    recall = np.mean(recalls[r], 0)  # per class, over draws
+                    worst = int(recall.argmin())
+                    setting = name if share is None else f"{name}, spot checks {share:g}, {r} answers"
+                    print(f"{k:>5} {setting:>40} {np.mean(accs[r]):>7.4f} {np.std(accs[r]):>6.4f} "
+                          f"{recall.mean():>7.4f} {f'{names[worst]} {recall[worst]:.3f}':>16}  "
+                          f"{' '.join(f'{a:.3f}' for a in accs[r]):<28} {seconds:.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -161,3 +161,17 @@ def test_review_answers_parse():
     assert parse_answer("n", item, names) == NONE_LABEL and parse_answer("zebra", item, names) is None
     art = ansi_image(np.zeros((28, 28, 1), np.uint8), width=28)
     assert art.count("\n") == 13 and "▀" in art
+
+
+def test_spot_checks_estimate_the_label_accuracy():
+    from agent.review import SPOT_CHECK, spot_check_estimate, spot_check_line
+
+    labels = {f"u{i}": {"label": "bag" if i < 8 else "shirt", "teacher_guess": "bag", "picked": SPOT_CHECK}
+              for i in range(10)}
+    labels["uncertain"] = {"label": "shirt", "teacher_guess": "bag", "picked": "uncertain"}  # not a random draw
+    labels["older file"] = {"label": "shirt", "teacher_guess": "bag"}  # answers from before spot checks
+    est = spot_check_estimate(labels)
+    assert (est["agreed"], est["of"], est["accuracy"]) == (8, 10, 0.8)
+    assert est["interval_95"] == pytest.approx([0.490, 0.943], abs=1e-3)  # Wilson, 8 of 10
+    assert "8 of 10 spot checks: about 80 % (95 % interval 49-94 %)" in spot_check_line(labels)
+    assert spot_check_estimate({"u": labels["uncertain"]}) is None and spot_check_line({}) is None

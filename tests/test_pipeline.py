@@ -241,6 +241,7 @@ def test_review_in_the_terminal_then_retrain(built, monkeypatch, capsys):
     assert main(["review", run_id, "--runs-dir", str(store.root), "--budget", "6"]) == 0
     out = capsys.readouterr()
     assert "'zebra' is not one of" in out.out and "--retrain" in out.err
+    assert "(spot check" in out.out and "right on 0 of 1 spot checks" in out.err  # the 2nd asked was drawn at random
     given = json.loads((run_dir / "data" / "human_labels.json").read_text())["labels"]
     assert len(given) == 2 and sorted(v["label"] == "none of these" for v in given.values()) == [False, True]
     (labeled_uid,) = [u for u, v in given.items() if v["label"] != "none of these"]
@@ -253,6 +254,7 @@ def test_review_in_the_terminal_then_retrain(built, monkeypatch, capsys):
     assert json.loads((new_dir / "design.json").read_text())["decisions"]["parent"] == run_id
     label = json.loads((new_dir / "stages" / "label.json").read_text())
     assert label["human_labels"] == 1 and label["human_rejected"] == 1
+    assert (label["spot_checks"]["agreed"], label["spot_checks"]["of"]) == (0, 1)
     manifest = {x["uid"]: x for x in map(json.loads, (new_dir / "data" / "manifest.jsonl").read_text().splitlines())}
     assert manifest[labeled_uid]["label"] == given[labeled_uid]["label"]
     assert manifest[labeled_uid]["provenance"].startswith("human") and manifest[labeled_uid]["split"] == "train"
