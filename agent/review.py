@@ -10,9 +10,8 @@ answers and 0.879 after 500, half spot checks 0.861 and 0.888, with more of the 
 (shirt recall 0.21 -> 0.25 and 0.29 -> 0.39; bench/labeler.py --active, 5 draws of examples,
 oracle answers). They also estimate the labels' accuracy where no hidden labels exist
 (``spot_check_estimate``). The queue alternates the two, so a person who stops early has given
-both. Answers go to
-``data/human_labels.json`` (atomic, one write per answer, so quitting loses nothing); the
-label stage of a later run treats them as examples and as fixed labels.
+both. Answers go to ``data/human_labels.json`` (atomic, one write per answer, so quitting loses
+nothing); the label stage of a later run treats them as examples and as fixed labels.
 
 ``nanofactory review RUN`` asks in the terminal; the web app's review tab uses the same
 queue and file. ``--oracle`` answers from the pool's hidden labels, standing in for the
