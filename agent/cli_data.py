@@ -109,8 +109,9 @@ def cmd_review(args) -> int:
     given = load_human_labels(folder)
     total = len(given)
     _say(f"{total} human labels in {folder / HUMAN_LABELS}")
-    if spot_check_line(given):
-        _say(spot_check_line(given))
+    checks = spot_check_line(given)
+    if checks:
+        _say(checks)
     if not args.retrain:
         if total:
             _say(f"train on them: nanofactory review {folder.name} --retrain")
