@@ -32,10 +32,10 @@ PROVENANCE = "auto-label: teacher few-shot clusters + zero-shot + self-training"
 HUMAN_PROVENANCE = "human label (review queue)"
 
 
-def human_label_indices(ctx) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(indices, labels) of pool images a person labeled, and the indices they called "none of these"."""
+def human_label_indices(ctx, given: dict[str, dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(indices, labels) of pool images a person labeled (``given``: ``load_human_labels``), and the
+    indices they called "none of these"."""
     names = ctx.run.spec.label_names
-    given = load_human_labels(ctx.dir)
     if not given:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
     where = {uid: i for i, uid in enumerate(ctx.pool.uids)}
@@ -90,7 +90,8 @@ def stage_label(ctx) -> dict:
     names = spec.label_names
     with np.load(ctx.dir / "data" / "teacher.npz") as z:
         zero_shot, ex_emb, ex_labels = z["zero_shot"], z["example_embeddings"], z["example_labels"]
-    h_idx, h_labels, rejected = human_label_indices(ctx)
+    given = load_human_labels(ctx.dir)
+    h_idx, h_labels, rejected = human_label_indices(ctx, given)
     projection, projected = project_pool(ctx, cfg.pca_dims, spec.seed)
     human = projection.apply(read_npy_rows(ctx.embeddings_file(), h_idx).astype(np.float32))
     ex_labels = ex_labels.astype(np.int64)
@@ -133,7 +134,7 @@ def stage_label(ctx) -> dict:
     out = {"labeled_for_training": len(kept), "low_confidence": int((split == "low-confidence").sum()),
            "label_counts": counts, "teacher_label_accuracy": None, "starved": starved,
            "human_labels": len(h_idx), "human_rejected": len(rejected), "temperature": temperature,
-           "spot_checks": spot_check_estimate(load_human_labels(ctx.dir)),
+           "spot_checks": spot_check_estimate(given),
            "confidence_histogram": np.histogram(conf, bins=20, range=(0, 1))[0].tolist(), **selection}
     truth = hidden_truth(pool, spec)
     if truth is not None and (truth >= 0).any():

@@ -5,8 +5,8 @@
 
 Prints, for each teacher model, input size and number of stages whose pooled outputs join the
 head features (0: the head alone; the default teacher takes 4): throughput (images/s on this
-machine) and the label accuracy on the demo's 5-class task (shirt, trouser, sneaker, bag, other) with 5 examples
-per named class, for three labelers:
+machine) and the label accuracy on the demo's 5-class task (shirt, trouser, sneaker, bag, other)
+with 5 examples per named class, for three labelers:
   nearest-mean   each sample takes the class of the closest example mean (cannot say "other":
                  a sample is "other" only when it is below the lowest example-to-mean similarity)
   cluster votes  knowledge.labeling's few-shot clustering votes alone

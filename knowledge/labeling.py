@@ -47,8 +47,8 @@ class LabelConfig(BaseModel):
     restarts: int = Field(8, ge=1, description="k-means seeds per cluster count: more seeds, a smoother vote")
     # 0.2 labels better on average (bench/labeler.py, demo's pool, 6 draws of 1 / 5 / 20 examples: accuracy
     # 0.792 / 0.797 / 0.848 against 0.747 / 0.789 / 0.842) but trained worse students: make demo int8 81.6 %
-    # against 84.1 % at 0.3; bench/labels_needed.py seed 0, 5 shots / active 200: 0.816 / 0.852 (0.3 with the
-    # head features only: 0.836 / 0.866). Students decide.
+    # against 84.1 % at 0.3; bench/labels_needed.py seed 0, 5 shots / active 200 (uncertain-only queue): 0.816 /
+    # 0.852 against 0.843 / 0.872 at 0.3. Students decide.
     zero_shot_weight: float = Field(0.3, ge=0, le=1, description="exponent of the zero-shot term for classes with examples")
     self_training: bool = True
     self_training_threshold: float = Field(0.8, ge=0, le=1, description="vote agreement needed to train the head")
