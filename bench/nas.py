@@ -14,6 +14,10 @@ students of the same size differ by a few tenths of a point from the seed alone.
 With ``--oracle`` both train on the pool's true labels instead (cross-entropy, every pool image
 but the validation split, as the build's oracle does): what each architecture can do when the
 labels are not the limit.
+
+With ``--widths 24 32`` the fixed DS-CNN is also trained at those widths (above the MAC cap the
+build sizes it under): does a larger student help on these labels at all? ``--no-searched``
+leaves the searched network out.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1, help="train each architecture this many times (default 1)")
     parser.add_argument("--oracle", action="store_true",
                         help="train on the pool's true labels (Fashion-MNIST's hidden labels) instead of the auto-labels")
+    parser.add_argument("--widths", type=int, nargs="*", default=[],
+                        help="also train the fixed DS-CNN at these widths (16 is the demo's; more MACs, more time)")
+    parser.add_argument("--no-searched", action="store_true", help="leave the searched network out")
     args = parser.parse_args()
 
     from agent.pipeline import open_run
@@ -47,6 +54,7 @@ def main() -> None:
     from compilers.reference import run_int8
     from tools.cost import estimate_cost
     from tools.spaces import config_from_dict
+    from tools.student import ds_cnn
     from tools.train import train_student
 
     folder = args.run or max((p for p in Path("runs").glob("2*") if (p / "stages" / "search.json").is_file()),
@@ -79,15 +87,18 @@ def main() -> None:
     seeds = [run.spec.seed + i for i in range(max(1, args.seeds))]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for label, config in (("fixed DS-CNN", fixed), ("searched", chosen)):
+        archs = [("fixed DS-CNN", fixed)] + ([] if args.no_searched else [("searched", chosen)])
+        archs += [(f"DS-CNN w{w}", ds_cnn(w, fixed.input_size, fixed.in_channels, fixed.num_classes))
+                  for w in args.widths]
+        for label, config in archs:
             accs, vals = [], []
             cost = estimate_cost(config, ctx.device)
             for seed in seeds:
                 result = train_student(config, x, y, soft, inputs[val], val_y, train_cfg, seed=seed,
                                        desc=label, progress=False)
                 path = export_onnx(result.model, (config.in_channels, config.input_size, config.input_size),
-                                   Path(tmp) / f"{label.split()[0]}.onnx")
-                compiled = compile_onnx(path, calib, Path(tmp) / label.split()[0], config=CompileConfig(backends=[]))
+                                   Path(tmp) / "student.onnx")
+                compiled = compile_onnx(path, calib, Path(tmp) / "compiled", config=CompileConfig(backends=[]))
                 g = compiled.graph
                 q = g.tensors[g.input].quant.quantize(nchw_to_nhwc(tx))
                 pred = np.concatenate([run_int8(g, q[i : i + 500]).reshape(-1, g.output_shape[-1]).argmax(1)
@@ -104,12 +115,14 @@ def main() -> None:
         sd = f" +-{accs.std(ddof=1):.4f}" if spread else ""
         print(f"{label:<14} {accs.mean():>9.4f}{sd} {val_acc:>10.4f} {cost.sram_bytes / 1024:>6.1f} KB "
               f"{cost.weight_bytes / 1024:>6.1f} KB {cost.macs / 1e6:>7.2f} M {cost.latency_ms:>5.1f} ms  {name}")
-    (_, _, a_fixed, _, c_fixed), (_, _, a_nas, _, c_nas) = rows
-    diff = a_nas - a_fixed  # paired: the same seed for both
-    per_seed = f" (per seed: {', '.join(f'{100 * d:+.1f}' for d in diff)})" if spread else ""
-    print(f"\nsearched - fixed: {100 * diff.mean():+.1f} points int8 test accuracy{per_seed} at "
-          f"{c_nas.sram_bytes / c_fixed.sram_bytes:.2f}x the SRAM "
-          f"(search chose: {search.get('chosen')}; {search.get('scored')} scored in {search.get('seconds_scoring')} s)")
+    _, _, a_fixed, _, c_fixed = rows[0]
+    print()
+    for label, _, accs, _, cost in rows[1:]:
+        diff = accs - a_fixed  # paired: the same seed for both
+        per_seed = f" (per seed: {', '.join(f'{100 * d:+.1f}' for d in diff)})" if spread else ""
+        print(f"{label} - fixed: {100 * diff.mean():+.1f} points int8 test accuracy{per_seed} at "
+              f"{cost.sram_bytes / c_fixed.sram_bytes:.2f}x the SRAM")
+    print(f"(search chose: {search.get('chosen')}; {search.get('scored')} scored in {search.get('seconds_scoring')} s)")
 
 
 if __name__ == "__main__":
