@@ -18,6 +18,12 @@ labels are not the limit.
 With ``--widths 24 32`` the fixed DS-CNN is also trained at those widths (above the MAC cap the
 build sizes it under): does a larger student help on these labels at all? ``--no-searched``
 leaves the searched network out.
+
+With ``--short`` each architecture is trained only the way the search's pick trains its
+candidates (the run's search settings: a sample of the training images, a few epochs), and the
+table shows what that pick sees (validation accuracy on the auto-labels) beside what it stands
+for (accuracy on the validation images' hidden labels, and on the test set, fp32). Seconds per
+architecture instead of minutes.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ def main() -> None:
     parser.add_argument("--widths", type=int, nargs="*", default=[],
                         help="also train the fixed DS-CNN at these widths (16 is the demo's; more MACs, more time)")
     parser.add_argument("--no-searched", action="store_true", help="leave the searched network out")
+    parser.add_argument("--short", action="store_true",
+                        help="train each architecture only the search's short way and show what its pick sees")
     args = parser.parse_args()
 
     from agent.pipeline import open_run
@@ -84,12 +92,14 @@ def main() -> None:
     tx, ty = evaluation_inputs(ctx)
     print(f"run {folder.name}: {len(x)} training images ({'true labels' if args.oracle else 'auto-labels'}), evaluation on {len(ty)} images; "
           f"{train_cfg.epochs} epochs, seed {run.spec.seed}")
+    archs = [("fixed DS-CNN", fixed)] + ([] if args.no_searched else [("searched", chosen)])
+    archs += [(f"DS-CNN w{w}", ds_cnn(w, fixed.input_size, fixed.in_channels, fixed.num_classes))
+              for w in args.widths]
+    if args.short:
+        return short_training(ctx, archs, inputs, x, y, soft, val, val_y, tx, ty)
     seeds = [run.spec.seed + i for i in range(max(1, args.seeds))]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        archs = [("fixed DS-CNN", fixed)] + ([] if args.no_searched else [("searched", chosen)])
-        archs += [(f"DS-CNN w{w}", ds_cnn(w, fixed.input_size, fixed.in_channels, fixed.num_classes))
-                  for w in args.widths]
         for label, config in archs:
             accs, vals = [], []
             cost = estimate_cost(config, ctx.device)
@@ -123,6 +133,32 @@ def main() -> None:
         print(f"{label} - fixed: {100 * diff.mean():+.1f} points int8 test accuracy{per_seed} at "
               f"{cost.sram_bytes / c_fixed.sram_bytes:.2f}x the SRAM")
     print(f"(search chose: {search.get('chosen')}; {search.get('scored')} scored in {search.get('seconds_scoring')} s)")
+
+
+def short_training(ctx, archs, inputs, x, y, soft, val, val_y, tx, ty) -> None:
+    """Each architecture trained as ``tools.search.pick_by_training`` trains the search's candidates."""
+    import torch
+
+    from agent.data import hidden_truth
+    from tools.cost import estimate_cost
+    from tools.train import predict, to_input, train_student
+
+    run = ctx.run
+    cfg = run.plan.step("search").search
+    truth = hidden_truth(ctx.pool, run.spec)
+    val_truth = None if truth is None or (truth[val] < 0).any() else truth[val]
+    take = np.random.default_rng(run.spec.seed).choice(len(x), min(len(x), cfg.train_samples), replace=False)
+    short = run.plan.step("train").train.model_copy(update={"epochs": cfg.train_epochs})
+    xv, xt = to_input(inputs[val]), torch.from_numpy(np.asarray(tx, np.float32))
+    print(f"short training as the search's pick does: {len(take)} images, {cfg.train_epochs} epochs, seed {run.spec.seed}")
+    print(f"\n{'':<14} {'val (labels)':>12} {'val (hidden)':>12} {'test fp32':>9} {'MACs':>8}  arch")
+    for label, config in archs:
+        trained = train_student(config, x[take], y[take], None if soft is None else soft[take], inputs[val], val_y,
+                                short, seed=run.spec.seed, progress=False)
+        pv, pt = predict(trained.model, xv), predict(trained.model, xt)
+        hidden = f"{(pv == val_truth).mean():>12.4f}" if val_truth is not None else f"{'-':>12}"
+        print(f"{label:<14} {(pv == val_y).mean():>12.4f} {hidden} {(pt == ty).mean():>9.4f} "
+              f"{estimate_cost(config, ctx.device).macs / 1e6:>6.2f} M  {config.name}", flush=True)
 
 
 if __name__ == "__main__":
