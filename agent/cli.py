@@ -147,6 +147,9 @@ def _build_options(p: argparse.ArgumentParser) -> None:
                    "fixed DS-CNN competes in the final pick (off by default: see the README's figures)")
     p.add_argument("--search-candidates", type=int, metavar="N", default=1000,
                    help="with --search: architectures scored (default 1000)")
+    p.add_argument("--max-macs", metavar="N", help="largest student, in multiply-accumulates per image, for the "
+                   "fixed one and the search (default 1.5M: training time on a CPU grows with it; e.g. 3.5M when "
+                   "the labels are good and time allows); the device's budgets still apply")
     p.add_argument("--dedup", metavar="COSINE", default="0.985", help="near-duplicate threshold in the teacher's "
                    "embedding space: one image per group trains (default 0.985; 'off' keeps all)")
     p.add_argument("--balance", type=float, metavar="RATIO", help="cap every class at RATIO x the smallest class "
@@ -201,6 +204,32 @@ def _spec_from_args(args):
         raise NanofactoryError('Say what to build, e.g. nanofactory build "sort shirts and bags on an STM32F446" '
                                "--images DIR, or pass --spec FILE.")
     return spec_from_request(args.request, _data_spec(args))
+
+
+def parse_count(text: str) -> int:
+    """'3.5M', '800k', '1500000' or '1_500_000' -> an int; ValueError otherwise."""
+    t = text.strip().lower().replace("_", "").replace(",", "")
+    scale = {"k": 10**3, "m": 10**6, "g": 10**9}.get(t[-1:], 1)
+    value = float(t[:-1] if scale > 1 else t)
+    if not 0 < value * scale < 1e15:  # also NaN and inf
+        raise ValueError(text)
+    return round(value * scale)
+
+
+def _max_macs(args) -> dict:
+    """offline_plan's max_macs from --max-macs, or nothing (its default)."""
+    value = getattr(args, "max_macs", None)
+    if value is None:
+        return {}
+    try:
+        macs = parse_count(value)
+    except ValueError:
+        raise NanofactoryError(f"--max-macs takes a count of multiply-accumulates such as 3.5M, 800k or 1500000, "
+                               f"not {value!r}.") from None
+    if macs < 100_000:
+        raise NanofactoryError(f"--max-macs {value} is below the smallest student (about 0.1M MACs at 28 px); "
+                               "give 100k or more.")
+    return {"max_macs": macs}
 
 
 def _generate_step(spec, args):
@@ -258,7 +287,7 @@ def _run_build(spec, args, store) -> dict:
         raise NanofactoryError("--search-candidates needs at least 10 architectures.")
     search = SearchConfig(candidates=args.search_candidates) if args.search else None
     plan = offline_plan(spec, default_input(spec, *native_shape(pool)), teacher=teacher, train=train,
-                        generate=_generate_step(spec, args), search=search)
+                        generate=_generate_step(spec, args), search=search, **_max_macs(args))
     plan = data_engine_options(plan, args)
     run = create_run(spec, plan, store)
     _say(f"run {run.id}: {len(spec.classes)} classes{' + other' if spec.other else ''} on {spec.device}, "

@@ -151,3 +151,39 @@ def test_examples_folder_with_an_unknown_class(capsys, shapes_data, tmp_path):
     line = _error(capsys)
     assert "'hexagon' matches no class" in line and "circle" in line
     assert not runs.exists() or not any(p.is_dir() for p in runs.iterdir())  # no run folder was started
+
+
+def test_max_macs_reads_counts_and_refuses_nonsense(capsys, shapes_data, tmp_path):
+    """--max-macs takes 3.5M / 800k / 1_500_000; anything else is one sentence before a run folder exists."""
+    from agent.cli import parse_count
+
+    assert [parse_count(t) for t in ("3.5M", "800k", "1_500_000", "2,000,000")] == [3_500_000, 800_000,
+                                                                                     1_500_000, 2_000_000]
+    for bad in ("lots", "nan", "inf", "-1M", "0"):
+        with pytest.raises(ValueError):
+            parse_count(bad)
+    runs = tmp_path / "runs"
+    for bad, words in (("lots", "such as 3.5M"), ("20k", "100k or more")):
+        assert main(["build", REQUEST, "--images", str(shapes_data["pool"]), "--runs-dir", str(runs),
+                     "--max-macs", bad]) == 1
+        assert "--max-macs" in (line := _error(capsys)) and words in line
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_max_macs_bounds_the_student_and_the_search():
+    from agent.parse import spec_from_request
+    from agent.plan import InputSpec, offline_plan
+    from agent.spec import DataSpec, PoolSource
+    from knowledge.devices import get_device
+    from tools.cost import estimate_cost
+    from tools.search import SearchConfig
+
+    spec = spec_from_request("sorts shirts, bags and everything else on an STM32F446",
+                             DataSpec(pool=[PoolSource(kind="fashion-mnist")]))
+    device = get_device(spec.device)
+    sizes = {}
+    for cap in (300_000, 3_500_000):
+        plan = offline_plan(spec, InputSpec(size=28, channels=1), search=SearchConfig(), max_macs=cap)
+        sizes[cap] = estimate_cost(plan.step("train").student, device).macs
+        assert sizes[cap] <= cap and plan.step("search").search.max_macs == cap
+    assert sizes[3_500_000] > 2 * sizes[300_000]

@@ -153,11 +153,14 @@ def search(space, device: Device, flash: int, sram: int, latency_ms: float | Non
         bar.close()
         torch.set_num_threads(threads)
     if not scored:
+        macs_note = (f" ({smallest.macs / 1e6:.2f}M MACs, over the {config.max_macs / 1e6:.2f}M cap: --max-macs)"
+                     if smallest.macs > config.max_macs else "")
         raise DoesNotFit(
             f"No architecture in the {config.space} space fits the budget (flash {flash / 1024:.1f} KB, SRAM "
             f"{sram / 1024:.1f} KB{f', latency {latency_ms:g} ms' if latency_ms else ''}) on {device.name}: the "
             f"smallest found needs {smallest.weight_bytes / 1024:.1f} KB flash, {smallest.sram_bytes / 1024:.1f} KB "
-            f"SRAM and {smallest.latency_ms:.1f} ms; raise the budget, lower the input size, or pick a larger device.",
+            f"SRAM and {smallest.latency_ms:.1f} ms{macs_note}; raise the budget, lower the input size, or pick a "
+            f"larger device.",
             smallest, flash, sram, latency_ms)
     for c in scored:
         c.fitness = norm.fitness(c.scores)
