@@ -196,7 +196,10 @@ def _search_block(inputs: ReportInputs) -> str:
     body = head + _table(["candidate", "val acc (short)", "SRAM", "flash", "MACs", "latency"], rows)
     if inputs.pareto_png:
         body += f"<img class='plot' alt='search pareto' src='data:image/png;base64,{inputs.pareto_png}'>"
-    return body + "<p class='muted'>All scored candidates: <code>search/candidates.csv</code></p>"
+    return body + ("<p class='muted'>Short training ranks networks by how fast they learn, and validation on "
+                   "auto-labels by how closely they copy the labeler: both favour larger networks whether or not "
+                   "they end up more accurate (README, <code>bench/nas.py --widths --short</code>). All scored "
+                   "candidates: <code>search/candidates.csv</code></p>")
 
 
 def _deploy_block(inputs: ReportInputs) -> str:
