@@ -21,7 +21,17 @@ import logging
 import sys
 from pathlib import Path
 
-from agent.cli_data import cmd_find, cmd_review, data_engine_options
+from agent.cli_build import (
+    build_options,
+    data_args,
+    data_spec,
+    execute_run,
+    print_summary,
+    run_build,
+    say,
+    spec_from_args,
+)
+from agent.cli_data import cmd_find, cmd_review
 from knowledge.errors import NanofactoryError
 
 EPILOG = """examples:
@@ -31,16 +41,6 @@ EPILOG = """examples:
   nanofactory build --spec closet.yaml
   nanofactory spec "sort shirts, bags and everything else on an ESP32-S3 with 256K RAM"
 """
-
-
-def _data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--images", metavar="DIR", help="folder of unlabeled images (searched recursively), "
-                   "or 'fashion-mnist' for the packaged Fashion-MNIST pool")
-    p.add_argument("--examples", metavar="DIR", type=Path,
-                   help="a few example images per class: one subfolder per class name (an 'other' subfolder is allowed)")
-    p.add_argument("--test", metavar="DIR", help="labeled test images, one subfolder per class "
-                   "(or 'fashion-mnist'); without it, accuracy is measured on auto-labeled validation data")
-    p.add_argument("--pool-limit", type=int, metavar="N", help="use at most N pool images")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,17 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("request", nargs="?", help="what to build, in plain words (device, classes, budgets)")
     b.add_argument("--spec", type=Path, help="a saved spec (.json or .yaml) instead of a request")
     b.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run from its last finished stage")
-    _data_args(b)
-    _build_options(b)
+    data_args(b)
+    build_options(b)
 
     d = sub.add_parser("demo", help="the smart-closet demo: 5 examples per class, unlabeled Fashion-MNIST, STM32F446",
                        description="Builds the demo end to end and prints a summary; `make demo` runs this.")
     d.add_argument("--pool-limit", type=int, metavar="N", help="use at most N Fashion-MNIST train images")
-    _build_options(d)
+    build_options(d)
 
     s = sub.add_parser("spec", help="print the spec a request turns into (exit 2 with a question if incomplete)")
     s.add_argument("request")
-    _data_args(s)
+    data_args(s)
     s.add_argument("--save", type=Path, metavar="FILE", help="also write it to FILE (.json or .yaml)")
 
     r = sub.add_parser("runs", help="list past runs, or `runs show RUN_ID` for one")
@@ -133,253 +133,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _build_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--runs-dir", type=Path, help="where runs live (default ./runs or $NANOFACTORY_RUNS)")
-    p.add_argument("--epochs", type=int, help="training epochs (default 8)")
-    p.add_argument("--seed", type=int, help="random seed (default: the spec's, 0)")
-    p.add_argument("--teacher", help="teacher registry name: efficientnet-lite (default, offline) or clip")
-    p.add_argument("--teacher-model", metavar="ID_OR_PATH",
-                   help="teacher weights: a hub id or local folder (clip), or efficientnet-lite0/1/2")
-    p.add_argument("--generate", metavar="CLASSES", help="synthesize images for these classes (comma-separated, or "
-                   "'all'); without it only classes with fewer than 20 confident labels get synthetic images")
-    p.add_argument("--no-generate", action="store_true", help="never synthesize images")
-    p.add_argument("--search", action="store_true", help="search architectures (mbnet space) under the budgets; the "
-                   "fixed DS-CNN competes in the final pick (off by default: see the README's figures)")
-    p.add_argument("--search-candidates", type=int, metavar="N", default=1000,
-                   help="with --search: architectures scored (default 1000)")
-    p.add_argument("--max-macs", metavar="N", help="largest student, in multiply-accumulates per image, for the "
-                   "fixed one and the search (default 1.5M: training time on a CPU grows with it; e.g. 3.5M when "
-                   "the labels are good and time allows); the device's budgets still apply")
-    p.add_argument("--dedup", metavar="COSINE", default="0.985", help="near-duplicate threshold in the teacher's "
-                   "embedding space: one image per group trains (default 0.985; 'off' keeps all)")
-    p.add_argument("--balance", type=float, metavar="RATIO", help="cap every class at RATIO x the smallest class "
-                   "(diverse picks; 'other' keeps its hard negatives first)")
-    p.add_argument("--max-samples", type=int, metavar="N", help="train on at most N pool images, chosen to cover the "
-                   "pool (k-center)")
-    p.add_argument("--feature-distill", type=float, metavar="WEIGHT", help="also pull the student's features toward "
-                   "the teacher's embeddings (cosine, through an adapter dropped after training), at this weight; "
-                   "off by default (see the README's ablation)")
-    p.add_argument("--clean-labels", action="store_true", help="train twice, the second time without the auto-labels "
-                   "the first student confidently contradicts (confident learning; logged in data/label_issues.jsonl)")
-    p.add_argument("--generate-model", metavar="ID_OR_PATH", help="a diffusers text-to-image pipeline: a hub id "
-                   "already in the local cache (e.g. stabilityai/sd-turbo) or a folder; default: a small DDPM "
-                   "trained on the labeled pool")
-    p.add_argument("--generate-minutes", type=float, metavar="M", help="training budget of that DDPM (default 3)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def _source(value: str | None, split: str = "train", limit: int | None = None):
-    from agent.spec import PoolSource
-
-    if value is None:
-        return None
-    if value == "fashion-mnist":
-        return PoolSource(kind="fashion-mnist", split=split, limit=limit)
-    return PoolSource(kind="folder", path=Path(value).expanduser().resolve(), limit=limit)
-
-
-def _data_spec(args):
-    from agent.spec import DataSpec
-
-    if not args.images:
-        raise NanofactoryError("No images to learn from: pass --images DIR (a folder of your images) "
-                               "or --images fashion-mnist, or run `nanofactory demo`.")
-    examples = args.examples.expanduser().resolve() if args.examples else None
-    return DataSpec(pool=[_source(args.images, limit=args.pool_limit)], examples_dir=examples,
-                    test=_source(args.test, split="test"))
-
-
-def _spec_from_args(args):
-    from agent.parse import spec_from_request
-    from agent.spec import DesignSpec
-
-    if args.spec:
-        if args.request:
-            raise NanofactoryError("Give either a request or --spec FILE, not both.")
-        spec = DesignSpec.load(args.spec)
-        if args.images:
-            spec = spec.model_copy(update={"data": _data_spec(args)})
-        return spec
-    if not args.request:
-        raise NanofactoryError('Say what to build, e.g. nanofactory build "sort shirts and bags on an STM32F446" '
-                               "--images DIR, or pass --spec FILE.")
-    return spec_from_request(args.request, _data_spec(args))
-
-
-def parse_count(text: str) -> int:
-    """'3.5M', '800k', '1500000' or '1_500_000' -> an int; ValueError otherwise."""
-    t = text.strip().lower().replace("_", "").replace(",", "")
-    scale = {"k": 10**3, "m": 10**6, "g": 10**9}.get(t[-1:], 1)
-    value = float(t[:-1] if scale > 1 else t)
-    if not 0 < value * scale < 1e15:  # also NaN and inf
-        raise ValueError(text)
-    return round(value * scale)
-
-
-def _max_macs(args) -> dict:
-    """offline_plan's max_macs from --max-macs, or nothing (its default)."""
-    value = getattr(args, "max_macs", None)
-    if value is None:
-        return {}
-    try:
-        macs = parse_count(value)
-    except ValueError:
-        raise NanofactoryError(f"--max-macs takes a count of multiply-accumulates such as 3.5M, 800k or 1500000, "
-                               f"not {value!r}.") from None
-    if macs < 100_000:
-        raise NanofactoryError(f"--max-macs {value} is below the smallest student (about 0.1M MACs at 28 px); "
-                               "give 100k or more.")
-    return {"max_macs": macs}
-
-
-def _generate_step(spec, args):
-    """The plan's generate step from --generate, --no-generate, --generate-model and --generate-minutes."""
-    from pydantic import ValidationError
-
-    from agent.plan import GenerateStep
-    from agent.spec import describe_validation_error
-
-    if args.generate and args.no_generate:
-        raise NanofactoryError("Give --generate or --no-generate, not both.")
-    fields: dict = {"mode": "off"} if args.no_generate else {}
-    if args.generate:
-        from agent.data import label_index
-
-        names = [] if args.generate.strip().lower() == "all" else [c.strip() for c in args.generate.split(",") if c.strip()]
-        known = [c.name for c in spec.classes]
-        found = [label_index(n, known, other=False) for n in names]  # plural and case tolerant
-        unknown = [n for n, i in zip(names, found) if i < 0]
-        if unknown:
-            raise NanofactoryError(f"--generate names {', '.join(map(repr, unknown))}, which is not a class; use "
-                                   f"'all' or some of: {', '.join(known)}.")
-        fields |= {"mode": "on", "classes": [known[i] for i in found]}
-    if args.generate_model:
-        path = Path(args.generate_model).expanduser()
-        fields["text_to_image"] = {"model": str(path.resolve()) if path.exists() else args.generate_model}
-    if args.generate_minutes is not None:
-        fields["ddpm"] = {"budget_minutes": args.generate_minutes}
-    try:
-        return GenerateStep.model_validate(fields)
-    except ValidationError as e:
-        raise NanofactoryError(describe_validation_error(e, "generate options")) from None
-
-
-def _run_build(spec, args, store) -> dict:
-    from agent.pipeline import create_run
-    from agent.plan import default_input, offline_plan
-    from agent.data import load_examples, load_pool, native_shape
-    from knowledge.teachers.base import TeacherConfig
-    from tools.train import TrainConfig
-
-    if args.seed is not None:
-        spec = spec.model_copy(update={"seed": args.seed})
-    pool = load_pool(spec)  # fail fast on bad folders, before a run folder exists
-    load_examples(spec)
-    teacher = TeacherConfig(name=args.teacher or "efficientnet-lite", model=args.teacher_model)
-    if getattr(args, "feature_distill", None) is not None and args.feature_distill < 0:
-        raise NanofactoryError("--feature-distill takes a weight of 0 or more, e.g. 0.5.")
-    train = TrainConfig(**{k: v for k, v in (("epochs", args.epochs),
-                                            ("feature_weight", getattr(args, "feature_distill", None))) if v})
-    train = train if train.model_fields_set else None
-    from tools.search import SearchConfig
-
-    if args.search_candidates < 10:
-        raise NanofactoryError("--search-candidates needs at least 10 architectures.")
-    search = SearchConfig(candidates=args.search_candidates) if args.search else None
-    plan = offline_plan(spec, default_input(spec, *native_shape(pool)), teacher=teacher, train=train,
-                        generate=_generate_step(spec, args), search=search, **_max_macs(args))
-    plan = data_engine_options(plan, args)
-    run = create_run(spec, plan, store)
-    _say(f"run {run.id}: {len(spec.classes)} classes{' + other' if spec.other else ''} on {spec.device}, "
-         f"student {plan.step('train').student.name}")
-    return _execute(run, store, args)
-
-
-def _execute(run, store, args) -> dict:
-    from agent.pipeline import execute
-
-    def progress(stage: str, event: str) -> None:
-        if event == "start":
-            _say(f"  {stage} ...")
-        else:
-            _say(f"  {stage} done in {event.split()[1]} s")
-
-    try:
-        metrics = execute(run, store, progress, show_bars=not args.quiet)
-    except KeyboardInterrupt:
-        _say(f"interrupted; nothing half-written. Continue with: nanofactory build --resume {run.id}")
-        raise SystemExit(130)
-    _print_summary(run, metrics)
-    return metrics
-
-
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def _fmt(v, kind: str = "pct") -> str:
-    if v is None:
-        return "—"
-    if kind == "pct":
-        return f"{100 * v:.1f} %"
-    if kind == "kb":
-        return f"{v / 1024:.1f} KB"
-    if kind == "ms":
-        return f"{v:.1f} ms"
-    return f"{v:,}"
-
-
-def _print_summary(run, m: dict) -> None:
-    rows = [
-        ("device", m["device"]),
-        ("evaluated on", m["evaluated_on"]),
-        ("teacher label accuracy", _fmt(m["teacher_label_accuracy"])),
-        ("student fp32 accuracy", _fmt(m["student_fp32_test_accuracy"])),
-        ("student int8 accuracy", _fmt(m["student_int8_test_accuracy"])),
-        ("oracle int8 accuracy", _fmt(m["oracle_int8_test_accuracy"])),
-        ("student / oracle", "—" if m["student_oracle_ratio"] is None else f"{m['student_oracle_ratio']:.3f}"),
-        ("int8 / fp32 top-1 agreement", _fmt(m["int8_fp32_top1_agreement"])),
-        ("weights (flash)", f"{_fmt(m['weight_bytes'], 'kb')} of {_fmt(m['flash_bytes_budget'], 'kb')}"),
-        ("SRAM (planned arena)", f"{_fmt(m['sram_estimate_bytes'], 'kb')} of {_fmt(m['sram_bytes_budget'], 'kb')}"),
-        ("MACs", _fmt(m["macs"], "int")),
-        ("latency estimate", _fmt(m["latency_estimate_ms"], "ms")
-         + (f" (budget {m['latency_budget_ms']:g} ms)" if m["latency_budget_ms"] else "")),
-        ("build time", f"{m['timings_s']['total']:.0f} s"),
-    ]
-    c = m.get("compiled")
-    if c:
-        m4 = (c.get("arm") or {}).get("cortex-m4")
-        rows[10:10] = [
-            ("C library vs TFLite Micro", f"{_fmt(c['tflm_vs_c_bitexact'])} bit-exact ({c['runtime_samples']:,} inputs)"
-             if c.get("tflm_vs_c_bitexact") is not None else "not checked"),
-            ("arena ours / TFLM", f"{c['arena_bytes']:,} B / {c['tflm_arena_head_bytes']:,} B"
-             if c.get("tflm_arena_head_bytes") else f"{c['arena_bytes']:,} B"),
-            ("Cortex-M4 text / bss", f"{m4['text']:,} B / {m4['bss']:,} B" if m4 else "arm-none-eabi-gcc not installed"),
-        ]
-    width = max(len(k) for k, _ in rows)
-    print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
-    print(f"report: {run.dir / 'report.html'}")
-    print(f"model:  {run.dir / 'model_int8.onnx'}")
-    if m.get("compiled"):
-        print(f"C/tflite: {m['compiled']['dir']}")
-    syn = m.get("synthetic")
-    if syn and syn.get("classes"):
-        print(f"synthetic: {_synthetic_line(syn)}")
-
-
-def _synthetic_line(s: dict) -> str:
-    if s.get("unavailable"):
-        return f"none ({s['unavailable']})"
-    line = f"kept {s['kept']} of {s['generated']} generated for {', '.join(s['classes'])} (gate rejected " \
-           f"{_fmt(s['rejection_rate'])})"
-    t, a = s.get("training") or {}, s.get("ablation") or {}
-    if a:
-        line += f"; test accuracy with {_fmt(a['fp32_accuracy_with'])}, without {_fmt(a['fp32_accuracy_without'])}"
-    if t:
-        line += f"; shipped {t['shipped']}"
-    return line
-
-
 def cmd_build(args) -> int:
     from agent.pipeline import open_run
     from agent.runs import RunStore
@@ -388,10 +141,10 @@ def cmd_build(args) -> int:
     if args.resume:
         run = open_run(store, args.resume)
         done = run.finished_stages()
-        _say(f"resuming {run.id}; finished: {', '.join(done) or 'nothing yet'}")
-        _execute(run, store, args)
+        say(f"resuming {run.id}; finished: {', '.join(done) or 'nothing yet'}")
+        execute_run(run, store, args)
         return 0
-    _run_build(_spec_from_args(args), args, store)
+    run_build(spec_from_args(args), args, store)
     return 0
 
 
@@ -400,10 +153,10 @@ def cmd_demo(args) -> int:
     from agent.runs import RunStore
 
     store = RunStore(args.runs_dir)
-    _say(f'demo request: "{DEMO_REQUEST}"')
+    say(f'demo request: "{DEMO_REQUEST}"')
     spec = demo_spec(store.root, pool_limit=args.pool_limit, seed=args.seed or 0)
     args.seed = None
-    _run_build(spec, args, store)
+    run_build(spec, args, store)
     return 0
 
 
@@ -411,7 +164,7 @@ def cmd_spec(args) -> int:
     from agent.parse import spec_from_request
     from agent.spec import DataSpec, PoolSource
 
-    data = _data_spec(args) if args.images else DataSpec(pool=[PoolSource(kind="fashion-mnist")])
+    data = data_spec(args) if args.images else DataSpec(pool=[PoolSource(kind="fashion-mnist")])
     spec = spec_from_request(args.request, data)
     if args.save:
         spec.save(args.save)
@@ -503,14 +256,14 @@ def _chat_web(args, runs_dir: Path, llm, data: dict, trusted: list[Path]) -> int
     if auth is not None and (":" not in auth or not auth.split(":", 1)[0] or not auth.split(":", 1)[1]):
         raise NanofactoryError("--auth takes USER:PASS (both non-empty), e.g. --auth alice:s3cret.")
     if args.share and not auth:
-        _say("note: --share makes the page public; consider --auth USER:PASS.")
+        say("note: --share makes the page public; consider --auth USER:PASS.")
     web = WebApp(WebConfig(runs_dir=runs_dir, llm=llm, epochs=args.epochs, max_steps=args.max_steps, data=data,
                            extra_roots=trusted))
     try:
         _load_app().launch(web, host=args.host, port=args.port, share=args.share,
                            auth=tuple(auth.split(":", 1)) if auth else None, open_browser=not args.no_browser)
     except KeyboardInterrupt:
-        _say("stopped.")
+        say("stopped.")
     except OSError as e:  # the port is taken, or the address cannot be bound
         raise NanofactoryError(f"Cannot serve on {args.host}:{args.port or 7860}: {e}. Pick another --port.") from None
     return 0
@@ -521,7 +274,7 @@ def cmd_run(args) -> int:
     from agent.runs import RunStore
 
     run, metrics = replay(args.plan, RunStore(args.runs_dir), show_bars=not args.quiet)
-    _print_summary(run, metrics)
+    print_summary(run, metrics)
     return 0
 
 
@@ -591,7 +344,7 @@ def cmd_verify(args) -> int:
     compiled = load_compiled(folder / "compiled")
     ctx = StageContext(run=open_run(RunStore(folder.parent), folder.name), show_bars=False)
     x, truth = evaluation_inputs(ctx)
-    _say(f"verifying {folder.name} on {len(x):,} inputs ...")
+    say(f"verifying {folder.name} on {len(x):,} inputs ...")
     figures = verify(compiled, x, labels=truth, fp32_onnx=folder / "model.onnx", int8_onnx=folder / "model_int8.onnx",
                      sanitize=args.sanitize, runtime_samples=samples)
     write_json_atomic(compiled.dir / "verify.json", figures)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agent.cli_build import print_summary, say
 from knowledge.errors import NanofactoryError
 
 
@@ -71,12 +72,8 @@ def data_engine_options(plan, args):
     return plan.model_copy(update={"steps": steps})
 
 
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
 def cmd_review(args) -> int:
-    from agent.cli import _print_summary, _run_dir
+    from agent.cli import _run_dir
     from agent.review import (
         HUMAN_LABELS,
         load_human_labels,
@@ -99,30 +96,30 @@ def cmd_review(args) -> int:
     if items and args.oracle:
         for item, answer in zip(items, oracle_answers(folder, items)):
             save_human_label(folder, item, answer, source="oracle")
-        _say(f"oracle labeled {len(items)} images")
+        say(f"oracle labeled {len(items)} images")
     elif items:
         if not sys.stdin.isatty():
             raise NanofactoryError("review asks in a terminal and stdin is not one; run it interactively, use the "
                                    "web app's review tab (nanofactory chat), or --oracle for benchmarks.")
         done = review_in_terminal(folder, items)
-        _say(f"labeled {done} of {len(items)}")
+        say(f"labeled {done} of {len(items)}")
     given = load_human_labels(folder)
     total = len(given)
-    _say(f"{total} human labels in {folder / HUMAN_LABELS}")
+    say(f"{total} human labels in {folder / HUMAN_LABELS}")
     checks = spot_check_line(given)
     if checks:
-        _say(checks)
+        say(checks)
     if not args.retrain:
         if total:
-            _say(f"train on them: nanofactory review {folder.name} --retrain")
+            say(f"train on them: nanofactory review {folder.name} --retrain")
         return 0
     if total == 0:
         raise NanofactoryError("There are no human labels to retrain on; label some first (drop --retrain).")
     store = RunStore(folder.parent)
     before = store.path(folder.name) / "metrics.json"
-    _say(f"retraining {folder.name} with {total} human labels ...")
+    say(f"retraining {folder.name} with {total} human labels ...")
     run, metrics = retrain(folder, store, show_bars=not args.quiet)
-    _print_summary(run, metrics)
+    print_summary(run, metrics)
     if before.is_file():
         import json
 
@@ -169,7 +166,7 @@ def cmd_find(args) -> int:
         print(f"{rank:>4}  {s:6.3f}  {names[probs[i].argmax()]:<14} {probs[i].max():5.2f}  {split[i]:<14} {uids[i]}")
     if args.out:
         _write_matches(args.out, ctx, ids, [f"{names[probs[i].argmax()]} {s:.2f}" for i, s in zip(ids, sims)])
-        _say(f"matches and sheet.png in {args.out}")
+        say(f"matches and sheet.png in {args.out}")
     return 0
 
 

@@ -155,7 +155,7 @@ def test_examples_folder_with_an_unknown_class(capsys, shapes_data, tmp_path):
 
 def test_max_macs_reads_counts_and_refuses_nonsense(capsys, shapes_data, tmp_path):
     """--max-macs takes 3.5M / 800k / 1_500_000; anything else is one sentence before a run folder exists."""
-    from agent.cli import parse_count
+    from agent.cli_build import parse_count
 
     assert [parse_count(t) for t in ("3.5M", "800k", "1_500_000", "2,000,000")] == [3_500_000, 800_000,
                                                                                      1_500_000, 2_000_000]

@@ -173,23 +173,23 @@ def _args(**kw) -> argparse.Namespace:
 
 
 def test_cli_generate_options_become_the_plan_step(tmp_path):
-    from agent.cli import _generate_step
+    from agent.cli_build import generate_step
     from agent.parse import spec_from_request
     from agent.spec import DataSpec, PoolSource
 
     spec = spec_from_request(REQUEST, DataSpec(pool=[PoolSource(kind="fashion-mnist")]))
-    assert _generate_step(spec, _args()).mode == "auto"
-    assert _generate_step(spec, _args(no_generate=True)).mode == "off"
-    step = _generate_step(spec, _args(generate="Circles, triangle", generate_minutes=0.5, generate_model=str(tmp_path)))
+    assert generate_step(spec, _args()).mode == "auto"
+    assert generate_step(spec, _args(no_generate=True)).mode == "off"
+    step = generate_step(spec, _args(generate="Circles, triangle", generate_minutes=0.5, generate_model=str(tmp_path)))
     assert (step.mode, step.classes, step.ddpm.budget_minutes) == ("on", ["circle", "triangle"], 0.5)
     assert step.text_to_image.model == str(tmp_path.resolve())
-    assert _generate_step(spec, _args(generate="all")).classes == []
+    assert generate_step(spec, _args(generate="all")).classes == []
     with pytest.raises(NanofactoryError, match="'hexagon', which is not a class; use 'all' or some of: circle"):
-        _generate_step(spec, _args(generate="hexagon"))
+        generate_step(spec, _args(generate="hexagon"))
     with pytest.raises(NanofactoryError, match="not both"):
-        _generate_step(spec, _args(generate="all", no_generate=True))
+        generate_step(spec, _args(generate="all", no_generate=True))
     with pytest.raises(NanofactoryError, match="budget_minutes"):
-        _generate_step(spec, _args(generate_minutes=0))
+        generate_step(spec, _args(generate_minutes=0))
 
 
 def test_plans_without_a_generate_step_still_load():
