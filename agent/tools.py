@@ -175,10 +175,6 @@ def update_spec(args: UpdateSpecArgs, state: dict, ctx: Context) -> ToolOutcome:
                         "decisions": state.get("decisions", []) + [decision]})
 
 
-class NoArgs(Args):
-    pass
-
-
 def _spec(state: dict):
     from agent.spec import DesignSpec
 
@@ -193,19 +189,32 @@ def native_input(spec) -> tuple[int | None, int | None]:
     return native_shape(load_pool(spec))
 
 
-@register_tool("plan_build", NoArgs)
-def plan_build(args: NoArgs, state: dict, ctx: Context) -> ToolOutcome:
-    """Size the student for the spec's device and budgets. Returns the plan's student and its cost,
-    or failed checks naming what does not fit and the smallest student's needs."""
+class PlanBuildArgs(Args):
+    search: bool = Field(False, description="also search architectures (MobileNetV2-style space) under the budgets; "
+                         "the sized DS-CNN competes in the pick. Adds minutes; only when the user asks for a search")
+    search_candidates: int = Field(1000, ge=10, le=100_000, description="with search: architectures scored")
+    max_macs: int | None = Field(None, ge=100_000, le=10**10, description="largest student in multiply-accumulates "
+                                 "per image (default 1,500,000: CPU training time grows with it); only when the "
+                                 "user asks for a larger or faster student")
+
+
+@register_tool("plan_build", PlanBuildArgs)
+def plan_build(args: PlanBuildArgs, state: dict, ctx: Context) -> ToolOutcome:
+    """Size the student for the spec's device and budgets. Returns the plan's student and its cost
+    (and whether an architecture search follows), or failed checks naming what does not fit and the
+    smallest student's needs."""
     from agent.plan import default_input, offline_plan
+    from tools.search import SearchConfig
     from tools.sizing import DoesNotFit
     from tools.train import TrainConfig
 
     spec = _spec(state)
     input_spec = default_input(spec, *native_input(spec))
     train = TrainConfig(epochs=ctx.epochs) if ctx.epochs else None
+    search = SearchConfig(candidates=args.search_candidates) if args.search else None
+    caps = {} if args.max_macs is None else {"max_macs": args.max_macs}
     try:
-        plan = offline_plan(spec, input_spec, train=train)
+        plan = offline_plan(spec, input_spec, train=train, search=search, **caps)
     except DoesNotFit as e:
         check = {"check": "fits", "ok": False, "message": str(e), "shortfalls": e.shortfalls(),
                  "input_size": input_spec.size}
@@ -215,9 +224,11 @@ def plan_build(args: NoArgs, state: dict, ctx: Context) -> ToolOutcome:
 
     student = plan.step("train").student
     cost = estimate_cost(student, get_device(spec.device))
+    searched = {"candidates": args.search_candidates, "max_macs": plan.step("search").search.max_macs} \
+        if args.search else None
     return ToolOutcome({"status": "ok", "student": student.name, "input": input_spec.model_dump(),
                         "cost": {"weight_kb": round(cost.weight_bytes / 1024, 1), "sram_kb": round(cost.sram_bytes / 1024, 1),
-                                 "macs": cost.macs, "latency_ms": round(cost.latency_ms, 2)}},
+                                 "macs": cost.macs, "latency_ms": round(cost.latency_ms, 2)}, "search": searched},
                        {"plan": json.loads(plan.model_dump_json()), "failed_checks": []})
 
 

@@ -90,7 +90,8 @@ def _summary(name: str, result: dict) -> str:
     if name == "plan_build" and status == "ok":
         c = result["cost"]
         return (f"student {result['student']}, input {result['input']['size']} px: weights {c['weight_kb']} KB, "
-                f"SRAM {c['sram_kb']} KB, {c['macs']:,} MACs, about {c['latency_ms']} ms")
+                f"SRAM {c['sram_kb']} KB, {c['macs']:,} MACs, about {c['latency_ms']} ms"
+                + (f"; then a search of {result['search']['candidates']:,} architectures" if result.get("search") else ""))
     if status == "does_not_fit":
         return "does not fit: " + "; ".join(result["failed_checks"][0]["shortfalls"])
     if name == "run_build" and status == "done":

@@ -144,6 +144,26 @@ def test_llm_replans_after_a_failed_fit(ctx, shapes_data):
     assert {t["function"]["name"] for t in c.chat_model.tools} == set(AGENT_TOOLS.names())
 
 
+def test_llm_can_ask_for_a_search_and_a_mac_cap(ctx, shapes_data):
+    """plan_build's search and max_macs reach the plan; a cap below the smallest student goes back to the model."""
+    request = TINY_RAM.replace("8 KB", "256 KB")
+    c = llm_ctx(ctx, [
+        call("make_spec", 1, request=request, images=data(shapes_data)["images"]),
+        call("plan_build", 2, search=True, search_candidates=50, max_macs=5),
+        call("plan_build", 3, search=True, search_candidates=50, max_macs=300_000),
+        AIMessage(content="Planned a search under a 0.3M MAC cap."),
+    ])
+    state = run(build_graph(c, InMemorySaver()), user_turn(request))
+    results = [json.loads(m.content) for m in state["messages"] if isinstance(m, ToolMessage)]
+    assert "`max_macs`" in results[1]["error"]
+    assert results[2]["status"] == "ok" and results[2]["search"] == {"candidates": 50, "max_macs": 300_000}
+    assert results[2]["cost"]["macs"] <= 300_000  # the fixed student is sized under the same cap
+    steps = {s["kind"]: s for s in state["plan"]["steps"]}
+    assert steps["search"]["search"]["max_macs"] == 300_000 and steps["search"]["search"]["candidates"] == 50
+    plain = call_tool("plan_build", {}, {"spec": state["spec"]}, ctx).result
+    assert plain["search"] is None and plain["cost"]["macs"] > 300_000  # the default cap sizes a larger student
+
+
 def test_llm_clarifying_question_round_trip(ctx):
     c = llm_ctx(ctx, [
         call("ask_user", 1, question="Which microcontroller will run it?"),
