@@ -83,6 +83,7 @@ def cmd_review(args) -> int:
         review_queue,
         save_human_label,
         spot_check_line,
+        weakest_class_line,
     )
     from agent.runs import RunStore
 
@@ -106,9 +107,9 @@ def cmd_review(args) -> int:
     given = load_human_labels(folder)
     total = len(given)
     say(f"{total} human labels in {folder / HUMAN_LABELS}")
-    checks = spot_check_line(given)
-    if checks:
-        say(checks)
+    for line in (spot_check_line(given), weakest_class_line(given)):
+        if line:
+            say(line)
     if not args.retrain:
         if total:
             say(f"train on them: nanofactory review {folder.name} --retrain")

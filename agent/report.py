@@ -290,7 +290,16 @@ def _data_card(inputs: ReportInputs) -> str:
         quality.append(["confidence temperature, fitted on the examples", f"{lab['temperature']:.2f}{esc(note)}"])
     if quality:
         body += _table(["label quality", ""], quality)
+    per_class = lab.get("spot_check_classes") or {}
+    if per_class:  # where the overall estimate hides a class the labels mostly miss
+        body += _table(["class (spot checks)", "a person said", "auto-labels found", "auto-labeled as it", "of those right"],
+                       [[esc(c), _num(r["checked"]), _ratio(r["agreed"], r["checked"]), _num(r["labeled"]),
+                         _ratio(r["agreed"], r["labeled"])] for c, r in per_class.items()])
     return body
+
+
+def _ratio(k: int, n: int) -> str:
+    return f"{k} ({100 * k / n:.0f} %)" if n else DASH
 
 
 def _synthetic_block(inputs: ReportInputs) -> str:

@@ -93,6 +93,40 @@ def spot_check_line(labels: dict[str, dict]) -> str | None:
             f"(95 % interval {100 * lo:.0f}-{100 * hi:.0f} %)")
 
 
+WEAK_RECALL = 0.8  # a class whose spot checks the auto-labels find less often than this is named to the person
+MIN_CLASS_CHECKS = 5  # spot checks of a class before its share found says anything
+
+
+def spot_check_classes(labels: dict[str, dict]) -> dict[str, dict]:
+    """Per class, from the spot checks: ``checked``, the images a person put in it; ``labeled``, those
+    the auto-labels put in it; ``agreed``, both. ``agreed / checked`` estimates the labels' recall of
+    the class and ``agreed / labeled`` their precision, where no hidden labels exist: the overall
+    estimate can look fine while one class is mostly missed (on the demo, shirts labeled "other")."""
+    rows: dict[str, dict] = {}
+    for e in labels.values():
+        if e.get("picked") != SPOT_CHECK:
+            continue
+        for name, key in ((e["label"], "checked"), (e["teacher_guess"], "labeled")):
+            if name != NONE_LABEL:
+                rows.setdefault(name, {"checked": 0, "labeled": 0, "agreed": 0})[key] += 1
+        if e["label"] == e["teacher_guess"] and e["label"] != NONE_LABEL:
+            rows[e["label"]]["agreed"] += 1
+    return dict(sorted(rows.items()))
+
+
+def weakest_class_line(labels: dict[str, dict]) -> str | None:
+    """One sentence naming the class the spot checks say the auto-labels miss most, with what to do;
+    None while no class has ``MIN_CLASS_CHECKS`` spot checks or every class is found often enough."""
+    rows = {c: r for c, r in spot_check_classes(labels).items() if r["checked"] >= MIN_CLASS_CHECKS}
+    if not rows:
+        return None
+    name, r = min(rows.items(), key=lambda kv: kv[1]["agreed"] / kv[1]["checked"])
+    if r["agreed"] / r["checked"] >= WEAK_RECALL:
+        return None
+    return (f"the auto-labels miss {name!r} most: they found {r['agreed']} of the {r['checked']} spot-checked "
+            f"images a person called {name!r}; add example images of {name!r}, or keep reviewing and retrain")
+
+
 def run_spec(run_dir: Path):
     """The run's DesignSpec, from its design.json."""
     from agent.spec import DesignSpec

@@ -21,7 +21,12 @@ import logging
 import numpy as np
 
 from agent.data import hidden_truth
-from agent.review import NONE_LABEL, load_human_labels, spot_check_estimate
+from agent.review import (
+    NONE_LABEL,
+    load_human_labels,
+    spot_check_classes,
+    spot_check_estimate,
+)
 from knowledge.errors import NanofactoryError
 from knowledge.io import atomic_path, read_npy_rows, write_npz_atomic, write_text_atomic
 
@@ -134,7 +139,7 @@ def stage_label(ctx) -> dict:
     out = {"labeled_for_training": len(kept), "low_confidence": int((split == "low-confidence").sum()),
            "label_counts": counts, "teacher_label_accuracy": None, "starved": starved,
            "human_labels": len(h_idx), "human_rejected": len(rejected), "temperature": temperature,
-           "spot_checks": spot_check_estimate(given),
+           "spot_checks": spot_check_estimate(given), "spot_check_classes": spot_check_classes(given),
            "confidence_histogram": np.histogram(conf, bins=20, range=(0, 1))[0].tolist(), **selection}
     truth = hidden_truth(pool, spec)
     if truth is not None and (truth >= 0).any():

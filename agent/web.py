@@ -410,7 +410,8 @@ class WebSession:
         if label is None:
             return f"Skipped {item.uid}."
         count = review.save_human_label(folder, item, label)
-        checks = review.spot_check_line(review.load_human_labels(folder))
+        given = review.load_human_labels(folder)
+        checks = "; ".join(filter(None, (review.spot_check_line(given), review.weakest_class_line(given))))
         return (f"Saved '{label}' for {item.uid}: {count} human label{'s' if count != 1 else ''} in "
                 f"{review.HUMAN_LABELS}{f'; {checks}' if checks else ''}. "
                 f"Train a new run on them with `nanofactory review {folder.name} --retrain`.")

@@ -163,6 +163,31 @@ def test_review_answers_parse():
     assert art.count("\n") == 13 and "▀" in art
 
 
+def test_spot_checks_name_the_class_the_labels_miss():
+    """80 % right overall can hide a class found 2 times in 10: per class and in one sentence."""
+    from agent.review import (
+        NONE_LABEL,
+        SPOT_CHECK,
+        spot_check_classes,
+        weakest_class_line,
+    )
+
+    answers = [("shirt", "other")] * 8 + [("shirt", "shirt")] * 2 + [("other", "other")] * 38 + \
+        [("bag", "bag")] * 9 + [("bag", "shirt")] + [(NONE_LABEL, "bag")] + [("other", "shirt")] * 2
+    labels = {f"u{i}": {"label": a, "teacher_guess": g, "picked": SPOT_CHECK} for i, (a, g) in enumerate(answers)}
+    labels["uncertain"] = {"label": "bag", "teacher_guess": "other", "picked": "uncertain"}  # not a random draw
+    rows = spot_check_classes(labels)
+    assert rows["shirt"] == {"checked": 10, "labeled": 5, "agreed": 2}
+    assert rows["bag"] == {"checked": 10, "labeled": 10, "agreed": 9}  # "none of these" counts against the guess only
+    assert rows["other"] == {"checked": 40, "labeled": 46, "agreed": 38} and NONE_LABEL not in rows
+    line = weakest_class_line(labels)
+    assert "miss 'shirt' most" in line and "2 of the 10" in line and "add example images of 'shirt'" in line
+    fine = {k: v for k, v in labels.items() if v["label"] != "shirt"}
+    assert weakest_class_line(fine) is None  # every class found 80 % of the time or more
+    few = {k: v for k, v in labels.items() if v["label"] != "shirt" or k in ("u0", "u1")}
+    assert weakest_class_line(few) is None  # two shirts say nothing yet
+
+
 def test_spot_checks_estimate_the_label_accuracy():
     from agent.review import SPOT_CHECK, spot_check_estimate, spot_check_line
 

@@ -35,7 +35,9 @@ def _metrics(labels: list[str]) -> dict:
         "per_class": {n: {"precision": 0.9, "recall": 0.8, "f1": 0.85, "support": 100} for n in labels},
         "labeling": {"pool_size": 6000, "labeled_for_training": 5400, "low_confidence": 600,
                      "examples_per_class": {n: 1800 for n in labels}, "skipped_images": 2,
-                     "spot_checks": {"agreed": 8, "of": 10, "accuracy": 0.8, "interval_95": [0.49, 0.943]}},
+                     "spot_checks": {"agreed": 8, "of": 10, "accuracy": 0.8, "interval_95": [0.49, 0.943]},
+                     "spot_check_classes": {"shirt": {"checked": 4, "labeled": 2, "agreed": 1},
+                                            "bag": {"checked": 6, "labeled": 8, "agreed": 6}}},
         "student": {"arch": "mobilenet-tiny", "width": 0.25, "input": [28, 28, 1]},
         "fits_flash": True, "fits_sram": True, "meets_latency": True,
     }
@@ -73,6 +75,7 @@ def test_full_report_is_self_contained(tmp_path: Path) -> None:
     assert "jersey, T-shirt" in text and "mobilenet-tiny" in text
     assert "class='verdict good'><b>fits</b>" in text
     assert "80.0% (8 of 10; 95 % interval 49.0%–94.3%)" in text  # the data card's spot checks
+    assert "<td>1 (25 %)</td><td>2</td><td>1 (50 %)</td>" in text  # ... and per class: shirts found 1 of 4
     # no external assets: every src is inline data
     assert not re.search(r"(src|href)=['\"](?!data:)", text)
 
