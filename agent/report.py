@@ -292,7 +292,7 @@ def _data_card(inputs: ReportInputs) -> str:
         body += _table(["label quality", ""], quality)
     per_class = lab.get("spot_check_classes") or {}
     if per_class:  # where the overall estimate hides a class the labels mostly miss
-        body += _table(["class (spot checks)", "a person said", "auto-labels found", "auto-labeled as it", "of those right"],
+        body += _table(["spot checks by class", "a person said", "auto-labels found", "auto-labeled as it", "of those right"],
                        [[esc(c), _num(r["checked"]), _ratio(r["agreed"], r["checked"]), _num(r["labeled"]),
                          _ratio(r["agreed"], r["labeled"])] for c, r in per_class.items()])
     return body

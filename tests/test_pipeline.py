@@ -259,7 +259,11 @@ def test_review_in_the_terminal_then_retrain(built, monkeypatch, capsys):
     assert manifest[labeled_uid]["label"] == given[labeled_uid]["label"]
     assert manifest[labeled_uid]["provenance"].startswith("human") and manifest[labeled_uid]["split"] == "train"
     assert manifest[rejected_uid]["split"] == "rejected"
-    assert "Data card" in (new_dir / "report.html").read_text()
+    report = (new_dir / "report.html").read_text()
+    assert "Data card" in report
+    per_class = json.loads((new_dir / "metrics.json").read_text())["labeling"]["spot_check_classes"]
+    assert per_class == label["spot_check_classes"] and sum(r["labeled"] for r in per_class.values()) == 1
+    assert "spot checks by class" in report  # the data card counts the spot checks per class
 
 
 def test_review_needs_a_terminal_or_hidden_labels(built, capsys):
