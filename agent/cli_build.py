@@ -226,6 +226,7 @@ def print_summary(run, m: dict) -> None:
         ("student int8 accuracy", _fmt(m["student_int8_test_accuracy"])),
         ("oracle int8 accuracy", _fmt(m["oracle_int8_test_accuracy"])),
         ("student / oracle", "—" if m["student_oracle_ratio"] is None else f"{m['student_oracle_ratio']:.3f}"),
+        ("weakest class (int8)", _weakest_class(m.get("per_class"))),
         ("int8 / fp32 top-1 agreement", _fmt(m["int8_fp32_top1_agreement"])),
         ("weights (flash)", f"{_fmt(m['weight_bytes'], 'kb')} of {_fmt(m['flash_bytes_budget'], 'kb')}"),
         ("SRAM (planned arena)", f"{_fmt(m['sram_estimate_bytes'], 'kb')} of {_fmt(m['sram_bytes_budget'], 'kb')}"),
@@ -237,7 +238,8 @@ def print_summary(run, m: dict) -> None:
     c = m.get("compiled")
     if c:
         m4 = (c.get("arm") or {}).get("cortex-m4")
-        rows[10:10] = [
+        at = next(i for i, (k, _) in enumerate(rows) if k == "MACs")
+        rows[at:at] = [
             ("C library vs TFLite Micro", f"{_fmt(c['tflm_vs_c_bitexact'])} bit-exact ({c['runtime_samples']:,} inputs)"
              if c.get("tflm_vs_c_bitexact") is not None else "not checked"),
             ("arena ours / TFLM", f"{c['arena_bytes']:,} B / {c['tflm_arena_head_bytes']:,} B"
@@ -253,6 +255,16 @@ def print_summary(run, m: dict) -> None:
     syn = m.get("synthetic")
     if syn and syn.get("classes"):
         print(f"synthetic: {_synthetic_line(syn)}")
+
+
+def _weakest_class(per_class: dict | None) -> str:
+    """The class with the lowest F1, with its recall and precision: an overall accuracy can hide one
+    class the model mostly misses (the demo's shirts)."""
+    rows = {name: r for name, r in (per_class or {}).items() if r.get("support")}
+    if len(rows) < 2:
+        return "—"
+    name, r = min(rows.items(), key=lambda kv: kv[1]["f1"])
+    return f"{name}: recall {_fmt(r['recall'])}, precision {_fmt(r['precision'])}"
 
 
 def _synthetic_line(s: dict) -> str:

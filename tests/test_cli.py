@@ -187,3 +187,24 @@ def test_max_macs_bounds_the_student_and_the_search():
         sizes[cap] = estimate_cost(plan.step("train").student, device).macs
         assert sizes[cap] <= cap and plan.step("search").search.max_macs == cap
     assert sizes[3_500_000] > 2 * sizes[300_000]
+
+
+def test_the_summary_names_the_weakest_class(tmp_path, capsys):
+    """84 % overall can hide a class found one time in nine: the summary says which."""
+    from types import SimpleNamespace
+
+    from agent.cli_build import print_summary
+
+    per_class = {"shirt": {"precision": 0.425, "recall": 0.111, "f1": 0.176, "support": 1000},
+                 "bag": {"precision": 0.989, "recall": 0.794, "f1": 0.881, "support": 1000},
+                 "sandal": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}}  # not in the test set
+    m = {"device": "STM32F446RE", "evaluated_on": "test", "teacher_label_accuracy": 0.823,
+         "student_fp32_test_accuracy": 0.841, "student_int8_test_accuracy": 0.841, "oracle_int8_test_accuracy": None,
+         "student_oracle_ratio": None, "int8_fp32_top1_agreement": 0.994, "weight_bytes": 25_000,
+         "flash_bytes_budget": 512 * 1024, "sram_estimate_bytes": 15_680, "sram_bytes_budget": 128 * 1024,
+         "macs": 984_992, "latency_estimate_ms": 13.7, "latency_budget_ms": None, "timings_s": {"total": 262.0},
+         "per_class": per_class}
+    print_summary(SimpleNamespace(dir=tmp_path), m)
+    assert "weakest class (int8)         shirt: recall 11.1 %, precision 42.5 %" in capsys.readouterr().out
+    print_summary(SimpleNamespace(dir=tmp_path), {**m, "per_class": {"bag": per_class["bag"]}})
+    assert "weakest class (int8)         —" in capsys.readouterr().out  # one class: nothing to compare
