@@ -258,13 +258,10 @@ def print_summary(run, m: dict) -> None:
 
 
 def _weakest_class(per_class: dict | None) -> str:
-    """The class with the lowest F1, with its recall and precision: an overall accuracy can hide one
-    class the model mostly misses (the demo's shirts)."""
-    rows = {name: r for name, r in (per_class or {}).items() if r.get("support")}
-    if len(rows) < 2:
-        return "—"
-    name, r = min(rows.items(), key=lambda kv: kv[1]["f1"])
-    return f"{name}: recall {_fmt(r['recall'])}, precision {_fmt(r['precision'])}"
+    from agent.metrics import weakest_class
+
+    weak = weakest_class(per_class)
+    return "—" if weak is None else f"{weak['name']}: recall {_fmt(weak['recall'])}, precision {_fmt(weak['precision'])}"
 
 
 def _synthetic_line(s: dict) -> str:

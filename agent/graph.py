@@ -84,6 +84,10 @@ def summary(state: AgentState) -> str:
     lines = [f"Built run {state['run_id']}: int8 accuracy {100 * m['student_int8_test_accuracy']:.1f} % "
              f"({m['evaluated_on']}), weights {m['weight_bytes'] / 1024:.1f} KB, SRAM {m['sram_estimate_bytes'] / 1024:.1f} KB, "
              f"latency about {m['latency_estimate_ms']:.1f} ms."]
+    weak = m.get("weakest_class")
+    if weak:
+        lines.append(f"Weakest class: {weak['name']} (recall {100 * weak['recall']:.1f} %, "
+                     f"precision {100 * weak['precision']:.1f} %).")
     for decision in state.get("decisions", []):
         lines.append(f"Re-planned: {decision.removeprefix('update_spec: ')}.")
     for check in state.get("failed_checks", []):

@@ -10,6 +10,17 @@ from __future__ import annotations
 from tools.sizing import budget_limits
 
 
+def weakest_class(per_class: dict | None) -> dict | None:
+    """The class with the lowest F1 among those in the evaluation set (name, recall, precision): an
+    overall accuracy can hide one class the model mostly misses (the demo's shirts). None with fewer
+    than two classes to compare."""
+    rows = {name: r for name, r in (per_class or {}).items() if r.get("support")}
+    if len(rows) < 2:
+        return None
+    name, r = min(rows.items(), key=lambda kv: kv[1]["f1"])
+    return {"name": name, "recall": r["recall"], "precision": r["precision"]}
+
+
 def assemble_metrics(ctx) -> dict:
     run, spec = ctx.run, ctx.run.spec
     data, teacher, label = run.result("data"), run.result("teacher"), run.result("label")

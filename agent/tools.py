@@ -267,6 +267,9 @@ def run_build(args: RunBuildArgs, state: dict, ctx: Context) -> ToolOutcome:
                        "message": f"int8 accuracy {metrics['student_int8_test_accuracy']:.3f}, floor {metrics['accuracy_floor']}"})
     compact = {k: metrics[k] for k in ("student_int8_test_accuracy", "oracle_int8_test_accuracy", "weight_bytes",
                                         "sram_estimate_bytes", "latency_estimate_ms", "evaluated_on")}
+    from agent.metrics import weakest_class
+
+    compact["weakest_class"] = weakest_class(metrics.get("per_class"))
     compact["report"] = str(run.dir / "report.html")
     failed = [c for c in checks if not c["ok"]]
     return ToolOutcome({"status": "done", "run_id": run.id, "metrics": compact, "checks": checks},

@@ -75,7 +75,7 @@ def test_offline_asks_for_the_device_then_builds(ctx, shapes_data):
     state = run(graph, Command(resume="on an nRF52840"))
     assert state["outcome"] == "done"
     assert tool_names(state) == ["make_spec", "ask_user", "make_spec", "plan_build", "run_build"]
-    assert "Report:" in state["messages"][-1].content
+    assert "Report:" in state["messages"][-1].content and "Weakest class: " in state["messages"][-1].content
     design = json.loads((ctx.runs_dir / state["run_id"] / "design.json").read_text())
     assert design["decisions"]["planner"] == "offline" and design["spec"]["device"] == "nRF52840"
 
