@@ -241,6 +241,7 @@ class RunBuildArgs(Args):
 def run_build(args: RunBuildArgs, state: dict, ctx: Context) -> ToolOutcome:
     """Run the plan: teacher labels, distillation, int8, evaluation, report. Resumes the same run when
     called again. Returns the stage results or the final metrics and checks (fit, accuracy floor)."""
+    from agent.metrics import weakest_class
     from agent.pipeline import create_run, execute, open_run
     from agent.plan import Plan
     from agent.runs import RunStore
@@ -267,8 +268,6 @@ def run_build(args: RunBuildArgs, state: dict, ctx: Context) -> ToolOutcome:
                        "message": f"int8 accuracy {metrics['student_int8_test_accuracy']:.3f}, floor {metrics['accuracy_floor']}"})
     compact = {k: metrics[k] for k in ("student_int8_test_accuracy", "oracle_int8_test_accuracy", "weight_bytes",
                                         "sram_estimate_bytes", "latency_estimate_ms", "evaluated_on")}
-    from agent.metrics import weakest_class
-
     compact["weakest_class"] = weakest_class(metrics.get("per_class"))
     compact["report"] = str(run.dir / "report.html")
     failed = [c for c in checks if not c["ok"]]
