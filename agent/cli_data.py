@@ -128,6 +128,13 @@ def cmd_review(args) -> int:
         for key in ("teacher_label_accuracy", "student_int8_test_accuracy"):
             if old.get(key) is not None and metrics.get(key) is not None:
                 print(f"{key.replace('_', ' ')}: {100 * old[key]:.1f} % -> {100 * metrics[key]:.1f} %")
+        from agent.metrics import weakest_class
+
+        weak = weakest_class(old.get("per_class"))  # did the answers help where the parent was weakest?
+        now = (metrics.get("per_class") or {}).get(weak["name"]) if weak else None
+        if now:
+            print(f"{weak['name']} (the weakest class before) int8 recall: {100 * weak['recall']:.1f} % -> "
+                  f"{100 * now['recall']:.1f} %, precision {100 * weak['precision']:.1f} % -> {100 * now['precision']:.1f} %")
     return 0
 
 
