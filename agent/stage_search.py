@@ -65,7 +65,7 @@ def stage_search(ctx) -> dict:
                               seed=spec.seed, progress=ctx.show_bars, extra=[baseline])
     folder = ctx.dir / "search"
     write_candidates(result, folder / "candidates.csv")
-    write_text_atomic(folder / "pareto.png.b64", pareto_png(result, ctx.device))
+    write_text_atomic(folder / "pareto.png.b64", pareto_png(result, ctx.device, fixed=baseline))
     summary = result.summary()
     summary.update({
         "skipped": False,

@@ -10,7 +10,7 @@ import pytest
 from knowledge.devices import get_device
 from tools.cost import estimate_cost
 from tools.proxies import Batch, list_proxies, score_all
-from tools.search import SearchConfig, search
+from tools.search import SearchConfig, pareto_front, pareto_png, search
 from tools.sizing import DoesNotFit
 from tools.spaces import build_model, create_space, list_spaces, model_graph
 
@@ -86,6 +86,23 @@ def test_search_respects_budgets_and_repeats(batch):
                and c.cost.macs <= 400_000 for c in first.candidates)
     assert first.best.config.name == again.best.config.name  # seeded, reproducible
     assert [c.config.name for c in first.candidates] == [c.config.name for c in again.candidates]
+
+
+def test_pareto_front_and_plot(batch):
+    """The front keeps each point better than every cheaper one; the plot draws the fixed student too."""
+    import base64
+    from dataclasses import replace
+
+    xs, ys = np.array([3.0, 1.0, 2.0, 2.0, 4.0, 5.0]), np.array([0.5, 0.2, 0.1, 0.6, 0.4, 0.9])
+    fx, fy = pareto_front(xs, ys)
+    assert fx.tolist() == [1.0, 2.0, 5.0] and fy.tolist() == [0.2, 0.6, 0.9]
+    space = create_space("mbnet", in_channels=1, num_classes=3, resolutions=[16])
+    result = search(space, M4, 64 * 1024, 24 * 1024, None, batch,
+                    SearchConfig(candidates=10, population=4, sample_size=2), progress=False)
+    result.best.val_accuracy = 0.8
+    fixed = replace(result.candidates[-1], val_accuracy=0.7)
+    png = base64.b64decode(pareto_png(result, M4, fixed=fixed))
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
 
 
 def test_impossible_budget_names_the_smallest(batch):

@@ -199,8 +199,21 @@ def write_candidates(result: SearchResult, path: Path) -> None:
         writer.writerows(rows)
 
 
-def pareto_png(result: SearchResult, device: Device) -> str:
-    """Base64 PNG: proxy fitness (and trained accuracy) against SRAM and against latency."""
+def pareto_front(xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The upper-left envelope of (cost, score) points: for each cost, the best score at that cost or
+    less. Returns the front's points in order of cost (each one better than every cheaper one)."""
+    order = np.lexsort((-ys, xs))
+    best, front = -np.inf, []
+    for i in order:
+        if ys[i] > best:
+            best = ys[i]
+            front.append(i)
+    return xs[front], ys[front]
+
+
+def pareto_png(result: SearchResult, device: Device, fixed: Candidate | None = None) -> str:
+    """Base64 PNG: proxy fitness of every scored candidate and its Pareto front, and the validation
+    accuracy of those trained (with the ``fixed`` student beside them), against SRAM, flash and latency."""
     import base64
     import io
 
@@ -210,25 +223,37 @@ def pareto_png(result: SearchResult, device: Device) -> str:
     import matplotlib.pyplot as plt
 
     c = result.candidates
-    sram = np.array([x.cost.sram_bytes / 1024 for x in c])
-    lat = np.array([x.cost.latency_ms for x in c])
     fit = np.array([x.fitness for x in c])
     trained = [x for x in c if x.val_accuracy is not None]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, xs, label in ((axes[0], sram, "SRAM (KB, planned arena)"), (axes[1], lat, f"latency on {device.name} (ms)")):
-        ax.scatter(xs, fit, s=6, alpha=0.4, color="#9ecae1", label="scored (proxy)")
+    axes_of = (("SRAM (KB, planned arena)", lambda x: x.cost.sram_bytes / 1024),
+               ("flash (KB, int8 weights)", lambda x: x.cost.weight_bytes / 1024),
+               (f"latency on {device.name} (ms)", lambda x: x.cost.latency_ms))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.0))
+    handles = []
+    for ax, (label, cost_of) in zip(axes, axes_of):
+        xs = np.array([cost_of(x) for x in c])
+        scored = ax.scatter(xs, fit, s=6, alpha=0.4, color="#9ecae1", label="scored (proxy fitness)")
+        fx, fy = pareto_front(xs, fit)
+        (front,) = ax.step(fx, fy, where="post", color="#3182bd", linewidth=1.2, label="Pareto front (proxy)")
         ax.set_xlabel(label, fontsize=8)
         ax.set_ylabel("proxy fitness", fontsize=8)
         ax.tick_params(labelsize=7)
-        if trained:
+        handles = [scored, front]
+        if trained or (fixed is not None and fixed.val_accuracy is not None):
             ax2 = ax.twinx()
-            tx = [x.cost.sram_bytes / 1024 if ax is axes[0] else x.cost.latency_ms for x in trained]
-            ax2.scatter(tx, [x.val_accuracy for x in trained], s=30, color="#e6550d", marker="D", label="trained (val acc)")
-            bx = result.best.cost.sram_bytes / 1024 if ax is axes[0] else result.best.cost.latency_ms
-            ax2.scatter([bx], [result.best.val_accuracy], s=120, facecolors="none", edgecolors="k", label="chosen")
-            ax2.set_ylabel("validation accuracy", fontsize=8)
+            if trained:
+                handles.append(ax2.scatter([cost_of(x) for x in trained], [x.val_accuracy for x in trained], s=30,
+                                           color="#e6550d", marker="D", label="trained briefly (val acc)"))
+            if fixed is not None and fixed.val_accuracy is not None:
+                handles.append(ax2.scatter([cost_of(fixed)], [fixed.val_accuracy], s=40, color="k", marker="s",
+                                           label="fixed student (val acc)"))
+            if result.best.val_accuracy is not None:
+                handles.append(ax2.scatter([cost_of(result.best)], [result.best.val_accuracy], s=140,
+                                           facecolors="none", edgecolors="k", label="chosen"))
+            ax2.set_ylabel("validation accuracy (short training)", fontsize=8)
             ax2.tick_params(labelsize=7)
-    fig.tight_layout()
+    fig.legend(handles=handles, fontsize=7, loc="upper center", ncol=len(handles), frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
