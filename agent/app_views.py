@@ -224,6 +224,8 @@ def _kb(v) -> str:
 
 
 def metrics_rows(run_dir: Path) -> list[list[str]]:
+    from agent.metrics import weakest_class_text
+
     path = Path(run_dir) / "metrics.json"
     if not path.is_file():
         return []
@@ -231,6 +233,7 @@ def metrics_rows(run_dir: Path) -> list[list[str]]:
     rows = [["device", m["device"]], ["evaluated on", m["evaluated_on"]],
             ["student int8 accuracy", _pct(m["student_int8_test_accuracy"])],
             ["student fp32 accuracy", _pct(m["student_fp32_test_accuracy"])],
+            ["weakest class (int8)", weakest_class_text(m.get("per_class"))],
             ["oracle int8 accuracy", _pct(m["oracle_int8_test_accuracy"])],
             ["teacher label accuracy", _pct(m["teacher_label_accuracy"])],
             ["int8 / fp32 agreement", _pct(m["int8_fp32_top1_agreement"])],

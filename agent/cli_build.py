@@ -218,6 +218,8 @@ def _fmt(v, kind: str = "pct") -> str:
 
 
 def print_summary(run, m: dict) -> None:
+    from agent.metrics import weakest_class_text
+
     rows = [
         ("device", m["device"]),
         ("evaluated on", m["evaluated_on"]),
@@ -226,7 +228,7 @@ def print_summary(run, m: dict) -> None:
         ("student int8 accuracy", _fmt(m["student_int8_test_accuracy"])),
         ("oracle int8 accuracy", _fmt(m["oracle_int8_test_accuracy"])),
         ("student / oracle", "—" if m["student_oracle_ratio"] is None else f"{m['student_oracle_ratio']:.3f}"),
-        ("weakest class (int8)", _weakest_class(m.get("per_class"))),
+        ("weakest class (int8)", weakest_class_text(m.get("per_class"))),
         ("int8 / fp32 top-1 agreement", _fmt(m["int8_fp32_top1_agreement"])),
         ("weights (flash)", f"{_fmt(m['weight_bytes'], 'kb')} of {_fmt(m['flash_bytes_budget'], 'kb')}"),
         ("SRAM (planned arena)", f"{_fmt(m['sram_estimate_bytes'], 'kb')} of {_fmt(m['sram_bytes_budget'], 'kb')}"),
@@ -255,13 +257,6 @@ def print_summary(run, m: dict) -> None:
     syn = m.get("synthetic")
     if syn and syn.get("classes"):
         print(f"synthetic: {_synthetic_line(syn)}")
-
-
-def _weakest_class(per_class: dict | None) -> str:
-    from agent.metrics import weakest_class
-
-    weak = weakest_class(per_class)
-    return "—" if weak is None else f"{weak['name']}: recall {_fmt(weak['recall'])}, precision {_fmt(weak['precision'])}"
 
 
 def _synthetic_line(s: dict) -> str:

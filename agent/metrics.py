@@ -21,6 +21,14 @@ def weakest_class(per_class: dict | None) -> dict | None:
     return {"name": name, "recall": r["recall"], "precision": r["precision"]}
 
 
+def weakest_class_text(per_class: dict | None) -> str:
+    """``weakest_class`` as the summary tables show it: 'shirt: recall 11.1 %, precision 42.5 %'."""
+    weak = weakest_class(per_class)
+    if weak is None:
+        return "—"
+    return f"{weak['name']}: recall {100 * weak['recall']:.1f} %, precision {100 * weak['precision']:.1f} %"
+
+
 def assemble_metrics(ctx) -> dict:
     run, spec = ctx.run, ctx.run.spec
     data, teacher, label = run.result("data"), run.result("teacher"), run.result("label")

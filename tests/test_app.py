@@ -134,6 +134,21 @@ def test_downloads_zip_the_c_library(tmp_path, shapes_data):
     assert app_views.stage_rows(folder, running=True)[1].state == "running"  # data done, the next one runs
 
 
+def test_the_results_table_names_the_weakest_class(tmp_path, shapes_data):
+    folder = fake_run(RunStore(tmp_path / "runs"), shapes_data["pool"])
+    assert app_views.metrics_rows(folder) == []  # not built yet
+    per_class = {"circle": {"precision": 0.9, "recall": 0.95, "f1": 0.92, "support": 40},
+                 "square": {"precision": 0.5, "recall": 0.25, "f1": 0.33, "support": 40}}
+    (folder / "metrics.json").write_text(json.dumps({
+        "device": "nRF52840", "evaluated_on": "test", "student_int8_test_accuracy": 0.8,
+        "student_fp32_test_accuracy": 0.81, "oracle_int8_test_accuracy": None, "teacher_label_accuracy": None,
+        "int8_fp32_top1_agreement": 0.99, "weight_bytes": 9000, "flash_bytes_budget": 1 << 20,
+        "sram_estimate_bytes": 8000, "sram_bytes_budget": 1 << 18, "macs": 300_000, "latency_estimate_ms": 4.0,
+        "per_class": per_class}))
+    rows = dict(app_views.metrics_rows(folder))
+    assert rows["weakest class (int8)"] == "square: recall 25.0 %, precision 50.0 %"
+
+
 def test_zip_uploads_keep_images_inside_the_target(tmp_path):
     archive = tmp_path / "pool.zip"
     data = b"\x89PNG (the suffix decides; the pool loader checks the pixels later)"
