@@ -14,7 +14,8 @@ labels of the same pool, in the same run.
                  a person) until N labels were given, retraining after each round as
                  `nanofactory review --retrain` does (the new run records its parent)
 
-Writes bench/out/labels_needed.json and .png; prints a table. About 25 minutes on 2 cores
+Writes bench/out/labels_needed.json and .png (labels_needed-seedN.* for --seed N > 0, so another
+draw does not replace the README's plot); prints a table. About 25 minutes on 2 cores
 (the teacher's embeddings are cached after the first build).
 """
 
@@ -112,9 +113,11 @@ def main() -> None:
         print(f"{row['setting']:>12} {row['human_labels']:>13} {row['teacher_label_accuracy']:>10.4f} "
               f"{row['int8']:>10.4f} {row['ratio_to_full']:>7.3f} {f'>= {t:.2f}' if t else '':>7}")
     OUT.mkdir(exist_ok=True)
-    (OUT / "labels_needed.json").write_text(json.dumps({"full_int8": full, "rows": rows, "pool": args.pool}, indent=2))
-    _plot(rows, full, OUT / "labels_needed.png")
-    print(f"\nwrote {OUT / 'labels_needed.json'} and {OUT / 'labels_needed.png'}")
+    stem = "labels_needed" if args.seed == 0 else f"labels_needed-seed{args.seed}"  # seed 0 is the README's plot
+    (OUT / f"{stem}.json").write_text(json.dumps({"full_int8": full, "rows": rows, "pool": args.pool,
+                                                 "seed": args.seed}, indent=2))
+    _plot(rows, full, OUT / f"{stem}.png")
+    print(f"\nwrote {OUT / f'{stem}.json'} and {OUT / f'{stem}.png'}")
 
 
 def _plot(rows: list[dict], full: float, path: Path) -> None:
