@@ -9,8 +9,10 @@ Three signals, combined:
   its few-shot vote. Clustering the whole pool is what lets five examples label
   thousands of images: on 5-class Fashion-MNIST with "other" (bench/teacher.py),
   nearest-example-mean labeling reaches 0.53, clustering votes 0.69.
+  A named class must win its vote over "other" by a margin (``vote_prior``): a cluster
+  no example reaches is only "other" by default, and most of a pool is often "other".
 * **zero-shot**: the teacher's scores for the class descriptions; it decides the
-  classes that have no examples and tilts the vote for the others.
+  classes that have no examples and, when weighted, tilts the vote for the others.
 * **self-training**: a linear head fitted on the confident labels over the teacher
   embeddings re-labels every sample (0.69 -> 0.79 in the same benchmark; 0.81 on the
   demo's 60,000 images).
@@ -45,13 +47,26 @@ class LabelConfig(BaseModel):
     # bench/labeler.py on the demo's pool, mean label accuracy over 6 draws of 5 examples per class:
     # 0.738 with 2 seeds, 0.766 with 8 (1 shot 0.683 -> 0.710, 20 shots 0.815 -> 0.819); 2-3 s per labeling
     restarts: int = Field(8, ge=1, description="k-means seeds per cluster count: more seeds, a smoother vote")
-    # 0.2 labels better on average (bench/labeler.py, demo's pool, 6 draws of 1 / 5 / 20 examples: accuracy
-    # 0.792 / 0.797 / 0.848 against 0.747 / 0.789 / 0.842) but trained worse students: make demo int8 81.6 %
-    # against 84.1 % at 0.3; bench/labels_needed.py seed 0, 5 shots / active 200 (uncertain-only queue): 0.816 /
-    # 0.852 against 0.843 / 0.872 at 0.3. Students decide.
-    zero_shot_weight: float = Field(0.3, ge=0, le=1, description="exponent of the zero-shot term for classes with examples")
+    # How much more a named class needs than "other". The zero-shot tilt did this job (votes x zero-shot^0.3)
+    # while its scores carried no class information on the demo's pool: each named class's mean score on its
+    # own images ~1e-4, so the tilt was a noisy prior toward "other" (the votes find 94 % of bags before it,
+    # 47 % after). A constant prior in log-vote space with an unbalanced head on every row it leaves above 0.5
+    # (bench/labeler.py, demo's pool, 6 draws of 1 / 5 / 20 examples): label accuracy 0.797 / 0.807 / 0.853
+    # against 0.747 / 0.789 / 0.842, recall over the labels up at 1 and 5 shots; prior 1.25 / 1.75: 0.799 /
+    # 0.793 at 5 shots. Students (bench/labels_needed.py, seeds 0-2): README, "Asking a person only what
+    # matters".
+    vote_prior: float | None = Field(
+        1.5, ge=0, description="with 'other': a named class must beat 'other' by this many nats of log vote "
+        "(log(vote + 0.001)); None: the zero-shot tilt alone weighs 'other' against the votes")
+    # with vote_prior set, the zero-shot tilts only by its evidence relative to the pool (its log score minus the
+    # pool's mean per label): 0.1 / 0.3 gave 0.806 / 0.774 against 0.807 without it on the demo's pool at 5 shots,
+    # whose zero-shot scores carry no class information; it is for teachers whose scores do (CLIP on photos)
+    zero_shot_weight: float = Field(0.0, ge=0, le=1, description="exponent of the zero-shot term for classes with examples")
     self_training: bool = True
-    self_training_threshold: float = Field(0.8, ge=0, le=1, description="vote agreement needed to train the head")
+    self_training_threshold: float = Field(0.5, ge=0, le=1, description="label probability needed to train the head")
+    balanced_head: bool = Field(
+        False, description="weigh the self-training head's classes equally (with vote_prior None, the earlier "
+        "default: 0.789 at 5 shots; with the prior it undoes it, 0.789 against 0.807)")
     pca_dims: int = Field(128, ge=8, description="embedding dimensions kept for clustering and the head")
     calibrate: bool = Field(True, description="temperature-scale the label confidence on the labeled examples")
     dedup_threshold: float | None = Field(
@@ -263,6 +278,7 @@ def _label_clusters(km, assign, example_emb, example_labels, zero_shot, k, num_l
     return labels
 
 
+VOTE_FLOOR = 1e-3  # the vote a label no clustering gave, for ``vote_prior``
 AUTO_LABEL_MASS = 30.0  # once a person has answered, all auto-labels together weigh as much as 30 answers
 MIN_CLASS_ROWS = 100  # a class with examples and fewer confident labels than this is seeded from its examples
 EXAMPLE_NEIGHBOURS = 20  # pool images nearest each example that seed such a class
@@ -300,7 +316,7 @@ def confident_rows(emb: np.ndarray, probs: np.ndarray, threshold: float, example
 
 def self_train(emb: np.ndarray, probs: np.ndarray, threshold: float, seed: int, examples: np.ndarray | None = None,
                example_labels: np.ndarray | None = None, anchors: np.ndarray | None = None,
-               anchor_labels: np.ndarray | None = None):
+               anchor_labels: np.ndarray | None = None, balanced: bool = True):
     """Fit a linear head on confident labels and on ``anchors`` (a person's labels); its label
     distribution for every sample and for the ``examples``, which it does not fit on (their
     classes stay in the head: ``confident_rows``).
@@ -321,7 +337,7 @@ def self_train(emb: np.ndarray, probs: np.ndarray, threshold: float, seed: int, 
         return probs, None
     if anchors is not None and len(anchors):
         # the auto-labels the answers are weighed against: the head's own, which beat the votes it fits
-        first, _ = self_train(emb, probs, threshold, seed, examples, example_labels)
+        first, _ = self_train(emb, probs, threshold, seed, examples, example_labels, balanced=balanced)
         if (first.max(1) >= threshold).sum() >= 10 * len(present):
             labels, keep = first.argmax(1), first.max(1) >= threshold
         x, y = np.concatenate([emb[keep], anchors]), np.concatenate([labels[keep], anchor_labels])
@@ -329,7 +345,7 @@ def self_train(emb: np.ndarray, probs: np.ndarray, threshold: float, seed: int, 
         head = LogisticRegression(max_iter=500, C=10.0, random_state=seed)
     else:
         x, y, weight = emb[keep], labels[keep], np.ones(int(keep.sum()))
-        head = LogisticRegression(max_iter=300, class_weight="balanced", random_state=seed)
+        head = LogisticRegression(max_iter=300, class_weight="balanced" if balanced else None, random_state=seed)
     head.fit(x, y, sample_weight=weight)
     out = np.zeros_like(probs)
     out[:, head.classes_] = head.predict_proba(emb)
@@ -408,6 +424,25 @@ def auto_label(
                            zero_shot_scores, example_labels, other, config, seed)
 
 
+def weigh_votes(votes: np.ndarray, zs: np.ndarray, named: int, other: bool, config: LabelConfig) -> np.ndarray:
+    """The clustering votes weighed against "other" and tilted by the zero-shot, as a distribution.
+
+    Classes decided by zero-shot alone already used it in clustering. With ``vote_prior`` the
+    base rate of "other" is the prior and the zero-shot tilts by its evidence relative to the
+    pool only; without it the tilt (votes x zero-shot^weight) is both.
+    """
+    if not (other and config.vote_prior is not None):
+        probs = votes * np.power(np.maximum(zs, 1e-6), config.zero_shot_weight)
+        return probs / probs.sum(1, keepdims=True)
+    logp = np.log(votes + VOTE_FLOOR)
+    logp[:, :named] -= config.vote_prior
+    if config.zero_shot_weight:
+        logz = np.log(np.maximum(zs, 1e-6))
+        logp += config.zero_shot_weight * (logz - logz.mean(0, keepdims=True))
+    probs = np.exp(logp - logp.max(1, keepdims=True))
+    return probs / probs.sum(1, keepdims=True)
+
+
 def label_projected(
     emb: np.ndarray,
     projection: Projection,
@@ -427,12 +462,11 @@ def label_projected(
     num_labels = named + int(other)
     zs = zero_shot_distribution(zero_shot_scores, other)
     votes = cluster_votes(emb, ex, np.asarray(example_labels, int), zs, num_labels, other, config, seed)
-    # zero-shot tilts the vote; classes decided by zero-shot alone already used it in clustering
-    probs = votes * np.power(np.maximum(zs, 1e-6), config.zero_shot_weight)
-    probs /= probs.sum(1, keepdims=True)
+    probs = weigh_votes(votes, zs, named, other, config)
     example_probs = None
     if config.self_training:
         probs, example_probs = self_train(emb, probs, config.self_training_threshold, seed, ex,
-                                          np.asarray(example_labels, int), anchors=anchors, anchor_labels=anchor_labels)
+                                          np.asarray(example_labels, int), anchors=anchors, anchor_labels=anchor_labels,
+                                          balanced=config.balanced_head)
     return LabelResult(probs=probs.astype(np.float32), few_shot=votes, zero_shot=zs, projection=projection,
                        example_probs=example_probs)
