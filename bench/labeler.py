@@ -53,6 +53,9 @@ def main() -> None:
     parser.add_argument("--run", type=Path, help="a finished run folder (default: newest in ./runs)")
     parser.add_argument("--shots", type=int, nargs="+", default=[5], help="example images per named class")
     parser.add_argument("--draws", type=int, default=6, help="random draws of examples per setting")
+    parser.add_argument("--other-shots", type=int, nargs="+", default=[0],
+                        help="example images of 'other' (drawn from the images of no named class) beside the "
+                        "named classes' shots; 0: none, as in the demo")
     parser.add_argument("--set", dest="settings", action="append", default=[],
                         help="LabelConfig overrides, key=value[,key=value]; repeat to compare settings")
     parser.add_argument("--active", type=int, nargs="+", default=[],
@@ -95,11 +98,15 @@ def main() -> None:
     names = run.spec.label_names
     print(f"{'shots':>5} {'setting':>40} {'mean':>7} {'sd':>6} {'recall':>7} {'worst class':>16}  "
           f"per draw (seed 0, 1, ...)   s/labeling")
-    for k in args.shots:
+    for k, other_k in ((k, o) for k in args.shots for o in args.other_shots):
+        if other_k and not run.spec.other:
+            sys.exit("--other-shots: this run has no 'other' class")
         draws = []
         for d in range(args.draws):
             rng = np.random.default_rng(d)
             idx = np.concatenate([rng.choice(np.flatnonzero(truth == c), k, replace=False) for c in range(named)])
+            if other_k:  # drawn after the named classes', so a draw's named examples do not change with it
+                idx = np.concatenate([idx, rng.choice(np.flatnonzero(truth == named), other_k, replace=False)])
             draws.append((idx, truth[idx]))
         for name, cfg in configs:
             for share in (args.spot_checks or [SPOT_CHECK_SHARE]) if args.active else [None]:
@@ -125,7 +132,7 @@ def main() -> None:
                     recall = np.mean(recalls[r], 0)  # per class, over draws
                     worst = int(recall.argmin())
                     setting = name if share is None else f"{name}, spot checks {share:g}, {r} answers"
-                    print(f"{k:>5} {setting:>40} {np.mean(accs[r]):>7.4f} {np.std(accs[r]):>6.4f} "
+                    print(f"{f'{k}+{other_k}' if other_k else k:>5} {setting:>40} {np.mean(accs[r]):>7.4f} {np.std(accs[r]):>6.4f} "
                           f"{recall.mean():>7.4f} {f'{names[worst]} {recall[worst]:.3f}':>16}  "
                           f"{' '.join(f'{a:.3f}' for a in accs[r]):<28} {seconds:.1f}", flush=True)
 

@@ -14,8 +14,8 @@ labels of the same pool, in the same run.
                  a person) until N labels were given, retraining after each round as
                  `nanofactory review --retrain` does (the new run records its parent)
 
-Writes bench/out/labels_needed.json and .png (labels_needed-seedN.* for --seed N > 0, so another
-draw does not replace the README's plot); prints a table. About 25 minutes on 2 cores
+Writes bench/out/labels_needed.json and .png (labels_needed-seedN.* for --seed N > 0 and
+labels_needed[-seedN]-set.* with --set, so neither replaces the README's plot); prints a table. About 25 minutes on 2 cores
 (the teacher's embeddings are cached after the first build).
 """
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,8 +37,8 @@ def _step(plan, kind: str, **updates):
     return plan.model_copy(update={"steps": steps})
 
 
-def build(spec, store, oracle: bool, parent=None, quiet: bool = True) -> dict:
-    """One build to the evaluate stage; with ``parent``, on its human labels."""
+def build(spec, store, oracle: bool, parent=None, quiet: bool = True, label: dict | None = None) -> dict:
+    """One build to the evaluate stage; with ``parent``, on its human labels; ``label`` overrides LabelConfig."""
     import shutil
 
     from agent.data import load_pool, native_shape
@@ -47,6 +48,9 @@ def build(spec, store, oracle: bool, parent=None, quiet: bool = True) -> dict:
 
     plan = offline_plan(spec, default_input(spec, *native_shape(load_pool(spec))), generate=GenerateStep(mode="off"))
     plan = _step(plan, "train", oracle=oracle)
+    if label:
+        config = plan.step("label").label
+        plan = _step(plan, "label", label=type(config)(**{**config.model_dump(), **label}))
     decisions = {"planner": "offline", "changes": [], "parent": parent.id} if parent is not None else None
     run = create_run(spec, plan, store, decisions)
     if parent is not None:
@@ -67,7 +71,13 @@ def main() -> None:
     parser.add_argument("--budgets", type=int, nargs="+", default=[50, 200, 500], help="active-learning label budgets")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", type=Path, help="keep the runs here (default: a temporary folder)")
+    parser.add_argument("--set", dest="label", default="",
+                        help="LabelConfig overrides for every build, key=value[,key=value] (as bench/labeler.py)")
     args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).parent))
+    from labeler import overrides
+
+    label = overrides(args.label)
     logging.basicConfig(level=logging.WARNING)
 
     from agent.demo import demo_spec
@@ -80,7 +90,7 @@ def main() -> None:
     base = None
     for k in sorted(args.shots):
         spec = demo_spec(root / f"shots-{k}", pool_limit=args.pool, seed=args.seed, examples_per_class=k)
-        r = build(spec, store, oracle=full is None)
+        r = build(spec, store, oracle=full is None, label=label)
         full = full if full is not None else r["oracle_int8"]
         named = len(spec.classes)
         rows.append({"setting": f"{k} shots", "human_labels": k * named, **{x: r[x] for x in
@@ -97,7 +107,7 @@ def main() -> None:
             for item, answer in zip(items, oracle_answers(run.dir, items)):
                 save_human_label(run.dir, item, answer, source="oracle")
             given = budget
-            r = build(spec, store, oracle=False, parent=run)
+            r = build(spec, store, oracle=False, parent=run, label=label)
             run = r["run"]
             rows.append({"setting": f"active {budget}", "human_labels": 5 * len(spec.classes) + budget,
                          **{x: r[x] for x in ("run_id", "int8", "teacher_label_accuracy", "seconds")}})
@@ -113,9 +123,10 @@ def main() -> None:
         print(f"{row['setting']:>12} {row['human_labels']:>13} {row['teacher_label_accuracy']:>10.4f} "
               f"{row['int8']:>10.4f} {row['ratio_to_full']:>7.3f} {f'>= {t:.2f}' if t else '':>7}")
     OUT.mkdir(exist_ok=True)
-    stem = "labels_needed" if args.seed == 0 else f"labels_needed-seed{args.seed}"  # seed 0 is the README's plot
+    # seed 0 with the default settings is the README's plot; another draw or --set does not replace it
+    stem = "labels_needed" + (f"-seed{args.seed}" if args.seed else "") + ("-set" if label else "")
     (OUT / f"{stem}.json").write_text(json.dumps({"full_int8": full, "rows": rows, "pool": args.pool,
-                                                 "seed": args.seed}, indent=2))
+                                                 "seed": args.seed, "label_settings": label}, indent=2))
     _plot(rows, full, OUT / f"{stem}.png")
     print(f"\nwrote {OUT / f'{stem}.json'} and {OUT / f'{stem}.png'}")
 
