@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from knowledge.errors import NanofactoryError
 
@@ -78,6 +78,20 @@ class LabelConfig(BaseModel):
         None, ge=10, description="train on at most this many pool images, chosen for diversity (k-center)")
     hard_negatives: int = Field(
         200, ge=0, description="per named class, the 'other' images nearest to it, kept first when 'other' is capped")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _saved_before_vote_prior(cls, data):
+        """A plan saved before ``vote_prior`` existed keeps the labeler it was made with (zero-shot tilt,
+        balanced head), so a run retrained or replayed from it labels as it did. Saved plans list every
+        field, so a config with the others and without ``vote_prior`` is one of those."""
+        if isinstance(data, dict) and "vote_prior" not in data and _SAVED_BEFORE_VOTE_PRIOR <= data.keys():
+            data = {**data, "vote_prior": None, "balanced_head": data.get("balanced_head", True)}
+        return data
+
+
+_SAVED_BEFORE_VOTE_PRIOR = {"min_confidence", "restarts", "zero_shot_weight", "self_training",
+                            "self_training_threshold", "pca_dims", "calibrate", "hard_negatives"}
 
 
 @dataclass

@@ -218,3 +218,14 @@ def test_zero_shot_tilts_only_by_its_evidence_relative_to_the_pool():
     base = weigh_votes(votes, informative, 1, True, CONFIG)[:, 0]
     moved = weigh_votes(votes, informative, 1, True, tilted)[:, 0]
     assert moved[2] > 0.5 > base[2] and moved[3] < base[3]
+
+
+def test_a_plan_saved_before_the_vote_prior_keeps_its_labeler():
+    saved = LabelConfig().model_dump()
+    del saved["vote_prior"], saved["balanced_head"]
+    saved.update(zero_shot_weight=0.3, self_training_threshold=0.8)  # what such a plan held
+    old = LabelConfig(**saved)
+    assert old.vote_prior is None and old.balanced_head and old.zero_shot_weight == 0.3
+    # written by hand, a few fields: today's defaults for the rest
+    assert LabelConfig(zero_shot_weight=0.3).vote_prior == 1.5
+    assert LabelConfig.model_validate_json(LabelConfig().model_dump_json()) == LabelConfig()
