@@ -64,9 +64,9 @@ class LabelConfig(BaseModel):
     zero_shot_weight: float = Field(0.0, ge=0, le=1, description="exponent of the zero-shot term for classes with examples")
     self_training: bool = True
     self_training_threshold: float = Field(0.5, ge=0, le=1, description="label probability needed to train the head")
-    balanced_head: bool = Field(
-        False, description="weigh the self-training head's classes equally (with vote_prior None, the earlier "
-        "default: 0.789 at 5 shots; with the prior it undoes it, 0.789 against 0.807)")
+    # on by default before vote_prior (and so for plans saved then); beside the prior it undoes it: 0.789
+    # against 0.807 at 5 shots
+    balanced_head: bool = Field(False, description="weigh the self-training head's classes equally")
     pca_dims: int = Field(128, ge=8, description="embedding dimensions kept for clustering and the head")
     calibrate: bool = Field(True, description="temperature-scale the label confidence on the labeled examples")
     dedup_threshold: float | None = Field(
@@ -335,8 +335,8 @@ def self_train(emb: np.ndarray, probs: np.ndarray, threshold: float, seed: int, 
     distribution for every sample and for the ``examples``, which it does not fit on (their
     classes stay in the head: ``confident_rows``).
 
-    Without anchors the head is fitted on the confident auto-labels, classes balanced. With
-    anchors the person's labels lead: each counts 1 and the confident auto-labels together count
+    Without anchors the head is fitted on the confident auto-labels (classes weighed equally when
+    ``balanced``). With anchors the person's labels lead: each counts 1 and the confident auto-labels together count
     ``AUTO_LABEL_MASS``, a prior that matters with a handful of answers and fades as answers grow.
     The auto-labels' errors are systematic (whole clusters), so letting them outweigh the answers,
     as a fixed weight per answer did, kept those errors: on the demo with 200 review answers,
