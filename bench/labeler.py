@@ -96,6 +96,11 @@ def main() -> None:
     print(f"run {folder.name}: {len(truth):,} pool images, {named} named classes"
           f"{' + other' if run.spec.other else ''}; label accuracy against the hidden labels")
     names = run.spec.label_names
+    # whether the teacher's zero-shot scores know the classes: a class's mean score on its own images against
+    # on the rest (about equal: the zero-shot tilt can only act as a prior toward "other")
+    print("zero-shot score of each named class, mean on its own images / on the others: " + ", ".join(
+        f"{names[c]} {zero_shot[truth == c, c].mean():.2g} / {zero_shot[truth != c, c].mean():.2g}"
+        for c in range(named)))
     print(f"{'shots':>5} {'setting':>40} {'mean':>7} {'sd':>6} {'recall':>7} {'worst class':>16}  "
           f"per draw (seed 0, 1, ...)   s/labeling")
     for k, other_k in ((k, o) for k in args.shots for o in args.other_shots):

@@ -51,12 +51,12 @@ class LabelConfig(BaseModel):
     # against 84.1 % at 0.3; bench/labels_needed.py seed 0, 5 shots / active 200 (uncertain-only queue): 0.816 /
     # 0.852 against 0.843 / 0.872 at 0.3. Students decide.
     zero_shot_weight: float = Field(0.3, ge=0, le=1, description="exponent of the zero-shot term for classes with examples")
-    # For pools that are mostly "other" and whose zero-shot scores mean nothing (the demo's: the tilt above then
-    # acts as a noisy prior toward "other"): 1.5 with zero_shot_weight 0, self_training_threshold 0.5 and
+    # For pools that are mostly "other" and whose zero-shot scores are tiny (the demo's: the tilt above then acts
+    # mostly as a noisy prior toward "other"): 1.5 with zero_shot_weight 0, self_training_threshold 0.5 and
     # balanced_head False labels the demo's pool better (6 draws of 1 / 5 / 20 examples: 0.797 / 0.807 / 0.853
     # against 0.747 / 0.789 / 0.842), its 5-shot students a little, not those with answers (README). Not the
-    # default: a constant prior hands parts of a pool mostly of named classes to "other" (blobs, 5 named + 1
-    # other: 0.58-0.84 against 1.00).
+    # default: a constant prior hands parts of a pool mostly of named classes to "other"
+    # (tests/test_labeling.py, test_a_pool_mostly_of_named_classes_keeps_them).
     vote_prior: float | None = Field(
         None, ge=0, description="with 'other': a named class must beat 'other' by this many nats of log vote "
         "(log(vote + 0.001)), the zero-shot tilting only by its evidence relative to the pool; None: the "

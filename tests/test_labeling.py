@@ -37,18 +37,19 @@ def single_thread():
         yield
 
 
-def make_blobs(num_blobs: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.random.Generator]:
+def make_blobs(num_blobs: int, seed: int, per_blob: int = PER_BLOB,
+               noise: float = 0.3) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.random.Generator]:
     """(centers, pool embeddings, blob of each pool row, rng for drawing examples)."""
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(num_blobs, DIM))
     centers *= 3.0 / np.linalg.norm(centers, axis=1, keepdims=True)
-    pool = np.concatenate([c + 0.3 * rng.normal(size=(PER_BLOB, DIM)) for c in centers]).astype(np.float32)
-    return centers, pool, np.repeat(np.arange(num_blobs), PER_BLOB), rng
+    pool = np.concatenate([c + noise * rng.normal(size=(per_blob, DIM)) for c in centers]).astype(np.float32)
+    return centers, pool, np.repeat(np.arange(num_blobs), per_blob), rng
 
 
-def examples(centers: np.ndarray, blobs: list[int], rng) -> tuple[np.ndarray, np.ndarray]:
+def examples(centers: np.ndarray, blobs: list[int], rng, noise: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
     """SHOTS fresh draws (not pool rows) from each of ``blobs``; labels are positions in ``blobs``."""
-    emb = np.concatenate([centers[b] + 0.3 * rng.normal(size=(SHOTS, DIM)) for b in blobs]).astype(np.float32)
+    emb = np.concatenate([centers[b] + noise * rng.normal(size=(SHOTS, DIM)) for b in blobs]).astype(np.float32)
     return emb, np.repeat(np.arange(len(blobs)), SHOTS)
 
 
@@ -222,14 +223,9 @@ def test_zero_shot_tilts_only_by_its_evidence_relative_to_the_pool():
 
 def test_a_pool_mostly_of_named_classes_keeps_them():
     """5 named blobs of 200 and 1 of "other": the default labeler finds them; a constant vote prior, which labels
-    the demo's pool (mostly "other") better, hands parts of named blobs to "other" here (0.58-0.84 over seeds)."""
-    rng = np.random.default_rng(0)
-    centers = rng.normal(size=(6, DIM))
-    centers *= 3.0 / np.linalg.norm(centers, axis=1, keepdims=True)
-    pool = np.concatenate([c + 0.6 * rng.normal(size=(200, DIM)) for c in centers]).astype(np.float32)
-    truth = np.repeat(np.arange(6), 200)  # blob 5 is "other", the last label
-    ex = np.concatenate([centers[b] + 0.6 * rng.normal(size=(SHOTS, DIM)) for b in range(5)]).astype(np.float32)
-    ex_labels = np.repeat(np.arange(5), SHOTS)
+    the demo's pool (mostly "other") better, hands parts of named blobs to "other" here."""
+    centers, pool, truth, rng = make_blobs(6, seed=0, per_blob=200, noise=0.6)  # blob 5 is "other", the last label
+    ex, ex_labels = examples(centers, [0, 1, 2, 3, 4], rng, noise=0.6)
     zero_shot = uninformative_zero_shot(len(pool), 5, True)
     assert (auto_label(pool, zero_shot, ex, ex_labels, True, CONFIG, seed=0).labels == truth).mean() >= 0.95
     prior = PRIOR.model_copy(update={"self_training_threshold": 0.5, "balanced_head": False})
