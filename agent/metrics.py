@@ -80,6 +80,7 @@ def assemble_metrics(ctx) -> dict:
             **{k: label.get(k) for k in ("human_labels", "human_rejected", "duplicates_removed", "duplicate_groups",
                                          "capped", "hard_negatives_kept", "temperature", "calibration_error",
                                          "few_shot_only_accuracy", "spot_checks", "spot_check_classes")},
+            "zero_shot_on_examples": teacher.get("zero_shot_on_examples"),
         },
         "student": {"arch": step.name, "width": step.stem_channels, "input": data["input"]},
         "compiled": _compiled(run, cost),

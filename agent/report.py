@@ -18,6 +18,7 @@ import numpy as np
 
 from agent.spec import DesignSpec
 from knowledge.io import write_text_atomic
+from knowledge.labeling import ZERO_SHOT_KNOWN
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -283,6 +284,14 @@ def _data_card(inputs: ReportInputs) -> str:
         what = "auto-label accuracy on spot checks (random pool images a person labeled, each against its run)"
         value = f"{_pct(checks['accuracy'])} ({checks['agreed']} of {checks['of']}; 95 % interval {_pct(lo)}–{_pct(hi)})"
         quality.append([what, value])
+    zs = lab.get("zero_shot_on_examples")
+    if zs:
+        value = (f"right class scored highest on {zs['right']} of {zs['of']} (chance {zs['chance']:g}); "
+                 f"median score of the right class {zs['median_score']:.2g}")
+        if zs["median_score"] < ZERO_SHOT_KNOWN:
+            value += ": the teacher hardly knows these classes by name, so the labels rest on the examples " \
+                     "(more examples, or a CLIP teacher, would help)"
+        quality.append(["class descriptions (zero-shot) on the example images", esc(value)])
     if lab.get("temperature") is not None:
         ece = lab.get("calibration_error") or {}
         note = (f" (calibration error {_pct(ece.get('before'))} → {_pct(ece.get('after'))} vs hidden labels)"

@@ -31,6 +31,7 @@ from knowledge.io import (
     write_npy_chunks,
     write_npz_atomic,
 )
+from knowledge.labeling import zero_shot_on_examples
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +158,9 @@ def stage_teacher(ctx: StageContext) -> dict:
     concepts = {c.name: teacher.concepts(c.prompt) for c in spec.classes} if hasattr(teacher, "concepts") else {}
     write_json_atomic(ctx.dir / "data" / "concepts.json", concepts)
     rate = ctx.teacher_images_per_second
+    on_examples = zero_shot_on_examples(teacher.class_scores(ex_emb, prompts), ex.labels) if len(ex_emb) else None
     return {"teacher": teacher.cache_key, "embedding_dim": dim, "images_per_second": rate,
-            "embeddings_from_cache": rate is None}
+            "embeddings_from_cache": rate is None, "zero_shot_on_examples": on_examples}
 
 
 def confusion(truth: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:

@@ -178,6 +178,30 @@ def sample_rows(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).choice(n, min(n, PROJECTION_SAMPLE), replace=False)
 
 
+ZERO_SHOT_KNOWN = 0.01  # below this median score on its own examples, the teacher hardly knows a class by name
+
+
+def zero_shot_on_examples(scores: np.ndarray, labels: np.ndarray) -> dict | None:
+    """How the class descriptions score the user's examples: the examples of named classes whose own
+    class scores strictly highest, against chance, and the median score of the right class.
+
+    Tells a user whether the teacher knows their classes by name (a CLIP teacher on photos) or the
+    labels rest on the examples alone (ImageNet concepts on 28-px clothes: median below 0.0001).
+    None when no example is of a named class.
+    """
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels, int)
+    named = scores.shape[1]
+    rows = labels < named
+    if not named or not rows.any():
+        return None
+    s, y = scores[rows], labels[rows]
+    own = s[np.arange(len(y)), y]
+    rest = np.where(np.eye(named, dtype=bool)[y], -np.inf, s)
+    right = int((own > rest.max(1)).sum()) if named > 1 else int((own > 0).sum())
+    return {"right": right, "of": len(y), "chance": round(len(y) / max(named, 1), 2),
+            "median_score": float(np.median(own))}
+
+
 def zero_shot_distribution(scores: np.ndarray, other: bool) -> np.ndarray:
     """(N, C) class scores -> (N, K) distribution; 'other' takes the mass no class claims."""
     scores = np.clip(scores, 0, None)

@@ -17,6 +17,7 @@ from knowledge.labeling import (
     auto_label,
     weigh_votes,
     zero_shot_distribution,
+    zero_shot_on_examples,
 )
 
 DIM = 64
@@ -230,3 +231,14 @@ def test_a_pool_mostly_of_named_classes_keeps_them():
     assert (auto_label(pool, zero_shot, ex, ex_labels, True, CONFIG, seed=0).labels == truth).mean() >= 0.95
     prior = PRIOR.model_copy(update={"self_training_threshold": 0.5, "balanced_head": False})
     assert (auto_label(pool, zero_shot, ex, ex_labels, True, prior, seed=0).labels == truth).mean() < 0.9
+
+
+def test_zero_shot_on_examples():
+    labels = np.array([0, 0, 1, 1, 2])  # label 2 is "other": not scored
+    known = np.array([[0.8, 0.1], [0.6, 0.3], [0.2, 0.7], [0.5, 0.4], [0.5, 0.5]])
+    check = zero_shot_on_examples(known, labels)
+    assert check == {"right": 3, "of": 4, "chance": 2.0, "median_score": pytest.approx(0.65)}
+    # a teacher that knows none of the classes: all-zero rows are ties, never "right"
+    unknown = np.zeros((5, 2))
+    assert zero_shot_on_examples(unknown, labels)["right"] == 0
+    assert zero_shot_on_examples(known, np.array([2, 2])) is None  # no example of a named class

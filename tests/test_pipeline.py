@@ -52,6 +52,10 @@ def test_artifacts_and_metrics(built):
     assert set(metrics["timings_s"]) >= {"data", "teacher", "label", "train", "quantize", "evaluate", "total"}
     assert not list(run_dir.rglob("*.tmp")), "no half-written files"
     assert metrics["teacher_images_per_second"] > 0  # the cache was empty, so the teacher really ran
+    zero_shot = metrics["labeling"]["zero_shot_on_examples"]  # how the descriptions score the example images
+    given = metrics["labeling"]["examples_per_class"]
+    assert zero_shot["of"] == sum(n for name, n in given.items() if name != "other") > 0
+    assert 0 <= zero_shot["right"] <= zero_shot["of"] and zero_shot["median_score"] >= 0
 
 
 def test_ptq_gate_is_logged(built):

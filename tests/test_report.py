@@ -37,7 +37,8 @@ def _metrics(labels: list[str]) -> dict:
                      "examples_per_class": {n: 1800 for n in labels}, "skipped_images": 2,
                      "spot_checks": {"agreed": 8, "of": 10, "accuracy": 0.8, "interval_95": [0.49, 0.943]},
                      "spot_check_classes": {"shirt": {"checked": 4, "labeled": 2, "agreed": 1},
-                                            "bag": {"checked": 6, "labeled": 8, "agreed": 6}}},
+                                            "bag": {"checked": 6, "labeled": 8, "agreed": 6}},
+                     "zero_shot_on_examples": {"right": 8, "of": 20, "chance": 5.0, "median_score": 9.1e-8}},
         "student": {"arch": "mobilenet-tiny", "width": 0.25, "input": [28, 28, 1]},
         "fits_flash": True, "fits_sram": True, "meets_latency": True,
     }
@@ -76,6 +77,9 @@ def test_full_report_is_self_contained(tmp_path: Path) -> None:
     assert "class='verdict good'><b>fits</b>" in text
     assert "80.0% (8 of 10; 95 % interval 49.0%–94.3%)" in text  # the data card's spot checks
     assert "<td>1 (25 %)</td><td>2</td><td>1 (50 %)</td>" in text  # ... and per class: shirts found 1 of 4
+    # how the class descriptions score the examples, and what that means
+    assert "right class scored highest on 8 of 20 (chance 5); median score of the right class 9.1e-08: the " \
+           "teacher hardly knows these classes by name" in text
     # no external assets: every src is inline data
     assert not re.search(r"(src|href)=['\"](?!data:)", text)
 
