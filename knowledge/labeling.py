@@ -196,9 +196,8 @@ def zero_shot_on_examples(scores: np.ndarray, labels: np.ndarray) -> dict | None
         return None
     s, y = scores[rows], labels[rows]
     own = s[np.arange(len(y)), y]
-    rest = np.where(np.eye(named, dtype=bool)[y], -np.inf, s)
-    right = int((own > rest.max(1)).sum()) if named > 1 else int((own > 0).sum())
-    return {"right": right, "of": len(y), "chance": round(len(y) / max(named, 1), 2),
+    rest = np.where(np.eye(named, dtype=bool)[y], 0.0, s)  # scores are >= 0: a zero score is never "right"
+    return {"right": int((own > rest.max(1)).sum()), "of": len(y), "chance": round(len(y) / named, 2),
             "median_score": float(np.median(own))}
 
 
