@@ -65,7 +65,8 @@ class Page:
         buttons = [gr.update(value=choices[i], visible=True) if i < len(choices) and item else gr.update(visible=False)
                    for i in range(LABEL_SLOTS)]
         if item is None:
-            info = ("The queue is empty: every low-confidence sample has a label." if session.review == [] and
+            info = ("The queue is empty: every sample offered was answered or skipped; open the run again for more."
+                    if session.review == [] and
                     folder and (folder / "data" / "labels.npz").is_file() else
                     "No samples to review yet: the queue fills once the **label** stage has run.")
             return [None, info, *buttons, gr.update(visible=False), status]

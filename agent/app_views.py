@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.review import ReviewItem, label_names
+from agent.review import REFRESH_EVERY, ReviewItem, label_names, relabel
 from agent.review import review_queue as _review_queue
 from knowledge.io import atomic_path
 
 SAMPLES_PER_CLASS = 5
-REVIEW_LIMIT = 24  # samples offered for review at a time (agent.review picks them)
+REVIEW_LIMIT = REFRESH_EVERY  # samples offered for review at a time (agent.review picks them)
 THUMB_PX = 96  # gallery thumbnails: small inputs are upscaled, nearest-neighbour
 REVIEW_PX = 224
 STAGE_NOTES = {
@@ -139,9 +139,11 @@ def samples(run_dir: Path, per_class: int = SAMPLES_PER_CLASS, seed: int = 0) ->
     return out
 
 
-def review_queue(run_dir: Path, limit: int = REVIEW_LIMIT) -> list[ReviewItem]:
-    """The samples whose labels would help most (uncertain and diverse), minus those already labeled."""
-    return _review_queue(run_dir, limit)
+def review_queue(run_dir: Path, limit: int = REVIEW_LIMIT, skip=(), fresh: bool = False) -> list[ReviewItem]:
+    """The samples whose labels would help most (uncertain and diverse), minus those already labeled
+    and ``skip``; ``fresh``: ranked by the pool labeled again with the answers so far (``relabel``,
+    seconds), as the terminal's session re-ranks every round."""
+    return _review_queue(run_dir, limit, skip=skip, rank_by=relabel(run_dir) if fresh else None)
 
 
 def review_image(run_dir: Path, item: ReviewItem):

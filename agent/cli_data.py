@@ -13,19 +13,26 @@ from knowledge.errors import NanofactoryError
 
 
 def add_parsers(sub) -> None:
+    from agent.review import REFRESH_EVERY
+
     r = sub.add_parser(
         "review", help="label the pool images that would help most, then retrain on them (active learning)",
         description="Shows the images the teacher is least sure of, picked to be diverse, alternating with spot "
         "checks (pool images drawn at random, which keep the labeler's picture of the pool unbiased and measure "
         "how often its labels are right), one at a time, with the teacher's three best guesses; answer with 1-3, "
         "a class name, n (none of these), s (skip) or q (quit). Every answer is saved at once in "
-        "RUN/data/human_labels.json. --retrain then builds a new run whose labels use them.",
+        "RUN/data/human_labels.json. Every --refresh answers the pool is labeled again with the answers so far "
+        "(seconds, from the run's cached embeddings) and the next questions are picked from those labels. "
+        "--retrain then builds a new run whose labels use them.",
         epilog="examples:\n  nanofactory review shirt-20261121-1200 --budget 30\n"
         "  nanofactory review shirt-20261121-1200 --retrain\n"
         "  nanofactory review shirt-20261121-1200 --oracle --budget 200 --retrain   # benchmarks: hidden labels answer",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("run", help="run id (or run folder)")
     r.add_argument("--budget", type=int, default=20, metavar="N", help="how many images to ask about (default 20)")
+    r.add_argument("--refresh", type=int, default=REFRESH_EVERY, metavar="N",
+                   help=f"questions between re-rankings of the queue with the answers (default {REFRESH_EVERY}; "
+                   "0: rank once, from the run's labels)")
     r.add_argument("--oracle", action="store_true",
                    help="answer from the pool's hidden labels instead of asking (Fashion-MNIST; for benchmarks)")
     r.add_argument("--retrain", action="store_true", help="afterwards, build a new run that trains on the human labels")
@@ -77,11 +84,10 @@ def cmd_review(args) -> int:
     from agent.review import (
         HUMAN_LABELS,
         load_human_labels,
-        oracle_answers,
+        oracle_review,
         retrain,
         review_in_terminal,
-        review_queue,
-        save_human_label,
+        review_session,
         spot_check_line,
         weakest_class_line,
     )
@@ -91,19 +97,22 @@ def cmd_review(args) -> int:
     if not (folder / "data" / "labels.npz").is_file():
         raise NanofactoryError(f"Run {folder.name} has no labels yet; finish its label stage first "
                                f"(nanofactory build --resume {folder.name}).")
-    if args.budget < 0:
-        raise NanofactoryError("--budget must be 0 or more.")
-    items = review_queue(folder, args.budget) if args.budget else []
-    if items and args.oracle:
-        for item, answer in zip(items, oracle_answers(folder, items)):
-            save_human_label(folder, item, answer, source="oracle")
-        say(f"oracle labeled {len(items)} images")
-    elif items:
+    if args.budget < 0 or args.refresh < 0:
+        raise NanofactoryError("--budget and --refresh must be 0 or more.")
+    refresh = args.refresh or args.budget
+
+    def refreshing(answers: int) -> None:
+        say(f"re-ranking the queue with the {answers} answers so far ...")
+
+    if args.budget and args.oracle:
+        say(f"oracle labeled {oracle_review(folder, args.budget, refresh=refresh, on_refresh=refreshing)} images")
+    elif args.budget:
         if not sys.stdin.isatty():
             raise NanofactoryError("review asks in a terminal and stdin is not one; run it interactively, use the "
                                    "web app's review tab (nanofactory chat), or --oracle for benchmarks.")
-        done = review_in_terminal(folder, items)
-        say(f"labeled {done} of {len(items)}")
+        done = review_in_terminal(folder, review_session(folder, args.budget, refresh=refresh, on_refresh=refreshing),
+                                  args.budget)
+        say(f"labeled {done} of {args.budget}")
     given = load_human_labels(folder)
     total = len(given)
     say(f"{total} human labels in {folder / HUMAN_LABELS}")

@@ -126,6 +126,8 @@ class WebSession:
         self.building: str | None = None  # the run being built now
         self.question: str | None = None  # the agent's pending question
         self.review: list[app_views.ReviewItem] = []
+        self._review_seen: list[int] = []  # pool rows shown in this session's review (skipped ones are not asked again)
+        self._review_answers = 0  # answers since the queue was last ranked
         self._lock = threading.RLock()
         self._worker: threading.Thread | None = None
         self._tool_slots: dict[str, tuple[int, float]] = {}  # tool call id -> (message index, start time)
@@ -398,7 +400,8 @@ class WebSession:
 
     def start_review(self) -> app_views.ReviewItem | None:
         folder = self.run_dir()
-        self.review = app_views.review_queue(folder) if folder else []
+        self.review = app_views.review_queue(folder, app_views.REVIEW_LIMIT) if folder else []
+        self._review_seen, self._review_answers = [], 0
         return self.review[0] if self.review else None
 
     def label(self, label: str | None) -> str:
@@ -407,14 +410,23 @@ class WebSession:
         if not self.review or folder is None:
             return "Nothing to review."
         item = self.review.pop(0)
+        self._review_seen.append(item.index)
         if label is None:
-            return f"Skipped {item.uid}."
-        count = review.save_human_label(folder, item, label)
-        given = review.load_human_labels(folder)
-        checks = "; ".join(filter(None, (review.spot_check_line(given), review.weakest_class_line(given))))
-        return (f"Saved '{label}' for {item.uid}: {count} human label{'s' if count != 1 else ''} in "
-                f"{review.HUMAN_LABELS}{f'; {checks}' if checks else ''}. "
-                f"Train a new run on them with `nanofactory review {folder.name} --retrain`.")
+            line = f"Skipped {item.uid}."
+        else:
+            count = review.save_human_label(folder, item, label)
+            self._review_answers += 1
+            given = review.load_human_labels(folder)
+            checks = "; ".join(filter(None, (review.spot_check_line(given), review.weakest_class_line(given))))
+            line = (f"Saved '{label}' for {item.uid}: {count} human label{'s' if count != 1 else ''} in "
+                    f"{review.HUMAN_LABELS}{f'; {checks}' if checks else ''}. "
+                    f"Train a new run on them with `nanofactory review {folder.name} --retrain`.")
+        if not self.review and self._review_answers:  # a round is done: the next one learns from its answers
+            self.review = app_views.review_queue(folder, app_views.REVIEW_LIMIT, skip=self._review_seen, fresh=True)
+            if self.review:
+                line += f" The next {len(self.review)} were picked with the {self._review_answers} answers of this round."
+            self._review_answers = 0
+        return line
 
 
 class WebApp:

@@ -13,10 +13,12 @@ labels of the same pool, in the same run.
   active N       the 5-shot run, then rounds of active learning (agent.review's queue:
                  uncertain x diverse) answered by the hidden labels (the oracle stands in for
                  a person) until N labels were given, retraining after each round as
-                 `nanofactory review --retrain` does (the new run records its parent)
+                 `nanofactory review --retrain` does (the new run records its parent); within
+                 a round the queue is re-ranked every --refresh answers, as `nanofactory
+                 review` does (0: ranked once per round, from the run's labels)
 
 Writes bench/out/labels_needed.json and .png (labels_needed-seedN.* for --seed N > 0 and
-labels_needed[-seedN]-set.* with --set, so neither replaces the README's plot); prints a table.
+labels_needed[-seedN]-set.* with --set, -refreshN with another --refresh, so none replaces the README's plot); prints a table.
 About 11 minutes on 2 cores once the teacher's embeddings are cached (the first build adds ~3).
 """
 
@@ -66,11 +68,15 @@ def build(spec, store, oracle: bool, parent=None, quiet: bool = True, label: dic
 
 
 def main() -> None:
+    from agent.review import REFRESH_EVERY
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pool", type=int, default=60000, help="Fashion-MNIST train images in the pool")
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 5, 20], help="example images per named class")
     parser.add_argument("--budgets", type=int, nargs="+", default=[50, 200, 500], help="active-learning label budgets")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--refresh", type=int, default=REFRESH_EVERY,
+                        help="answers between re-rankings of the review queue (0: once per round)")
     parser.add_argument("--runs", type=Path, help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--set", dest="label", default="",
                         help="LabelConfig overrides for every build, key=value[,key=value] (as bench/labeler.py)")
@@ -82,7 +88,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     from agent.demo import demo_spec
-    from agent.review import oracle_answers, review_queue, save_human_label
+    from agent.review import oracle_review
     from agent.runs import RunStore
 
     root = Path(args.runs or tempfile.mkdtemp(prefix="labels-needed-"))
@@ -104,9 +110,7 @@ def main() -> None:
         run, spec = base
         given = 0
         for budget in sorted(args.budgets):
-            items = review_queue(run.dir, budget - given, seed=args.seed)
-            for item, answer in zip(items, oracle_answers(run.dir, items)):
-                save_human_label(run.dir, item, answer, source="oracle")
+            oracle_review(run.dir, budget - given, seed=args.seed, refresh=args.refresh or budget)
             given = budget
             r = build(spec, store, oracle=False, parent=run, label=label)
             run = r["run"]
@@ -125,9 +129,11 @@ def main() -> None:
               f"{row['int8']:>10.4f} {row['ratio_to_full']:>7.3f} {f'>= {t:.2f}' if t else '':>7}")
     OUT.mkdir(exist_ok=True)
     # seed 0 with the default settings is the README's plot; another draw or --set does not replace it
-    stem = "labels_needed" + (f"-seed{args.seed}" if args.seed else "") + ("-set" if label else "")
+    stem = ("labels_needed" + (f"-seed{args.seed}" if args.seed else "") + ("-set" if label else "")
+            + (f"-refresh{args.refresh}" if args.refresh != REFRESH_EVERY else ""))
     (OUT / f"{stem}.json").write_text(json.dumps({"full_int8": full, "rows": rows, "pool": args.pool,
-                                                 "seed": args.seed, "label_settings": label}, indent=2))
+                                                 "seed": args.seed, "label_settings": label,
+                                                 "refresh": args.refresh}, indent=2))
     _plot(rows, full, OUT / f"{stem}.png")
     print(f"\nwrote {OUT / f'{stem}.json'} and {OUT / f'{stem}.png'}")
 

@@ -107,6 +107,24 @@ def test_review_queue_lowest_confidence_first_and_labels_are_stored(tmp_path, sh
     assert app_views.review_queue(folder)[0].uid != first.uid
 
 
+def test_the_web_review_queue_refills_after_each_round(tmp_path, shapes_data, monkeypatch):
+    """A round answered, the next one is picked with its answers (agent.review.relabel) and never repeats one."""
+    store = RunStore(tmp_path / "runs")
+    folder = fake_run(store, shapes_data["pool"])
+    monkeypatch.setattr(app_views, "REVIEW_LIMIT", 4)
+    fresh = []
+    monkeypatch.setattr(app_views, "relabel", lambda run_dir: fresh.append(run_dir))  # no cached vectors: None
+    session = WebApp(WebConfig(runs_dir=store.root)).session("tab-1")
+    session.open_run(folder.name)
+    session.start_review()
+    first = [i.index for i in session.review]
+    notes = [session.label(label) for label in ("circle", None, "square", "circle")]
+    assert len(first) == 4 and fresh == [folder]
+    assert "picked with the 3 answers of this round" in notes[-1]
+    second = [i.index for i in session.review]
+    assert len(second) == 4 and not set(first) & set(second)  # the skipped one is not asked again either
+
+
 def test_review_queue_alternates_uncertain_images_and_spot_checks(tmp_path, shapes_data):
     from agent.review import SPOT_CHECK, UNCERTAIN, review_queue, save_human_label
 

@@ -271,6 +271,45 @@ def test_review_in_the_terminal_then_retrain(built, monkeypatch, capsys):
     assert "spot checks by class" in report  # the data card counts the spot checks per class
 
 
+def test_a_review_session_re_ranks_the_queue_with_the_answers(built, tmp_path, monkeypatch):
+    """Every ``refresh`` questions the pool is labeled again with the answers (as a retrained run's label
+    stage would) and the next round is ranked by that; skipped images are not asked again."""
+    import shutil
+
+    from agent import review
+
+    store, run_id = built
+    run_dir = shutil.copytree(store.path(run_id), tmp_path / run_id)  # answers here do not reach the other tests
+    (run_dir / review.HUMAN_LABELS).unlink(missing_ok=True)  # another test's answers
+    with np.load(run_dir / "data" / "labels.npz") as z:
+        probs = z["probs"]
+    again = review.relabel(run_dir)  # no answers yet: the label stage's labels, from the cached vectors
+    assert again.shape == probs.shape and (again.argmax(1) == probs.argmax(1)).mean() > 0.95
+
+    names = review.label_names(run_dir)
+    refreshed, ranked, asked, torn = [], [], [], []
+
+    def relabel(folder):  # the next round's ranking: one image not asked yet that the labeler is now torn on
+        sure = np.zeros_like(probs)
+        sure[:, 0] = 1.0
+        torn.append(min(set(range(len(probs))) - set(asked)))
+        sure[torn[0]] = [0.5, 0.5, *[0.0] * (probs.shape[1] - 2)]
+        ranked.append(len(review.load_human_labels(folder)))
+        return sure
+
+    monkeypatch.setattr(review, "relabel", relabel)
+    for k, item in enumerate(review.review_session(run_dir, 6, refresh=3, on_refresh=refreshed.append)):
+        asked.append(item.index)
+        if k != 1:  # the second is skipped
+            review.save_human_label(run_dir, item, names[-1])
+    assert len(asked) == 6 and len(set(asked)) == 6
+    assert refreshed == [2] and ranked == [2]  # one re-labeling, after the first round's two answers
+    assert asked[3] == torn[0]  # the second round opens with the image the new labels are torn on
+    assert len(review.load_human_labels(run_dir)) == 5
+    next(review.review_session(run_dir, 1))  # a later session starts from the answers the run's labels lack
+    assert ranked == [2, 5]
+
+
 def test_review_needs_a_terminal_or_hidden_labels(built, capsys):
     store, run_id = built
     assert main(["review", run_id, "--runs-dir", str(store.root), "--oracle", "--budget", "3"]) == 1
