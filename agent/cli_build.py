@@ -218,7 +218,7 @@ def _fmt(v, kind: str = "pct") -> str:
 
 
 def print_summary(run, m: dict) -> None:
-    from agent.metrics import weakest_class_text
+    from agent.metrics import review_hint, weakest_class_text
 
     rows = [
         ("device", m["device"]),
@@ -257,6 +257,9 @@ def print_summary(run, m: dict) -> None:
     syn = m.get("synthetic")
     if syn and syn.get("classes"):
         print(f"synthetic: {_synthetic_line(syn)}")
+    hint = review_hint(m, run.id)
+    if hint:
+        print(hint)
 
 
 def _synthetic_line(s: dict) -> str:

@@ -92,6 +92,8 @@ def summary(state: AgentState) -> str:
         lines.append(f"Re-planned: {decision.removeprefix('update_spec: ')}.")
     for check in state.get("failed_checks", []):
         lines.append(f"Check failed: {check['check']}" + (f" ({check['message']})" if check.get("message") else "") + ".")
+    if m.get("next"):
+        lines.append(m["next"])
     lines.append(f"Report: {m['report']}")
     return "\n".join(lines)
 

@@ -29,6 +29,32 @@ def weakest_class_text(per_class: dict | None) -> str:
     return f"{weak['name']}: recall {100 * weak['recall']:.1f} %, precision {100 * weak['precision']:.1f} %"
 
 
+WEAK_RECALL = 0.5  # a class the model finds less often than this on a test set: a person's labels are the lever
+
+
+def review_hint(m: dict, run_id: str) -> str | None:
+    """One sentence pointing at what moved the labels most where the teacher alone falls short: a
+    person answering the review queue (on the demo, 200 answers took the int8 student from 84 % to
+    89 %). Given when the teacher hardly knows the classes by name, or when a test set shows a class
+    the model mostly misses; None otherwise."""
+    from knowledge.labeling import ZERO_SHOT_KNOWN
+
+    lab = m.get("labeling") or {}
+    why = []
+    zs = lab.get("zero_shot_on_examples")
+    if zs and zs["median_score"] < ZERO_SHOT_KNOWN:
+        why.append("the teacher hardly knows these classes by name, so the labels rest on your examples")
+    weak = weakest_class(m.get("per_class"))
+    if weak and weak["recall"] < WEAK_RECALL and str(m.get("evaluated_on", "")).startswith("test"):
+        why.append(f"the model finds only {100 * weak['recall']:.0f} % of the {weak['name']!r} test images")
+    if not why:
+        return None
+    asked = lab.get("human_labels") or 0
+    return (f"Next: `nanofactory review {run_id} --budget 100 --retrain` asks you about the pool images whose labels "
+            f"would help most and trains again on your answers{f' (you have given {asked})' if asked else ''}: "
+            f"{' and '.join(why)}.")
+
+
 def assemble_metrics(ctx) -> dict:
     run, spec = ctx.run, ctx.run.spec
     data, teacher, label = run.result("data"), run.result("teacher"), run.result("label")

@@ -241,7 +241,7 @@ class RunBuildArgs(Args):
 def run_build(args: RunBuildArgs, state: dict, ctx: Context) -> ToolOutcome:
     """Run the plan: teacher labels, distillation, int8, evaluation, report. Resumes the same run when
     called again. Returns the stage results or the final metrics and checks (fit, accuracy floor)."""
-    from agent.metrics import weakest_class
+    from agent.metrics import review_hint, weakest_class
     from agent.pipeline import create_run, execute, open_run
     from agent.plan import Plan
     from agent.runs import RunStore
@@ -269,6 +269,7 @@ def run_build(args: RunBuildArgs, state: dict, ctx: Context) -> ToolOutcome:
     compact = {k: metrics[k] for k in ("student_int8_test_accuracy", "oracle_int8_test_accuracy", "weight_bytes",
                                         "sram_estimate_bytes", "latency_estimate_ms", "evaluated_on")}
     compact["weakest_class"] = weakest_class(metrics.get("per_class"))
+    compact["next"] = review_hint(metrics, run.id)
     compact["report"] = str(run.dir / "report.html")
     failed = [c for c in checks if not c["ok"]]
     return ToolOutcome({"status": "done", "run_id": run.id, "metrics": compact, "checks": checks},

@@ -318,3 +318,15 @@ def test_a_new_message_starts_a_new_design(ctx, shapes_data):
     second = run(graph, user_turn("tells apart circles and everything else on an ESP32-S3 with 1 KB RAM"))
     assert second["spec"]["device"] == "ESP32-S3" and second["outcome"] == "refused"
     assert second["data"] == data(shapes_data)  # the folders named earlier still apply
+
+
+def test_the_reply_after_a_build_points_at_review_when_the_labels_fall_short():
+    from agent.graph import summary
+
+    m = {"student_int8_test_accuracy": 0.84, "evaluated_on": "test", "weight_bytes": 25_000,
+         "sram_estimate_bytes": 15_680, "latency_estimate_ms": 13.7, "report": "r/report.html",
+         "weakest_class": {"name": "shirt", "recall": 0.11, "precision": 0.42}}
+    hint = "Next: `nanofactory review r1 --budget 100 --retrain` asks you about ..."
+    assert hint not in summary({"run_id": "r1", "metrics": {**m, "next": None}})
+    reply = summary({"run_id": "r1", "metrics": {**m, "next": hint}}).splitlines()
+    assert reply[-2:] == [hint, "Report: r/report.html"]

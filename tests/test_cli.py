@@ -204,7 +204,15 @@ def test_the_summary_names_the_weakest_class(tmp_path, capsys):
          "flash_bytes_budget": 512 * 1024, "sram_estimate_bytes": 15_680, "sram_bytes_budget": 128 * 1024,
          "macs": 984_992, "latency_estimate_ms": 13.7, "latency_budget_ms": None, "timings_s": {"total": 262.0},
          "per_class": per_class}
-    print_summary(SimpleNamespace(dir=tmp_path), m)
-    assert "weakest class (int8)         shirt: recall 11.1 %, precision 42.5 %" in capsys.readouterr().out
-    print_summary(SimpleNamespace(dir=tmp_path), {**m, "per_class": {"bag": per_class["bag"]}})
-    assert "weakest class (int8)         —" in capsys.readouterr().out  # one class: nothing to compare
+    run = SimpleNamespace(dir=tmp_path, id="r1")
+    print_summary(run, m)
+    out = capsys.readouterr().out
+    assert "weakest class (int8)         shirt: recall 11.1 %, precision 42.5 %" in out
+    assert "Next: `nanofactory review r1 --budget 100 --retrain`" in out and "only 11 % of the 'shirt' test" in out
+    print_summary(run, {**m, "per_class": {"bag": per_class["bag"]}})
+    out = capsys.readouterr().out
+    assert "weakest class (int8)         —" in out and "Next:" not in out  # one class: nothing to compare
+    unknown = {"zero_shot_on_examples": {"right": 9, "of": 20, "chance": 5, "median_score": 7e-8}, "human_labels": 40}
+    print_summary(run, {**m, "per_class": {"bag": per_class["bag"]}, "labeling": unknown})
+    out = capsys.readouterr().out
+    assert "(you have given 40): the teacher hardly knows these classes by name" in out
