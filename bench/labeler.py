@@ -19,7 +19,9 @@ With ``--active 50 200 500`` each draw then goes through review rounds as `nanof
 would ask them (agent.review.queue_order: uncertain and diverse images, alternating with spot
 checks drawn at random), answered from the hidden labels, and is re-labeled with the answers after
 each round (as the label stage of a retrained run does: answers steer the self-training head and
-keep their label); ``--spot-checks 0 0.5`` compares shares of random images in the queue.
+keep their label); ``--spot-checks 0 0.5`` compares shares of random images in the queue. Rounds
+every 25 answers (``--active 25 50 75 ... 200``) are what one ``nanofactory review`` session does
+(``agent.review.review_session``, ``--refresh 25``); ``--active 200`` is one round ranked once.
 
     .venv/bin/python bench/labeler.py --shots 5 --draws 5 --active 50 200 500 --spot-checks 0 0.5
 """
