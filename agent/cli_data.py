@@ -99,18 +99,17 @@ def cmd_review(args) -> int:
                                f"(nanofactory build --resume {folder.name}).")
     if args.budget < 0 or args.refresh < 0:
         raise NanofactoryError("--budget and --refresh must be 0 or more.")
-    refresh = args.refresh or args.budget
 
     def refreshing(answers: int) -> None:
         say(f"re-ranking the queue with the {answers} answers so far ...")
 
     if args.budget and args.oracle:
-        say(f"oracle labeled {oracle_review(folder, args.budget, refresh=refresh, on_refresh=refreshing)} images")
+        say(f"oracle labeled {oracle_review(folder, args.budget, refresh=args.refresh, on_refresh=refreshing)} images")
     elif args.budget:
         if not sys.stdin.isatty():
             raise NanofactoryError("review asks in a terminal and stdin is not one; run it interactively, use the "
                                    "web app's review tab (nanofactory chat), or --oracle for benchmarks.")
-        done = review_in_terminal(folder, review_session(folder, args.budget, refresh=refresh, on_refresh=refreshing),
+        done = review_in_terminal(folder, review_session(folder, args.budget, refresh=args.refresh, on_refresh=refreshing),
                                   args.budget)
         say(f"labeled {done} of {args.budget}")
     given = load_human_labels(folder)

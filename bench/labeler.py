@@ -62,6 +62,9 @@ def main() -> None:
                         help="LabelConfig overrides, key=value[,key=value]; repeat to compare settings")
     parser.add_argument("--active", type=int, nargs="+", default=[],
                         help="after the examples, review rounds answered from the hidden labels up to these totals")
+    parser.add_argument("--queue", choices=["balanced", "margin"], nargs="+", default=["balanced"],
+                        help="how the queue picks its uncertain questions: shared evenly over the classes' "
+                        "boundaries (the default), or by margin alone")
     parser.add_argument("--spot-checks", type=float, nargs="+",
                         help="share of the review queue drawn at random (default: the queue's own)")
     args = parser.parse_args()
@@ -116,7 +119,8 @@ def main() -> None:
                 idx = np.concatenate([idx, rng.choice(np.flatnonzero(truth == named), other_k, replace=False)])
             draws.append((idx, truth[idx]))
         for name, cfg in configs:
-            for share in (args.spot_checks or [SPOT_CHECK_SHARE]) if args.active else [None]:
+            for share, queue in ([(sc, q) for sc in args.spot_checks or [SPOT_CHECK_SHARE] for q in args.queue]
+                                 if args.active else [(None, None)]):
                 rounds = [0, *sorted(args.active)]
                 accs, recalls = {r: [] for r in rounds}, {r: [] for r in rounds}
                 t, labelings = time.perf_counter(), 0
@@ -124,7 +128,8 @@ def main() -> None:
                     asked, probs = np.zeros(0, np.int64), None
                     for r in rounds:
                         if r:
-                            order = queue_order(probs, vectors, r - len(asked), asked, seed=d, spot_checks=share)
+                            order = queue_order(probs, vectors, r - len(asked), asked, seed=d, spot_checks=share,
+                                                balanced=queue == "balanced")
                             asked = np.concatenate([asked, np.array([i for i, _ in order], np.int64)])
                         probs = label_projected(vectors, projection, vectors[idx], zero_shot, labels, run.spec.other,
                                                 cfg, seed=run.spec.seed, anchors=vectors[asked] if r else None,
@@ -138,7 +143,8 @@ def main() -> None:
                 for r in rounds:
                     recall = np.mean(recalls[r], 0)  # per class, over draws
                     worst = int(recall.argmin())
-                    setting = name if share is None else f"{name}, spot checks {share:g}, {r} answers"
+                    setting = name if share is None else \
+                        f"{name}, spot checks {share:g}{', by margin' if queue == 'margin' else ''}, {r} answers"
                     print(f"{f'{k}+{other_k}' if other_k else k:>5} {setting:>40} {np.mean(accs[r]):>7.4f} {np.std(accs[r]):>6.4f} "
                           f"{recall.mean():>7.4f} {f'{names[worst]} {recall[worst]:.3f}':>16}  "
                           f"{' '.join(f'{a:.3f}' for a in accs[r]):<28} {seconds:.1f}", flush=True)

@@ -110,7 +110,7 @@ def main() -> None:
         run, spec = base
         given = 0
         for budget in sorted(args.budgets):
-            oracle_review(run.dir, budget - given, seed=args.seed, refresh=args.refresh or budget)
+            oracle_review(run.dir, budget - given, seed=args.seed, refresh=args.refresh)
             given = budget
             r = build(spec, store, oracle=False, parent=run, label=label)
             run = r["run"]

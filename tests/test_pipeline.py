@@ -308,6 +308,7 @@ def test_a_review_session_re_ranks_the_queue_with_the_answers(built, tmp_path, m
     assert len(review.load_human_labels(run_dir)) == 5
     next(review.review_session(run_dir, 1))  # a later session starts from the answers the run's labels lack
     assert ranked == [2, 5]
+    assert len(list(review.review_session(run_dir, 4, refresh=0))) == 4 and ranked == [2, 5]  # 0: the run's labels
 
 
 def test_review_needs_a_terminal_or_hidden_labels(built, capsys):
