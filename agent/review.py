@@ -194,23 +194,21 @@ def relabel(run_dir: Path) -> np.ndarray | None:
     seconds, with no teacher. What re-ranks the queue during a session (``review_session``). None
     for a run without those files (made before they existed)."""
     from agent.plan import Plan
+    from agent.stage_label import human_label_indices
     from knowledge.labeling import Projection, label_projected
 
     run_dir = Path(run_dir)
     files = [run_dir / "index" / "pool_vectors.npy", run_dir / "index" / "projection.npz", run_dir / "data" / "teacher.npz"]
     if not all(f.is_file() for f in files):
         return None
-    spec, names = run_spec(run_dir), label_names(run_dir)
+    spec = run_spec(run_dir)
+    names = spec.label_names
     config = Plan.model_validate(json.loads((run_dir / "design.json").read_text())["plan"]).step("label").label
     vectors = np.load(files[0]).astype(np.float32)
     projection = Projection.load(files[1])
     with np.load(files[2]) as z:
         zero_shot, ex_emb, ex_labels = z["zero_shot"], z["example_embeddings"], z["example_labels"]
-    row = {uid: i for i, uid in enumerate(pool_uids(run_dir, len(vectors)))}
-    answers = [(row[uid], names.index(e["label"])) for uid, e in load_human_labels(run_dir).items()
-               if uid in row and e["label"] in names]  # "none of these" steers nothing
-    idx = np.array([i for i, _ in answers], np.int64)
-    labels = np.array([k for _, k in answers], np.int64)
+    idx, labels, _ = human_label_indices(pool_uids(run_dir, len(vectors)), names, load_human_labels(run_dir))
     examples = projection.apply(ex_emb.reshape(-1, projection.mean.shape[1]))
     return label_projected(vectors, projection, examples, zero_shot, ex_labels.astype(np.int64), spec.other, config,
                            seed=spec.seed, anchors=vectors[idx], anchor_labels=labels).probs
@@ -253,8 +251,9 @@ def review_session(run_dir: Path, budget: int, seed: int = 0, refresh: int = REF
     Answers must be saved (``save_human_label``) before the next item is drawn; skipped items are
     not asked again in the session. Answers the run's labels do not use yet (an earlier session's)
     count from the first round. ``on_refresh(answers)`` is called before each re-labeling.
-    Re-ranking every 25 answers took the demo's labels from 0.860 (one round of 200) to 0.874 after
-    200 answers (``bench/labeler.py --active``, README)."""
+    Re-ranked every 25 answers (with ``queue_order``'s balanced share), the demo's labels reached
+    0.879 after 200 answers where one round ranked by margin reached 0.860 (``bench/labeler.py``,
+    README)."""
     asked: list[int] = []
     rank_by, answers = None, answers_in_labels(run_dir)
     while len(asked) < budget:

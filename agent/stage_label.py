@@ -37,13 +37,12 @@ PROVENANCE = "auto-label: teacher few-shot clusters + zero-shot + self-training"
 HUMAN_PROVENANCE = "human label (review queue)"
 
 
-def human_label_indices(ctx, given: dict[str, dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(indices, labels) of pool images a person labeled (``given``: ``load_human_labels``), and the
-    indices they called "none of these"."""
-    names = ctx.run.spec.label_names
+def human_label_indices(uids: list[str], names: list[str], given: dict[str, dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(indices, labels) of the pool images (``uids``, in pool order) a person labeled (``given``:
+    ``load_human_labels``), and the indices they called "none of these"."""
     if not given:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
-    where = {uid: i for i, uid in enumerate(ctx.pool.uids)}
+    where = {uid: i for i, uid in enumerate(uids)}
     idx, labels, rejected = [], [], []
     for uid, entry in given.items():
         i = where.get(uid)
@@ -96,7 +95,7 @@ def stage_label(ctx) -> dict:
     with np.load(ctx.dir / "data" / "teacher.npz") as z:
         zero_shot, ex_emb, ex_labels = z["zero_shot"], z["example_embeddings"], z["example_labels"]
     given = load_human_labels(ctx.dir)
-    h_idx, h_labels, rejected = human_label_indices(ctx, given)
+    h_idx, h_labels, rejected = human_label_indices(pool.uids, names, given)
     projection, projected = project_pool(ctx, cfg.pca_dims, spec.seed)
     human = projection.apply(read_npy_rows(ctx.embeddings_file(), h_idx).astype(np.float32))
     ex_labels = ex_labels.astype(np.int64)
