@@ -14,6 +14,7 @@ import pytest
 
 from knowledge.errors import NanofactoryError
 from knowledge.teachers import TeacherConfig, create_teacher, list_teachers
+from knowledge.teachers.efficientnet_lite import EfficientNetLiteTeacher
 
 FOOTWEAR = {"sneaker", "slip-on shoe", "clogs", "cowboy boot", "sandal", "running shoe", "loafer"}
 
@@ -89,18 +90,37 @@ def test_efficientnet_cache_key_tracks_resolution():
     a = create_teacher(TeacherConfig(name="efficientnet-lite", image_size=32))
     b = create_teacher(TeacherConfig(name="efficientnet-lite", image_size=64))
     assert a.cache_key != b.cache_key
+    assert create_teacher(TeacherConfig(name="efficientnet-lite")).cache_key != EfficientNetLiteTeacher(grid_stages=0).cache_key
 
 
 @pytest.mark.parametrize("channels", [3, 1])
 def test_efficientnet_embed(efficientnet, images, channels: int):
     batch = images[channels]
     emb = efficientnet.embed(batch)
-    assert efficientnet.embedding_groups == (1280, 80, 112, 192, 320)  # head, then the last four stages
-    assert emb.shape == (8, 1984) and emb.dtype == np.float32
+    # head, then the last four stages: the first two (80 and 112 channels) over a 2 x 2 grid
+    assert efficientnet.embedding_groups == (1280, 4 * 80, 4 * 112, 192, 320)
+    assert emb.shape == (8, 2560) and emb.dtype == np.float32
     assert np.isfinite(emb).all()
     np.testing.assert_array_equal(efficientnet.embed(batch), emb)  # deterministic
     assert np.abs(emb[0] - emb[1]).max() > 1e-3  # different images, different embeddings
-    assert efficientnet.embed(batch[:0]).shape == (0, 1984)
+    assert efficientnet.embed(batch[:0]).shape == (0, 2560)
+
+
+def test_efficientnet_grid_cells_average_to_the_stage_mean(efficientnet, images):
+    """A gridded stage is its channels' four cell means, channel by channel: they average to the
+    global mean that the grid-free teacher takes, and differ from it (the cells see where)."""
+    flat_teacher = EfficientNetLiteTeacher(TeacherConfig(name="efficientnet-lite", image_size=32), grid_stages=0)
+    assert flat_teacher.embedding_groups == (1280, 80, 112, 192, 320)
+    gridded, flat = efficientnet.embed(images[3]), flat_teacher.embed(images[3])
+    g_at, f_at = np.cumsum((0, *efficientnet.embedding_groups)), np.cumsum((0, *flat_teacher.embedding_groups))
+    for k in range(5):
+        g, f = gridded[:, g_at[k] : g_at[k + 1]], flat[:, f_at[k] : f_at[k + 1]]
+        if k in (1, 2):  # the gridded stages
+            cells = g.reshape(len(g), -1, 4)
+            np.testing.assert_allclose(cells.mean(2), f, atol=1e-4)
+            assert np.abs(cells - cells.mean(2, keepdims=True)).max() > 1e-3
+        else:
+            np.testing.assert_allclose(g, f, atol=1e-4)
 
 
 def test_efficientnet_embedding_starts_with_the_head_features(efficientnet, images):
