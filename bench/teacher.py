@@ -85,8 +85,8 @@ def main() -> None:
     truth = np.array([label_index(h, LABELS, other=True) for h in pool.hidden_labels])
     print(f"pool: {len(pool)} Fashion-MNIST train images; 5 examples per named class; seeds: {args.seeds}")
     print(f"{'model':>18} {'size':>4} {'stages':>6} {'grid':>4} {'img/s':>7} {'nearest-mean':>13} {'cluster votes':>14} {'full':>7} {f'full +{args.answers}':>10} {'linear, true labels':>20}")
-    for model, size, stages, grid in [(m, s, k, g) for m in args.models for s in args.sizes for k in args.stages
-                                      for g in args.grid if g <= k]:
+    settings = [(m, s, k, min(g, k)) for m in args.models for s in args.sizes for k in args.stages for g in args.grid]
+    for model, size, stages, grid in dict.fromkeys(settings):  # a stage count under the grid's: all its stages gridded
         teacher = EfficientNetLiteTeacher(TeacherConfig(model=model, image_size=size), stages=stages, grid_stages=grid)
         teacher.embed(pool.pixels[:64])  # warm-up
         started = time.perf_counter()
