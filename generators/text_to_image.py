@@ -3,7 +3,10 @@
 SD-Turbo (``stabilityai/sd-turbo``: 1-4 steps, no guidance) is the practical choice on a CPU;
 any pipeline whose ``__call__`` takes a ``prompt`` works. Loading never downloads: a hub id
 must already be in the Hugging Face cache, and a missing model is one sentence saying how to
-get it. Each image has its own seed, so a request replays exactly on the same device.
+get it. Each image has its own seed, and its starting noise is drawn in float32 on the CPU from
+that seed: a request replays on any device and at any precision (float16 on a GPU, float32 on a
+CPU) up to rounding, which a pipeline left to draw its own noise does not promise (it draws in its
+dtype, and torch's float16 draws differ between builds).
 """
 
 from __future__ import annotations
@@ -120,8 +123,11 @@ class TextToImageGenerator(Generator):
             batch = list(range(start, min(start + cfg.batch_size, request.count)))
             seeds = [_image_seed(request.seed, i) for i in batch]
             kwargs = {"prompt": [prompts[i] for i in batch], "num_inference_steps": cfg.steps, "output_type": "pil",
-                      # CPU generators: the same seed gives the same image whichever device runs the pipeline
+                      # CPU generators for what the pipeline draws itself (ancestral schedulers' noise)
                       "generator": [torch.Generator("cpu").manual_seed(s) for s in seeds]}
+            latents = _initial_latents(self._pipe, params, seeds, cfg.image_size)
+            if latents is not None:
+                kwargs["latents"] = latents
             if "negative_prompt" in params:
                 kwargs["negative_prompt"] = [negative] * len(batch)
             if cfg.guidance_scale is not None and "guidance_scale" in params:
@@ -139,7 +145,8 @@ class TextToImageGenerator(Generator):
                     "generator": self.name, "model": cfg.model, "pipeline": type(self._pipe).__name__,
                     "prompt": prompts[i], "negative_prompt": kwargs.get("negative_prompt", [None])[0], "seed": seed,
                     "steps": cfg.steps, "guidance_scale": cfg.guidance_scale, "size": list(image.size),
-                    "device": self._device, "nsfw_flagged": bool(nsfw)}))
+                    "device": self._device, "dtype": str(self._pipe.dtype).removeprefix("torch."),
+                    "nsfw_flagged": bool(nsfw)}))
             bar.update(len(batch))
         bar.close()
         return GenerateResult(self.name, request, files, round(time.perf_counter() - started, 2))
@@ -154,6 +161,28 @@ def _load_failure(model: str, error: Exception) -> str:
     first = (text.split(". ")[0].splitlines() or [type(error).__name__])[0][:160]
     return (f"Could not load the diffusers pipeline {model!r} ({first}); pass a folder saved with save_pretrained "
             "or the id of a pipeline in the local cache.")
+
+
+def _initial_latents(pipe, params, seeds: list[int], image_size: int | None):
+    """The starting noise of a UNet latent-diffusion pipeline (Stable Diffusion 1.x/2.x, SDXL, SD-Turbo), one
+    image per seed, drawn in float32 on the CPU and cast to the pipeline's dtype and device.
+
+    A pipeline draws its own noise in its dtype, and some torch builds draw float16 from a seed
+    differently from float32 (the CUDA build on the GPU machine lent to this project did; the CPU
+    build here does not): there a float16 run on the GPU gave the tests' tiny pipeline other
+    images than a float32 run on the CPU, where with this noise they agree to rounding. None for
+    pipelines whose latents this shape does not describe (transformer pipelines pack theirs):
+    they draw their own.
+    """
+    import torch
+
+    unet, factor = getattr(pipe, "unet", None), getattr(pipe, "vae_scale_factor", None)
+    if "latents" not in params or unet is None or not factor:
+        return None
+    side = image_size or unet.config.sample_size * factor
+    shape = (unet.config.in_channels, side // factor, side // factor)
+    noise = torch.stack([torch.randn(shape, generator=torch.Generator("cpu").manual_seed(s)) for s in seeds])
+    return noise.to(device=unet.device, dtype=unet.dtype)
 
 
 def _image_seed(seed: int, i: int) -> int:
