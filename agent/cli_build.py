@@ -27,6 +27,8 @@ def build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", help="teacher registry name: efficientnet-lite (default, offline) or clip")
     p.add_argument("--teacher-model", metavar="ID_OR_PATH",
                    help="teacher weights: a hub id or local folder (clip), or efficientnet-lite0/1/2")
+    p.add_argument("--teacher-device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where the teacher embeds the pool (default auto: a GPU when one is visible)")
     p.add_argument("--generate", metavar="CLASSES", help="synthesize images for these classes (comma-separated, or "
                    "'all'); without it only classes with fewer than 20 confident labels get synthetic images")
     p.add_argument("--no-generate", action="store_true", help="never synthesize images")
@@ -156,14 +158,17 @@ def run_build(spec, args, store) -> dict:
     from agent.data import load_examples, load_pool, native_shape
     from agent.pipeline import create_run
     from agent.plan import default_input, offline_plan
-    from knowledge.teachers.base import TeacherConfig
+    from knowledge.teachers.base import TeacherConfig, torch_device
     from tools.train import TrainConfig
 
     if args.seed is not None:
         spec = spec.model_copy(update={"seed": args.seed})
     pool = load_pool(spec)  # fail fast on bad folders, before a run folder exists
     load_examples(spec)
-    teacher = TeacherConfig(name=args.teacher or "efficientnet-lite", model=args.teacher_model)
+    teacher = TeacherConfig(name=args.teacher or "efficientnet-lite", model=args.teacher_model,
+                            device=getattr(args, "teacher_device", None) or "auto")
+    if teacher.device == "cuda":
+        torch_device(teacher)  # no GPU: one sentence before a run folder exists
     if getattr(args, "feature_distill", None) is not None and args.feature_distill < 0:
         raise NanofactoryError("--feature-distill takes a weight of 0 or more, e.g. 0.5.")
     train = TrainConfig(**{k: v for k, v in (("epochs", args.epochs),

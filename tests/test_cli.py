@@ -153,6 +153,19 @@ def test_examples_folder_with_an_unknown_class(capsys, shapes_data, tmp_path):
     assert not runs.exists() or not any(p.is_dir() for p in runs.iterdir())  # no run folder was started
 
 
+def test_a_teacher_gpu_that_is_not_there_is_one_sentence(capsys, shapes_data, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    runs = tmp_path / "runs"
+    assert main(["build", REQUEST, "--images", str(shapes_data["pool"]), "--runs-dir", str(runs),
+                 "--teacher-device", "cuda"]) == 1
+    line = _error(capsys)
+    assert "GPU but none is visible" in line and "--teacher-device" in line
+    assert not runs.exists() or not any(p.is_dir() for p in runs.iterdir())
+
+
 def test_max_macs_reads_counts_and_refuses_nonsense(capsys, shapes_data, tmp_path):
     """--max-macs takes 3.5M / 800k / 1_500_000; anything else is one sentence before a run folder exists."""
     from agent.cli_build import parse_count

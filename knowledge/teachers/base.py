@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+from knowledge.errors import NanofactoryError
 
 
 class TeacherConfig(BaseModel):
@@ -20,10 +23,22 @@ class TeacherConfig(BaseModel):
     model: str | None = Field(None, description="hub id or local path; None = the entry's packaged default")
     image_size: int | None = Field(None, ge=16, le=1024, description="input resolution; None = the entry's default")
     batch_size: int = Field(256, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the teacher runs; auto: a GPU when "
+                                                   "one is visible")
 
 
 def torch_threads() -> int:
     return max(1, os.cpu_count() or 1)
+
+
+def torch_device(config: TeacherConfig) -> str:
+    """'cuda' or 'cpu' for ``config.device``; a GPU asked for and not visible is one sentence."""
+    import torch
+
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise NanofactoryError("The teacher was asked to run on a GPU but none is visible; use device 'auto' or "
+                               "'cpu' (--teacher-device).")
+    return "cuda" if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()) else "cpu"
 
 
 class Teacher(ABC):

@@ -11,7 +11,7 @@ import numpy as np
 
 from knowledge.errors import NanofactoryError
 from knowledge.teachers import register_teacher
-from knowledge.teachers.base import Teacher, TeacherConfig, torch_threads
+from knowledge.teachers.base import Teacher, TeacherConfig, torch_device, torch_threads
 
 # OpenAI CLIP's preprocessing statistics (CLIPImageProcessor defaults)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -33,6 +33,7 @@ class ClipTeacher(Teacher):
             )
         self._model = None
         self._tokenizer = None
+        self._device = "cpu"
 
     @property
     def cache_key(self) -> str:
@@ -44,7 +45,7 @@ class ClipTeacher(Teacher):
         from transformers import AutoTokenizer, CLIPModel
 
         try:
-            self._model = CLIPModel.from_pretrained(self.config.model).eval()
+            model = CLIPModel.from_pretrained(self.config.model).eval()
             self._tokenizer = AutoTokenizer.from_pretrained(self.config.model)
         except OSError as e:
             raise NanofactoryError(
@@ -58,6 +59,8 @@ class ClipTeacher(Teacher):
                 f"The CLIP folder {self.config.model!r} has no usable tokenizer; save the tokenizer next to the "
                 "model (tokenizer.save_pretrained) and retry."
             )
+        self._device = torch_device(self.config)
+        self._model = model.to(self._device)
 
     @property
     def image_size(self) -> int:
@@ -70,20 +73,20 @@ class ClipTeacher(Teacher):
 
         self.load()
         torch.set_num_threads(torch_threads())
-        mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+        mean = torch.tensor(CLIP_MEAN, device=self._device).view(1, 3, 1, 1)
+        std = torch.tensor(CLIP_STD, device=self._device).view(1, 3, 1, 1)
         out = []
         with torch.inference_mode():
             for start in range(0, len(images), self.config.batch_size):
                 x = torch.from_numpy(np.array(images[start : start + self.config.batch_size]))  # a copy: inputs may be read-only
-                x = x.permute(0, 3, 1, 2).float() / 255.0
+                x = x.to(self._device).permute(0, 3, 1, 2).float() / 255.0
                 if x.shape[1] == 1:
                     x = x.expand(-1, 3, -1, -1)
                 x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False)
                 native = self.image_size == self._model.config.vision_config.image_size
                 feats = _features(self._model.get_image_features(
                     pixel_values=(x - mean) / std, interpolate_pos_encoding=not native))
-                out.append(feats.numpy())
+                out.append(feats.cpu().numpy())
         dim = self._model.config.projection_dim
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, dim), np.float32)
 
@@ -91,10 +94,10 @@ class ClipTeacher(Teacher):
         import torch
 
         self.load()
-        tokens = self._tokenizer(list(prompts), padding=True, return_tensors="pt")
+        tokens = self._tokenizer(list(prompts), padding=True, return_tensors="pt").to(self._device)
         with torch.inference_mode():
             feats = _features(self._model.get_text_features(**tokens))
-        return feats.numpy().astype(np.float32)
+        return feats.cpu().numpy().astype(np.float32)
 
     def class_scores(self, embeddings: np.ndarray, prompts: list[str]) -> np.ndarray:
         img = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
