@@ -195,7 +195,7 @@ def relabel(run_dir: Path) -> np.ndarray | None:
     for a run without those files (made before they existed)."""
     from agent.plan import Plan
     from agent.stage_label import human_label_indices
-    from knowledge.labeling import Projection, label_projected
+    from knowledge.labeling import NeighbourGraph, Projection, label_projected
 
     run_dir = Path(run_dir)
     files = [run_dir / "index" / "pool_vectors.npy", run_dir / "index" / "projection.npz", run_dir / "data" / "teacher.npz"]
@@ -210,8 +210,10 @@ def relabel(run_dir: Path) -> np.ndarray | None:
         zero_shot, ex_emb, ex_labels = z["zero_shot"], z["example_embeddings"], z["example_labels"]
     idx, labels, _ = human_label_indices(pool_uids(run_dir, len(vectors)), names, load_human_labels(run_dir))
     examples = projection.apply(ex_emb.reshape(-1, projection.mean.shape[1]))
+    graph_file = run_dir / "index" / "pool_graph.npz"
+    graph = NeighbourGraph.load(graph_file) if graph_file.is_file() else None  # else made here when spreading is on
     return label_projected(vectors, projection, examples, zero_shot, ex_labels.astype(np.int64), spec.other, config,
-                           seed=spec.seed, anchors=vectors[idx], anchor_labels=labels).probs
+                           seed=spec.seed, anchor_rows=idx, anchor_labels=labels, graph=graph).probs
 
 
 def review_queue(run_dir: Path, budget: int, seed: int = 0, skip=(), rank_by: np.ndarray | None = None) -> list[ReviewItem]:

@@ -86,6 +86,7 @@ def stage_label(ctx) -> dict:
         expected_calibration_error,
         fit_temperature,
         label_projected,
+        neighbour_graph,
     )
     from tools.train import split_validation
 
@@ -99,8 +100,11 @@ def stage_label(ctx) -> dict:
     projection, projected = project_pool(ctx, cfg.pca_dims, spec.seed)
     human = projection.apply(read_npy_rows(ctx.embeddings_file(), h_idx).astype(np.float32))
     ex_labels = ex_labels.astype(np.int64)
+    index = VectorIndex.build(projected)
+    graph = neighbour_graph(projected, cfg.spread_neighbours, index) if cfg.spread_neighbours else None
     result = label_projected(projected, projection, projection.apply(ex_emb.reshape(-1, projection.mean.shape[1])),
-                             zero_shot, ex_labels, spec.other, cfg, seed=spec.seed, anchors=human, anchor_labels=h_labels)
+                             zero_shot, ex_labels, spec.other, cfg, seed=spec.seed, anchors=human, anchor_labels=h_labels,
+                             anchor_rows=h_idx, graph=graph)
 
     temperature = 1.0
     if cfg.calibrate and result.example_probs is not None:
@@ -108,7 +112,9 @@ def stage_label(ctx) -> dict:
         temperature = fit_temperature(result.example_probs, ex_labels, only_soften=True)
     probs = apply_temperature(result.probs, temperature)
     probs[h_idx] = np.eye(len(names), dtype=np.float32)[h_labels]  # a person's answer is the label
-    VectorIndex.build(projected).save(ctx.dir / "index" / "pool.faiss")
+    index.save(ctx.dir / "index" / "pool.faiss")
+    if graph is not None:
+        graph.save(ctx.dir / "index" / "pool_graph.npz")  # the review queue's re-labeling spreads on it too
     result.projection.save(ctx.dir / "index" / "projection.npz")
     with atomic_path(ctx.dir / "index" / "pool_vectors.npy") as tmp:
         with open(tmp, "wb") as f:

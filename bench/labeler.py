@@ -76,7 +76,7 @@ def main() -> None:
     from agent.review import SPOT_CHECK_SHARE, queue_order
     from agent.runs import RunStore
     from agent.stages import StageContext
-    from knowledge.labeling import LabelConfig, Projection, label_projected
+    from knowledge.labeling import LabelConfig, Projection, label_projected, neighbour_graph
 
     folder = args.run or max((p for p in Path("runs").glob("2*") if (p / "index" / "pool_vectors.npy").is_file()),
                              key=lambda p: p.stat().st_mtime, default=None)
@@ -97,6 +97,8 @@ def main() -> None:
     projection = Projection.load(folder / "index" / "projection.npz")
     with np.load(folder / "data" / "teacher.npz") as z:
         zero_shot = z["zero_shot"]
+    # the pool's k-NN graph for label spreading, made once per neighbour count the settings ask for
+    graphs = {k: neighbour_graph(vectors, k) for k in {cfg.spread_neighbours for _, cfg in configs} if k}
     named = len(run.spec.classes)
     print(f"run {folder.name}: {len(truth):,} pool images, {named} named classes"
           f"{' + other' if run.spec.other else ''}; label accuracy against the hidden labels")
@@ -132,8 +134,9 @@ def main() -> None:
                                                 balanced=queue == "balanced")
                             asked = np.concatenate([asked, np.array([i for i, _ in order], np.int64)])
                         probs = label_projected(vectors, projection, vectors[idx], zero_shot, labels, run.spec.other,
-                                                cfg, seed=run.spec.seed, anchors=vectors[asked] if r else None,
-                                                anchor_labels=truth[asked] if r else None).probs
+                                                cfg, seed=run.spec.seed, anchor_rows=asked if r else None,
+                                                anchor_labels=truth[asked] if r else None,
+                                                graph=graphs.get(cfg.spread_neighbours)).probs
                         labelings += 1
                         predicted = probs.argmax(1)
                         predicted[asked] = truth[asked]  # a person's answer is the label

@@ -108,7 +108,7 @@ def main() -> None:
             scores["full"].append((full.labels == truth).mean())
             asked = rng.choice(len(emb), args.answers, replace=False)
             answered = label_projected(p_emb, projection, p_ex, zero_shot, ex_labels, True, cfg, seed,
-                                       anchors=p_emb[asked], anchor_labels=truth[asked])
+                                       anchor_rows=asked, anchor_labels=truth[asked])
             scores["answers"].append((answered.labels == truth).mean())
         m = {k: f"{np.mean(v):.3f}" for k, v in scores.items()}
         ceiling = linear_ceiling(emb, truth, teacher.embedding_groups)

@@ -229,7 +229,8 @@ def test_a_pool_mostly_of_named_classes_keeps_them():
     ex, ex_labels = examples(centers, [0, 1, 2, 3, 4], rng, noise=0.6)
     zero_shot = uninformative_zero_shot(len(pool), 5, True)
     assert (auto_label(pool, zero_shot, ex, ex_labels, True, CONFIG, seed=0).labels == truth).mean() >= 0.95
-    prior = PRIOR.model_copy(update={"self_training_threshold": 0.5, "balanced_head": False})
+    # (label spreading off: it repairs most of what the prior breaks here, which is not what this measures)
+    prior = PRIOR.model_copy(update={"self_training_threshold": 0.5, "balanced_head": False, "spread_neighbours": 0})
     assert (auto_label(pool, zero_shot, ex, ex_labels, True, prior, seed=0).labels == truth).mean() < 0.9
 
 
@@ -242,3 +243,48 @@ def test_zero_shot_on_examples():
     unknown = np.zeros((5, 2))
     assert zero_shot_on_examples(unknown, labels)["right"] == 0
     assert zero_shot_on_examples(known, np.array([2, 2])) is None  # no example of a named class
+
+
+# ---- label spreading ---------------------------------------------------------------------------
+
+
+def test_neighbour_graph_leaves_out_each_row_itself_and_weighs_to_one():
+    from knowledge.labeling import neighbour_graph
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(50, 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    emb[1] = emb[0]  # an exact duplicate: its neighbour, not itself
+    graph = neighbour_graph(emb, 5)
+    assert graph.rows.shape == graph.weights.shape == (50, 5)
+    assert not (graph.rows == np.arange(50)[:, None]).any()
+    assert graph.rows[0, 0] == 1 and graph.rows[1, 0] == 0
+    np.testing.assert_allclose(graph.weights.sum(1), 1.0, atol=1e-6)
+    exact = np.argsort(-(emb @ emb.T) + 10 * np.eye(50), axis=1)[:, :5]  # nearest by cosine, self excluded
+    assert (np.sort(graph.rows[2:], 1) == np.sort(exact[2:], 1)).mean() > 0.95
+    assert neighbour_graph(emb[:3], 10).rows.shape == (3, 2)  # k above the pool: every other row
+    assert neighbour_graph(emb[:1], 10) is None
+
+
+def test_spreading_repairs_stray_labels_and_keeps_a_persons():
+    """Two tight clusters; a few rows of cluster 0 carry cluster 1's label. Their neighbours outvote
+    them, and a person's answer stays what they said even where every neighbour disagrees."""
+    from knowledge.labeling import neighbour_graph, spread_labels
+
+    rng = np.random.default_rng(1)
+    centers = np.eye(8, dtype=np.float32)[:2]
+    emb = np.concatenate([c + 0.05 * rng.normal(size=(40, 8)) for c in centers]).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    truth = np.repeat([0, 1], 40)
+    probs = np.eye(2, dtype=np.float32)[truth] * 0.8 + 0.1
+    stray = np.array([3, 7, 11])
+    probs[stray] = probs[stray][:, ::-1]
+    spread = spread_labels(probs, neighbour_graph(emb, 8), 0.9)
+    np.testing.assert_allclose(spread.sum(1), 1.0, atol=1e-6)
+    assert (spread.argmax(1) == truth).all()
+    graph = neighbour_graph(emb, 8)
+    probs[3] = [1.0, 0.0]  # a person's answer on a stray row: it holds, and the rest stays right
+    answered = spread_labels(probs, graph, 0.9, fixed=np.array([3]))
+    assert answered[3].tolist() == [1.0, 0.0] and (answered.argmax(1) == truth).all()
+    probs[5] = [0.0, 1.0]  # an answer every neighbour contradicts still holds
+    assert spread_labels(probs, graph, 0.9, fixed=np.array([3, 5]))[5].tolist() == [0.0, 1.0]
