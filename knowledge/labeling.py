@@ -438,15 +438,18 @@ def neighbour_graph(emb: np.ndarray, k: int, index=None) -> NeighbourGraph | Non
 
 
 def spread_labels(probs: np.ndarray, graph: NeighbourGraph, alpha: float, fixed: np.ndarray | None = None,
-                  steps: int = SPREAD_STEPS) -> np.ndarray:
+                  steps: int = SPREAD_STEPS, keep_counts: bool = True) -> np.ndarray:
     """Label spreading (Zhou et al. 2004, "Learning with local and global consistency"): iterate
     F <- alpha * W F + (1 - alpha) * Y from the labels Y, W the graph's row-normalized weights;
-    rows in ``fixed`` (a person's answers) keep their label throughout.
+    rows in ``fixed`` (a person's answers) keep their label throughout. With ``keep_counts`` each
+    class then keeps as many images as Y gave it (``match_counts``): the neighbourhoods decide
+    which images a class gets, not how many.
 
     A linear head on the teacher's features draws one boundary per class; the neighbourhoods
-    follow the pool's own shape. On the demo's pool (bench/labels_needed.py runs, scratch check):
-    labels from 5 examples per class 0.837 -> 0.863, after 50 answers 0.853 -> 0.876, after 200
-    0.891 -> 0.908, after 500 0.905 -> 0.912.
+    follow the pool's own shape. Spreading alone hands a minority class's edges to the majority
+    around it (on the demo, shirts to "other": the student found 7 % of shirts instead of 11 %);
+    keeping the counts holds the minority's share while the neighbourhoods still move its labels
+    to the right images (README, "Asking a person only what matters").
     """
     y = np.asarray(probs, np.float32)
     f = y.copy()
@@ -458,7 +461,28 @@ def spread_labels(probs: np.ndarray, graph: NeighbourGraph, alpha: float, fixed:
         if fixed is not None and len(fixed):
             nxt[fixed] = y[fixed]
         f = nxt
-    return f / np.maximum(f.sum(1, keepdims=True), 1e-12)
+    f = f / np.maximum(f.sum(1, keepdims=True), 1e-12)
+    if keep_counts:
+        f = match_counts(f, np.bincount(y.argmax(1), minlength=y.shape[1]))
+        if fixed is not None and len(fixed):
+            f[fixed] = y[fixed]
+    return f
+
+
+COUNT_STEPS = 200  # iterations of the per-class bias in match_counts
+COUNT_RATE = 0.05  # its step, in log counts
+
+
+def match_counts(probs: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``probs`` re-weighted per class (one factor each, then rows renormalized) so that each class is
+    the most probable label of about ``target[c]`` rows: a prior shift fitted on the argmax counts."""
+    logp = np.log(np.maximum(np.asarray(probs, np.float64), 1e-9))
+    bias, target = np.zeros(logp.shape[1]), np.maximum(np.asarray(target, np.float64), 1)
+    for _ in range(COUNT_STEPS):
+        counts = np.maximum(np.bincount((logp + bias).argmax(1), minlength=len(bias)), 1)
+        bias -= COUNT_RATE * np.log(counts / target)
+    out = np.exp(logp + bias - (logp + bias).max(1, keepdims=True))
+    return (out / out.sum(1, keepdims=True)).astype(np.float32)
 
 
 def fit_temperature(probs: np.ndarray, labels: np.ndarray, only_soften: bool = False) -> float:
