@@ -280,11 +280,11 @@ def test_spreading_repairs_stray_labels_and_keeps_a_persons():
     stray = np.array([3, 7, 11])
     probs[stray] = probs[stray][:, ::-1]
     graph = neighbour_graph(emb, 8)
-    spread = spread_labels(probs, graph, 0.9, keep_counts=False)
+    spread = spread_labels(probs, graph, 0.9)
     np.testing.assert_allclose(spread.sum(1), 1.0, atol=1e-6)
     assert (spread.argmax(1) == truth).all()
     probs[3] = [1.0, 0.0]  # a person's answer on a stray row: it holds, and the rest stays right
-    answered = spread_labels(probs, graph, 0.9, fixed=np.array([3]), keep_counts=False)
+    answered = spread_labels(probs, graph, 0.9, fixed=np.array([3]))
     assert answered[3].tolist() == [1.0, 0.0] and (answered.argmax(1) == truth).all()
     probs[5] = [0.0, 1.0]  # an answer every neighbour contradicts still holds
     assert spread_labels(probs, graph, 0.9, fixed=np.array([3, 5]))[5].tolist() == [0.0, 1.0]
@@ -306,10 +306,10 @@ def test_spreading_keeps_each_class_count_and_moves_the_labels_to_the_right_imag
     labels[[0, 1, 2, 3]] = 1  # ... and four of the majority minority: the count is right, the images are not
     probs = np.eye(2, dtype=np.float32)[labels] * 0.6 + 0.2
     graph = neighbour_graph(emb, 8)
-    kept = spread_labels(probs, graph, 0.9)
+    kept = spread_labels(probs, graph, 0.9, keep_counts=True)
     assert np.bincount(kept.argmax(1), minlength=2)[1] == 20
     assert (kept.argmax(1) == truth).mean() > (labels == truth).mean()
-    shrunk = spread_labels(probs, graph, 0.9, keep_counts=False)
+    shrunk = spread_labels(probs, graph, 0.9)
     assert np.bincount(shrunk.argmax(1), minlength=2)[1] <= 20
     # match_counts alone: a prior shift that gives each class its target count of argmaxes
     flat = np.full((10, 2), 0.5, np.float32) + np.linspace(-0.1, 0.1, 10)[:, None] * [1, -1]
