@@ -3,8 +3,9 @@ engine's choice of what trains.
 
 1. The teacher labels the pool (knowledge.labeling) from the user's examples, the class
    descriptions and any labels a person gave in review (``data/human_labels.json``): those
-   steer the self-training head and keep their label. The labels are then spread over the
-   pool's k-NN graph (from the vector index; saved as ``index/pool_graph.npz``).
+   steer the self-training head and keep their label. Once a person has answered, the labels
+   are spread over the pool's k-NN graph (from the vector index; saved as
+   ``index/pool_graph.npz`` for the review queue's re-labeling).
 2. Confidence is temperature-scaled on the examples the self-training head did not fit (softened only).
 3. Selection on the vector index (knowledge.selection): one image per near-duplicate group,
    optional class balance and a diversity budget, with the hard negatives of "other" kept
@@ -225,7 +226,9 @@ def _capped(vectors, labels, cand, cap, other, per_class, seed, info):
 
 def _write_manifest(ctx, labels, conf, split, human: set[int]) -> None:
     pool, names, ex = ctx.pool, ctx.run.spec.label_names, ctx.examples
-    provenance = PROVENANCE + (" + label spreading" if ctx.run.plan.step("label").label.spread_neighbours else "")
+    cfg = ctx.run.plan.step("label").label
+    spread = cfg.spread_neighbours and (human or cfg.spread_without_answers)
+    provenance = PROVENANCE + (" + label spreading" if spread else "")
     lines = [json.dumps({"uid": pool.uids[i], "source": pool.source, "sha1": pool.sha1[i], "label": names[labels[i]],
                          "confidence": round(float(conf[i]), 4), "split": str(split[i]),
                          "provenance": HUMAN_PROVENANCE if i in human else provenance, "synthetic": False})

@@ -314,3 +314,22 @@ def test_spreading_keeps_each_class_count_and_moves_the_labels_to_the_right_imag
     # match_counts alone: a prior shift that gives each class its target count of argmaxes
     flat = np.full((10, 2), 0.5, np.float32) + np.linspace(-0.1, 0.1, 10)[:, None] * [1, -1]
     assert np.bincount(match_counts(flat, np.array([3, 7])).argmax(1), minlength=2).tolist() == [3, 7]
+
+
+def test_labels_spread_once_a_person_has_answered():
+    """Without answers spreading would only smooth the head's own guesses: off unless asked for."""
+    from knowledge.labeling import Projection, label_projected
+
+    centers, pool, truth, rng = make_blobs(3, seed=4, per_blob=60, noise=0.6)
+    ex, ex_labels = examples(centers, [0, 1], rng, noise=0.6)
+    projection = Projection.fit(pool, 16, 0)
+    emb, ex_p = projection.apply(pool), projection.apply(ex)
+    zs = uninformative_zero_shot(len(pool), 2, True)
+    label = lambda config, **kw: label_projected(emb, projection, ex_p, zs, ex_labels, True, config, **kw).probs
+    off = CONFIG.model_copy(update={"spread_neighbours": 0})
+    np.testing.assert_array_equal(label(CONFIG), label(off))
+    assert not np.array_equal(label(CONFIG.model_copy(update={"spread_without_answers": True})), label(off))
+    rows = np.array([0, 70, 150])
+    answered = label(CONFIG, anchor_rows=rows, anchor_labels=truth[rows])
+    assert not np.array_equal(answered, label(off, anchor_rows=rows, anchor_labels=truth[rows]))
+    assert (answered[rows].argmax(1) == truth[rows]).all()
