@@ -15,9 +15,9 @@ Three signals, combined:
 * **self-training**: a linear head fitted on the confident labels over the teacher
   embeddings re-labels every sample (0.69 -> 0.79 in the same benchmark; 0.81 on the
   demo's 60,000 images).
-* **label spreading**: each sample's label distribution is pulled toward its nearest pool
-  neighbours' in the teacher's space (Zhou et al. 2004, on the FAISS k-NN graph), a person's
-  answers held fixed: what a linear head cannot follow, a neighbourhood can.
+* **label spreading**: once a person has answered, each sample's label distribution is pulled
+  toward its nearest pool neighbours' in the teacher's space (Zhou et al. 2004, on the FAISS
+  k-NN graph), the answers held fixed: what a linear head cannot follow, a neighbourhood can.
 
 Samples whose final confidence is below ``min_confidence`` are kept out of training.
 """
@@ -86,8 +86,8 @@ class LabelConfig(BaseModel):
     spread_without_answers: bool = Field(False, description="spread the labels before anyone has answered too")
     spread_alpha: float = Field(
         0.9, ge=0, lt=1, description="how far a label follows its neighbours' rather than its own (label spreading)")
-    # bench/labels_needed.py seeds 0 and 1 with it on: the labels after 200 answers 0.8952 / 0.8898 against 0.9066 /
-    # 0.9043 without (0.8909 / 0.8879 with no spreading); it does hold the demo's shirts (README)
+    # tried against spreading's shirt loss; bench/labels_needed.py seeds 0 and 1 with it (and spreading without
+    # answers) on: the labels after 200 answers 0.8952 / 0.8898 against 0.9066 / 0.9043 without it (README)
     spread_keep_counts: bool = Field(
         False, description="after spreading, each class keeps as many images as the head gave it (match_counts)")
 
