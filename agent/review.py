@@ -195,7 +195,8 @@ def relabel(run_dir: Path) -> np.ndarray | None:
     for a run without those files (made before they existed)."""
     from agent.plan import Plan
     from agent.stage_label import human_label_indices
-    from knowledge.labeling import NeighbourGraph, Projection, label_projected
+    from knowledge.labeling import Projection, label_projected
+    from knowledge.spreading import NeighbourGraph
 
     run_dir = Path(run_dir)
     files = [run_dir / "index" / "pool_vectors.npy", run_dir / "index" / "projection.npz", run_dir / "data" / "teacher.npz"]

@@ -88,8 +88,8 @@ def stage_label(ctx) -> dict:
         expected_calibration_error,
         fit_temperature,
         label_projected,
-        neighbour_graph,
     )
+    from knowledge.spreading import neighbour_graph
     from tools.train import split_validation
 
     spec, pool = ctx.run.spec, ctx.pool

@@ -76,12 +76,8 @@ def main() -> None:
     from agent.review import SPOT_CHECK_SHARE, queue_order
     from agent.runs import RunStore
     from agent.stages import StageContext
-    from knowledge.labeling import (
-        LabelConfig,
-        Projection,
-        label_projected,
-        neighbour_graph,
-    )
+    from knowledge.labeling import LabelConfig, Projection, label_projected
+    from knowledge.spreading import neighbour_graph
 
     folder = args.run or max((p for p in Path("runs").glob("2*") if (p / "index" / "pool_vectors.npy").is_file()),
                              key=lambda p: p.stat().st_mtime, default=None)

@@ -249,7 +249,7 @@ def test_zero_shot_on_examples():
 
 
 def test_neighbour_graph_leaves_out_each_row_itself_and_weighs_to_one():
-    from knowledge.labeling import neighbour_graph
+    from knowledge.spreading import neighbour_graph
 
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(50, 8)).astype(np.float32)
@@ -269,7 +269,7 @@ def test_neighbour_graph_leaves_out_each_row_itself_and_weighs_to_one():
 def test_spreading_repairs_stray_labels_and_keeps_a_persons():
     """Two tight clusters; a few rows of cluster 0 carry cluster 1's label. Their neighbours outvote
     them, and a person's answer stays what they said even where every neighbour disagrees."""
-    from knowledge.labeling import neighbour_graph, spread_labels
+    from knowledge.spreading import neighbour_graph, spread_labels
 
     rng = np.random.default_rng(1)
     centers = np.eye(8, dtype=np.float32)[:2]
@@ -294,7 +294,7 @@ def test_spreading_keeps_each_class_count_and_moves_the_labels_to_the_right_imag
     """A minority class whose labels sit partly on the wrong images: spreading alone would shrink it
     into the majority around it; with the counts kept it keeps its size and its labels move onto
     its own cluster."""
-    from knowledge.labeling import match_counts, neighbour_graph, spread_labels
+    from knowledge.spreading import match_counts, neighbour_graph, spread_labels
 
     rng = np.random.default_rng(2)
     centers = np.eye(8, dtype=np.float32)[:2]
