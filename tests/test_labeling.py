@@ -333,3 +333,26 @@ def test_labels_spread_once_a_person_has_answered():
     answered = label(CONFIG, anchor_rows=rows, anchor_labels=truth[rows])
     assert not np.array_equal(answered, label(off, anchor_rows=rows, anchor_labels=truth[rows]))
     assert (answered[rows].argmax(1) == truth[rows]).all()
+
+
+def test_answer_balance_keeps_a_minority_class_the_answers_show():
+    """A class of 10 % overlapping a class of 90 %: once a person has answered, the head weighed by the
+    classes' shares gives the minority fewer images than it has; square-root balancing gives it more
+    of its own (recall up), full balancing more still. Without answers the setting changes nothing."""
+    from knowledge.labeling import self_train
+
+    rng = np.random.default_rng(5)
+    emb = np.concatenate([rng.normal(size=(900, 8)), rng.normal(size=(100, 8)) + np.r_[1.5, np.zeros(7)]])
+    emb = emb.astype(np.float32)
+    truth = np.repeat([1, 0], [900, 100])
+    probs = np.eye(2, dtype=np.float32)[truth] * 0.9 + 0.05
+    rows = rng.choice(len(emb), 60, replace=False)
+    counts, recalls = [], []
+    for balance in (0.0, 0.5, 1.0):
+        out, _ = self_train(emb, probs, 0.8, 0, anchors=emb[rows], anchor_labels=truth[rows], answer_balance=balance)
+        counts.append(int((out.argmax(1) == 0).sum()))
+        recalls.append(float((out.argmax(1)[truth == 0] == 0).mean()))
+    assert counts[0] < 100 < counts[1] < counts[2]
+    assert recalls[0] < recalls[1] < recalls[2]
+    unanswered = [self_train(emb, probs, 0.8, 0, answer_balance=b)[0] for b in (0.0, 1.0)]
+    np.testing.assert_array_equal(*unanswered)
