@@ -388,9 +388,8 @@ def self_train(emb: np.ndarray, probs: np.ndarray, threshold: float, seed: int, 
         x, y = np.concatenate([emb[keep], anchors]), np.concatenate([labels[keep], anchor_labels])
         weight = np.concatenate([np.full(int(keep.sum()), AUTO_LABEL_MASS / keep.sum()), np.ones(len(anchors))])
         if answer_balance:
-            share = np.bincount(y, weights=weight, minlength=probs.shape[1]) / weight.sum()
-            factor = np.where(share > 0, 1.0 / (np.count_nonzero(share) * np.maximum(share, 1e-12)), 0.0)
-            weight = weight * factor[y] ** answer_balance
+            share = np.bincount(y, weights=weight) / weight.sum()  # every class in y has some
+            weight = weight * (np.count_nonzero(share) * share[y]) ** -answer_balance
         head = LogisticRegression(max_iter=500, C=10.0, random_state=seed)
     else:
         x, y, weight = emb[keep], labels[keep], np.ones(int(keep.sum()))
