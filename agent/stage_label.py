@@ -226,8 +226,7 @@ def _capped(vectors, labels, cand, cap, other, per_class, seed, info):
 
 def _write_manifest(ctx, labels, conf, split, human: set[int]) -> None:
     pool, names, ex = ctx.pool, ctx.run.spec.label_names, ctx.examples
-    cfg = ctx.run.plan.step("label").label
-    spread = cfg.spread_neighbours and (human or cfg.spread_without_answers)
+    spread = ctx.run.plan.step("label").label.spreads(answered=bool(human))
     provenance = PROVENANCE + (" + label spreading" if spread else "")
     lines = [json.dumps({"uid": pool.uids[i], "source": pool.source, "sha1": pool.sha1[i], "label": names[labels[i]],
                          "confidence": round(float(conf[i]), 4), "split": str(split[i]),

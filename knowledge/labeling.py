@@ -98,6 +98,10 @@ class LabelConfig(BaseModel):
     spread_keep_counts: bool = Field(
         False, description="after spreading, each class keeps as many images as the head gave it (match_counts)")
 
+    def spreads(self, answered: bool) -> bool:
+        """Whether labels are spread over the k-NN graph: once a person has answered, or always when asked to."""
+        return bool(self.spread_neighbours) and (answered or self.spread_without_answers)
+
 
 @dataclass
 class LabelResult:
@@ -524,7 +528,7 @@ def label_projected(
                                           np.asarray(example_labels, int), anchors=anchors, anchor_labels=anchor_labels,
                                           balanced=config.balanced_head, answer_balance=config.answer_balance)
     answered = anchor_rows is not None and len(anchor_rows) > 0
-    if config.spread_neighbours and (answered or config.spread_without_answers):
+    if config.spreads(answered):
         graph = graph or neighbour_graph(emb, config.spread_neighbours)
         if graph is not None:
             fixed = None

@@ -327,6 +327,9 @@ def test_labels_spread_once_a_person_has_answered():
     zs = uninformative_zero_shot(len(pool), 2, True)
     label = lambda config, **kw: label_projected(emb, projection, ex_p, zs, ex_labels, True, config, **kw).probs
     off = CONFIG.model_copy(update={"spread_neighbours": 0})
+    # the one rule the labeler and the manifest's provenance both read
+    assert CONFIG.spreads(answered=True) and not CONFIG.spreads(answered=False) and not off.spreads(answered=True)
+    assert CONFIG.model_copy(update={"spread_without_answers": True}).spreads(answered=False)
     np.testing.assert_array_equal(label(CONFIG), label(off))
     assert not np.array_equal(label(CONFIG.model_copy(update={"spread_without_answers": True})), label(off))
     rows = np.array([0, 70, 150])
