@@ -297,17 +297,29 @@ def cmd_compile(args) -> int:
     from compilers.build import compile_onnx
 
     if args.onnx:
+        if not args.onnx.is_file():
+            raise NanofactoryError(f"No ONNX model at {args.onnx}; pass the path of a .onnx file.")
         if args.calibration is None:
             raise NanofactoryError("--onnx needs --calibration FILE.npy: a few hundred representative inputs "
                                    "(N, C, H, W), preprocessed as the model expects.")
         if not args.calibration.is_file():
             raise NanofactoryError(f"Calibration file {args.calibration} does not exist.")
-        calib = np.load(args.calibration)
+        try:
+            calib = np.load(args.calibration)
+        except (ValueError, OSError, EOFError):
+            raise NanofactoryError(f"{args.calibration} is not a numeric .npy array; save the inputs with "
+                                   "numpy.save (shape (N, C, H, W)).") from None
+        if not np.issubdtype(calib.dtype, np.number):
+            raise NanofactoryError(f"{args.calibration} holds {calib.dtype} data, not numbers; save float inputs "
+                                   "with numpy.save (shape (N, C, H, W)).")
         out = args.out or args.onnx.with_suffix("")
         compiled = compile_onnx(args.onnx, calib.astype(np.float32), out, name=args.onnx.stem)
     else:
         if not args.run:
             raise NanofactoryError("Which model? Pass a run id (from `nanofactory runs`) or --onnx FILE.")
+        if args.run.endswith(".onnx"):
+            raise NanofactoryError(f"{args.run} is an ONNX file, not a run; compile it with "
+                                   f"`nanofactory compile --onnx {args.run} --calibration FILE.npy`.")
         from agent.pipeline import open_run
         from agent.runs import RunStore
         from agent.stage_compile import calibration_inputs

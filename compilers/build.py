@@ -45,6 +45,17 @@ def nchw_to_nhwc(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else np.asarray(x)
 
 
+def check_calibration(graph: Graph, calibration: np.ndarray) -> None:
+    """Fail in one sentence when calibration inputs do not have the model's input shape."""
+    shape = tuple(graph.input_shape[1:])
+    if len(shape) == 3:  # the graph is NHWC, calibration NCHW
+        shape = (shape[2], shape[0], shape[1])
+    if tuple(calibration.shape[1:]) != shape:
+        raise NanofactoryError(
+            f"Calibration inputs have shape {tuple(calibration.shape)}; the model takes "
+            f"(N, {', '.join(map(str, shape))}) (N inputs, channels first, preprocessed as the model expects).")
+
+
 def compile_graph(graph: Graph, calibration: np.ndarray, out_dir: Path, name: str = "model",
                   config: CompileConfig | None = None) -> Compiled:
     """Quantize ``graph`` on float NCHW ``calibration`` inputs and write every backend's artifact."""
@@ -56,6 +67,7 @@ def compile_graph(graph: Graph, calibration: np.ndarray, out_dir: Path, name: st
     backends = [create_backend(b) for b in config.backends]  # unknown names fail before any work
     if len(calibration) == 0:
         raise NanofactoryError("No calibration data: the compiler needs a few representative inputs.")
+    check_calibration(graph, calibration)
     quantize_graph(graph, nchw_to_nhwc(calibration[: config.calibration_samples]).astype(np.float32))
     plan = plan_memory(graph)
     out_dir = Path(out_dir)

@@ -229,3 +229,23 @@ def test_the_summary_names_the_weakest_class(tmp_path, capsys):
     print_summary(run, {**m, "per_class": {"bag": per_class["bag"]}, "labeling": unknown})
     out = capsys.readouterr().out
     assert "(you have given 40): the teacher hardly knows these classes by name" in out
+
+
+def test_compile_input_errors_are_one_sentence(capsys, tmp_path):
+    import numpy as np
+
+    onnx_file = tmp_path / "m.onnx"
+    onnx_file.write_bytes(b"not onnx")
+    text = tmp_path / "text.npy"
+    np.save(text, np.array(["a", "b"]))
+    junk = tmp_path / "junk.npy"
+    junk.write_text("junk")
+    cases = [
+        (["compile", "--onnx", str(tmp_path / "nope.onnx")], "No ONNX model at"),  # before asking for calibration
+        (["compile", str(onnx_file), "--runs-dir", str(tmp_path)], "is an ONNX file, not a run; compile it with"),
+        (["compile", "--onnx", str(onnx_file), "--calibration", str(junk)], "is not a numeric .npy array"),
+        (["compile", "--onnx", str(onnx_file), "--calibration", str(text)], "not numbers"),
+    ]
+    for argv, expected in cases:
+        assert main(argv) == 1
+        assert expected in _error(capsys)

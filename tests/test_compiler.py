@@ -133,6 +133,15 @@ def test_missing_file_is_refused(tmp_path):
     assert_refused(tmp_path / "nowhere.onnx", tmp_path / "out", ["No ONNX model"])
 
 
+def test_calibration_of_the_wrong_shape_is_refused(tmp_path):
+    path = M.save(M.strided_padding(np.random.default_rng(5)), tmp_path / "model.onnx")
+    c, h, w = M.input_shape(path)
+    for shape in [(4, h * w * c), (4, h, w, c)]:  # flattened; channels last
+        with pytest.raises(NanofactoryError, match=rf"shape \({shape[0]}, .*takes \(N, {c}, {h}, {w}\)"):
+            compile_onnx(path, np.zeros(shape, np.float32), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 # ---- int8 conventions -----------------------------------------------------------------------
 
 
