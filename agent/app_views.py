@@ -248,6 +248,8 @@ def metrics_rows(run_dir: Path) -> list[list[str]]:
     c = m.get("compiled") or {}
     if c.get("tflm_vs_c_bitexact") is not None:
         rows.append(["C library vs TFLite Micro", f"{_pct(c['tflm_vs_c_bitexact'])} bit-exact"])
+    if c.get("frames"):
+        rows.append(["camera frames to inputs in C", f"{_pct(c['frames']['frames_bitexact'])} bit-exact with training"])
     return rows
 
 

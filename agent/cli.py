@@ -322,7 +322,7 @@ def cmd_compile(args) -> int:
                                    f"`nanofactory compile --onnx {args.run} --calibration FILE.npy`.")
         from agent.pipeline import open_run
         from agent.runs import RunStore
-        from agent.stage_compile import calibration_inputs
+        from agent.stage_compile import calibration_inputs, image_input
         from agent.stages import StageContext
 
         folder = _run_dir(args.run, args.runs_dir)
@@ -332,7 +332,7 @@ def cmd_compile(args) -> int:
             raise NanofactoryError(f"Run {folder.name} has no model.onnx yet; finish it with "
                                    f"`nanofactory build --resume {folder.name}`.")
         compiled = compile_onnx(folder / "model.onnx", calibration_inputs(ctx, 512), args.out or folder / "compiled",
-                                name=folder.name)
+                                name=folder.name, image=image_input(ctx))
     s = compiled.summary
     print(f"compiled {s['ops']} ops, {s['macs']:,} MACs, weights {s['weight_bytes']:,} B, "
           f"arena {s['arena_bytes']:,} B (exact)")
@@ -363,6 +363,7 @@ def cmd_verify(args) -> int:
     for key, value in figures.items():
         print(f"{key:<34} {value}")
     exact = [figures.get(k) for k in ("c_vs_reference_bitexact", "tflm_vs_c_bitexact", "litert_vs_c_bitexact")]
+    exact.append((figures.get("frames") or {}).get("frames_bitexact"))
     return 0 if all(v == 1.0 for v in exact if v is not None) else 1
 
 

@@ -253,6 +253,10 @@ def print_summary(run, m: dict) -> None:
              if c.get("tflm_arena_head_bytes") else f"{c['arena_bytes']:,} B"),
             ("Cortex-M4 text / bss", f"{m4['text']:,} B / {m4['bss']:,} B" if m4 else "arm-none-eabi-gcc not installed"),
         ]
+        if c.get("frames"):
+            f = c["frames"]
+            rows.insert(at + 1, ("camera frames -> input (C)", f"{_fmt(f['frames_bitexact'])} bit-exact with training "
+                                 f"({f['frames_checked']} frames, gray and RGB, nf_io.h)"))
     width = max(len(k) for k, _ in rows)
     print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
     print(f"report: {run.dir / 'report.html'}")

@@ -189,14 +189,14 @@ def cmd_find(args) -> int:
 def _one_image(path: Path, size: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
-    from knowledge.pools import _to_array
+    from knowledge.pools import model_pixels
 
     if not path.is_file():
         raise NanofactoryError(f"Image {path} does not exist; pass an image file to --like.")
     try:
         with Image.open(path) as im:
             im.load()
-            return _to_array(im, size, 3)[None]
+            return model_pixels(im, size, 3)[None]
     except (UnidentifiedImageError, OSError) as e:
         raise NanofactoryError(f"{path} is not a readable image ({type(e).__name__}); pass a JPEG or PNG.") from None
 

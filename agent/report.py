@@ -223,6 +223,9 @@ def _deploy_block(inputs: ReportInputs) -> str:
         ["C library vs TFLite Micro", _pct(c.get("tflm_vs_c_bitexact")),
          f"bit-exact, {_num(c.get('runtime_samples'))} inputs"],
         ["C library vs LiteRT (reference kernels)", _pct(c.get("litert_vs_c_bitexact")), "bit-exact"],
+        *([["camera frames to inputs in C (nf_io.h)", _pct(c["frames"]["frames_bitexact"]),
+            f"bit-exact with the training images' preparation, {c['frames']['frames_checked']} random frames "
+            f"({', '.join(c['frames']['frame_sizes'])}; gray and RGB)"]] if c.get("frames") else []),
         ["int8 C library accuracy", _pct(c.get("c_int8_accuracy")), f"fp32 model {_pct(c.get('fp32_accuracy'))}"],
         ["host latency, one thread", f"C {_num(c.get('c_latency_us'), '{:.0f}')} µs",
          f"onnxruntime int8 {_num(c.get('onnxruntime_int8_latency_us'), '{:.0f}')} µs"],

@@ -37,6 +37,14 @@ def evaluation_inputs(ctx) -> tuple[np.ndarray, np.ndarray]:
     return to_input(inputs[val]).numpy(), truth
 
 
+def image_input(ctx):
+    """How the run's student takes images: its labels and pixel normalisation (the C library's nf_io)."""
+    from compilers.ir import ImageInput
+    from tools.train import PIXEL_DIVISOR, PIXEL_OFFSET
+
+    return ImageInput(labels=list(ctx.run.spec.label_names), pixel_offset=PIXEL_OFFSET, pixel_divisor=PIXEL_DIVISOR)
+
+
 def stage_compile(ctx) -> dict:
     from agent.plan import CompileStep
     from compilers.build import compile_onnx
@@ -45,7 +53,8 @@ def stage_compile(ctx) -> dict:
     step = next((s for s in ctx.run.plan.steps if s.kind == "compile"), CompileStep())
     folder = ctx.dir / "compiled"
     calib = calibration_inputs(ctx, step.compile.calibration_samples)
-    compiled = compile_onnx(ctx.dir / "model.onnx", calib, folder, name=ctx.run.id, config=step.compile)
+    compiled = compile_onnx(ctx.dir / "model.onnx", calib, folder, name=ctx.run.id, config=step.compile,
+                            image=image_input(ctx))
     x, truth = evaluation_inputs(ctx)
     figures = verify(compiled, x, labels=truth, fp32_onnx=ctx.dir / "model.onnx",
                      int8_onnx=ctx.dir / "model_int8.onnx", runtime_samples=step.verify_samples,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from compilers.ir import Graph
+from compilers.ir import Graph, ImageInput
 from compilers.planner import MemoryPlan, plan_memory
 from knowledge.errors import NanofactoryError
 from knowledge.io import atomic_path, write_json_atomic
@@ -56,9 +56,20 @@ def check_calibration(graph: Graph, calibration: np.ndarray) -> None:
             f"(N, {', '.join(map(str, shape))}) (N inputs, channels first, preprocessed as the model expects).")
 
 
+def check_image_input(graph: Graph, image: ImageInput) -> None:
+    shape = graph.input_shape
+    if len(shape) != 4 or shape[1] != shape[2] or shape[3] not in (1, 3):
+        raise NanofactoryError(f"Image inputs need a square NHWC input of 1 or 3 channels; the model takes "
+                               f"{tuple(shape)}.")
+    if len(image.labels) != int(np.prod(graph.output_shape)):
+        raise NanofactoryError(f"{len(image.labels)} labels for {int(np.prod(graph.output_shape))} outputs; "
+                               "give one label per output.")
+
+
 def compile_graph(graph: Graph, calibration: np.ndarray, out_dir: Path, name: str = "model",
-                  config: CompileConfig | None = None) -> Compiled:
-    """Quantize ``graph`` on float NCHW ``calibration`` inputs and write every backend's artifact."""
+                  config: CompileConfig | None = None, image: ImageInput | None = None) -> Compiled:
+    """Quantize ``graph`` on float NCHW ``calibration`` inputs and write every backend's artifact.
+    ``image``: how inputs are made from images (the C library then converts camera frames)."""
     from compilers.backends import create_backend
     from compilers.int8 import quantize_graph
     from compilers.profile import profile_layers
@@ -68,6 +79,9 @@ def compile_graph(graph: Graph, calibration: np.ndarray, out_dir: Path, name: st
     if len(calibration) == 0:
         raise NanofactoryError("No calibration data: the compiler needs a few representative inputs.")
     check_calibration(graph, calibration)
+    if image is not None:
+        check_image_input(graph, image)
+        graph.image = image
     quantize_graph(graph, nchw_to_nhwc(calibration[: config.calibration_samples]).astype(np.float32))
     plan = plan_memory(graph)
     out_dir = Path(out_dir)
@@ -90,16 +104,19 @@ def compile_graph(graph: Graph, calibration: np.ndarray, out_dir: Path, name: st
         "params": int(sum(op.weight.size + op.bias.size for op in graph.ops if op.is_weighted)),
         "layers": profile_layers(graph),
     }
+    if image is not None:
+        summary["image_input"] = {"labels": image.labels, "pixel_offset": image.pixel_offset,
+                                  "pixel_divisor": image.pixel_divisor}
     write_json_atomic(out_dir / "compile.json", summary)
     return Compiled(out_dir, graph, plan)
 
 
 def compile_onnx(onnx_path: Path, calibration: np.ndarray, out_dir: Path, name: str = "model",
-                 config: CompileConfig | None = None) -> Compiled:
+                 config: CompileConfig | None = None, image: ImageInput | None = None) -> Compiled:
     """Read ONNX, then :func:`compile_graph`. A bad model fails before anything is written."""
     from compilers.onnx_reader import read_onnx
 
-    return compile_graph(read_onnx(onnx_path), calibration, out_dir, name, config)
+    return compile_graph(read_onnx(onnx_path), calibration, out_dir, name, config, image)
 
 
 def load_compiled(out_dir: Path) -> Compiled:

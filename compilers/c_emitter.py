@@ -19,6 +19,7 @@ from compilers.planner import MemoryPlan
 
 KERNEL_FILES = ("nf_kernels.h", "nf_avx2.h", "nf_kernels.c")
 SOFTMAX_FILES = ("nf_softmax.h", "nf_softmax.c")
+IO_FILES = ("nf_io.h", "nf_io.c")  # camera frames to inputs, outputs to labels: models whose inputs are images
 
 
 def folded_bias(graph: Graph, op: Op) -> np.ndarray:
@@ -49,6 +50,15 @@ def _array(ctype: str, name: str, values: np.ndarray) -> str:
     lines = [", ".join(flat[i : i + 24]) for i in range(0, len(flat), 24)]
     body = ",\n  ".join(lines)
     return f"static const {ctype} {name}[{len(flat)}] = {{\n  {body}\n}};\n"
+
+
+def c_string(text: str) -> str:
+    """A C string literal of ``text`` (UTF-8; quotes, backslashes and non-printable bytes escaped)."""
+    out = []
+    for b in text.encode("utf-8"):
+        ch = chr(b)
+        out.append(f"\\{ch}" if ch in '"\\' else ch if 32 <= b < 127 and ch != "?" else f"\\{b:03o}")
+    return '"' + "".join(out) + '"'
 
 
 class _Emitter:
@@ -147,8 +157,28 @@ class _Emitter:
             f"#define NF_INPUT_SCALE {float(np.float32(qi.scale))!r}f\n#define NF_INPUT_ZERO_POINT {qi.zero_point}\n"
             f"#define NF_OUTPUT_SCALE {float(np.float32(qo.scale))!r}f\n#define NF_OUTPUT_ZERO_POINT {qo.zero_point}\n\n"
             f"/* Runs the model on NF_INPUT_SIZE int8 values (NHWC) and writes NF_OUTPUT_SIZE int8 values. */\n"
-            f"void nf_invoke(const int8_t *input, int8_t *output);\n\n#endif\n"
+            f"void nf_invoke(const int8_t *input, int8_t *output);\n"
+            + (self.image_header() if g.image else "")
+            + "\n#endif\n"
         )
+
+    def image_header(self) -> str:
+        image = self.graph.image
+        names = ", ".join(image.labels)
+        return (
+            f"\n/* The inputs are images: nf_io.h turns camera frames into inputs as training prepared them. */\n"
+            f"/* int8 input of each uint8 pixel value: (p - {image.pixel_offset:g}) / {image.pixel_divisor:g}, quantized */\n"
+            f"extern const int8_t nf_pixel_lut[256];\n"
+            f"/* what each output means: {names} */\n"
+            f"extern const char *const nf_labels[NF_OUTPUT_SIZE];\n"
+        )
+
+    def image_source(self) -> str:
+        image = self.graph.image
+        lut = image.pixel_lut(self.graph.tensors[self.graph.input].quant)
+        names = ", ".join(c_string(label) for label in image.labels)
+        return (_array("int8_t", "nf_pixel_lut", lut).replace("static const", "const")
+                + f"const char *const nf_labels[NF_OUTPUT_SIZE] = {{{names}}};\n")
 
     def source(self) -> str:
         g = self.graph
@@ -164,6 +194,7 @@ class _Emitter:
             f"/* {self.plan.arena_bytes} bytes, word-aligned */\n"
             f"static int32_t nf_arena_words[{words}];\n#define nf_arena ((int8_t *)nf_arena_words)\n\n"
             + "".join(self.consts)
+            + (self.image_source() if g.image else "")
             + "\nvoid nf_invoke(const int8_t *input, int8_t *output) {\n"
             f"  nf_copy_s8(NF_INPUT_SIZE, input, {self.ptr(g.input)});\n"
             + "".join(self.calls)
@@ -225,6 +256,51 @@ int main(int argc, char **argv) {
 }
 """
 
+FRAMES = r"""/* Camera frames through the model on the host: what the device will compute, frame for frame.
+ * usage: nf_frames WIDTH HEIGHT gray|rgb FRAMES.bin INPUTS.bin
+ * FRAMES.bin holds raw frames of WIDTH x HEIGHT pixels (1 byte per pixel for gray, R, G, B for rgb),
+ * one after another; INPUTS.bin gets each frame's NF_INPUT_SIZE int8 model input (nf_image_to_input),
+ * and each frame's class is printed (nf_invoke, nf_argmax, nf_labels). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nf_io.h"
+
+int main(int argc, char **argv) {
+  static nf_image_t image;
+  static int8_t input[NF_INPUT_SIZE], output[NF_OUTPUT_SIZE];
+  if (argc != 6 || (strcmp(argv[3], "gray") && strcmp(argv[3], "rgb"))) {
+    fprintf(stderr, "usage: %s WIDTH HEIGHT gray|rgb FRAMES.bin INPUTS.bin\n", argv[0]);
+    return 2;
+  }
+  const int32_t width = atoi(argv[1]), height = atoi(argv[2]);
+  const int32_t format = strcmp(argv[3], "gray") ? NF_RGB888 : NF_GRAY8;
+  if (nf_image_init(&image, width, height, format)) {
+    fprintf(stderr, "cannot take %d x %d frames: the shorter side may be at most %d (NF_IMAGE_MAX_SIDE)\n",
+            (int)width, (int)height, NF_IMAGE_MAX_SIDE);
+    return 1;
+  }
+  const size_t bytes = (size_t)width * (size_t)height * (size_t)format;
+  uint8_t *frame = malloc(bytes);
+  FILE *in = fopen(argv[4], "rb"), *out = fopen(argv[5], "wb");
+  if (!frame || !in || !out) {
+    fprintf(stderr, "cannot open %s or %s\n", argv[4], argv[5]);
+    return 1;
+  }
+  for (long n = 0; fread(frame, 1, bytes, in) == bytes; ++n) {
+    nf_image_to_input(&image, frame, input);
+    if (fwrite(input, 1, NF_INPUT_SIZE, out) != NF_INPUT_SIZE) return 1;
+    nf_invoke(input, output);
+    printf("%ld %s\n", n, nf_labels[nf_argmax(output)]);
+  }
+  fclose(in);
+  fclose(out);
+  free(frame);
+  return 0;
+}
+"""
+
 MAKEFILE = """# Nanofactory int8 library: `make` builds the host test harness, `make m4` / `make m7` build
 # Cortex-M objects with arm-none-eabi-gcc and print their sizes (text = flash, bss = RAM).
 # Host CFLAGS: -march=native lets the kernels use the host's SIMD (nf_avx2.h on x86); never on ARM.
@@ -249,9 +325,14 @@ m7:
 \t$(ARM_SIZE) -t build-m7/*.o
 
 clean:
-\trm -rf nf_test build-m4 build-m7
+\trm -rf nf_test nf_frames build-m4 build-m7
 
 .PHONY: m4 m7 clean
+"""
+FRAMES_MAKE = """
+# camera frames through the model on the host (frames.c): `make nf_frames`
+nf_frames: frames.c $(SRCS) model.h nf_io.h nf_kernels.h nf_avx2.h
+\t$(CC) $(CFLAGS) -o $@ frames.c $(SRCS)
 """
 
 
@@ -266,10 +347,15 @@ def emit_c(graph: Graph, plan: MemoryPlan, out_dir: Path, name: str = "model") -
     kernels = list(KERNEL_FILES)
     if any(op.kind == "softmax" for op in graph.ops):
         kernels += list(SOFTMAX_FILES)
+    if graph.image is not None:
+        kernels += list(IO_FILES)
     for kernel in kernels:
         files[kernel] = resources.files("compilers").joinpath("c", kernel).read_text()
     srcs = " ".join(["model.c"] + [k for k in kernels if k.endswith(".c")])
     files["Makefile"] = MAKEFILE.format(srcs=srcs)
+    if graph.image is not None:
+        files["frames.c"] = FRAMES
+        files["Makefile"] += FRAMES_MAKE
     for filename, text in files.items():
         write_text_atomic(out_dir / filename, text)
     return out_dir

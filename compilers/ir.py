@@ -73,12 +73,29 @@ class Op:
 
 
 @dataclass
+class ImageInput:
+    """How the model's input is made from images, when the compiler is told (a run knows; a bare ONNX
+    file does not): the C library then converts camera frames to inputs (``c/nf_io.c``) and names the
+    outputs. A uint8 pixel p enters the network as (p - pixel_offset) / pixel_divisor."""
+
+    labels: list[str]
+    pixel_offset: float = 128.0
+    pixel_divisor: float = 128.0
+
+    def pixel_lut(self, quant: Quant) -> np.ndarray:
+        """(256,) int8: each pixel value's quantized input, computed as training computes it (float32)."""
+        real = (np.arange(256, dtype=np.float32) - np.float32(self.pixel_offset)) / np.float32(self.pixel_divisor)
+        return quant.quantize(real)
+
+
+@dataclass
 class Graph:
     input: str
     output: str
     tensors: dict[str, Tensor]
     ops: list[Op]
     source: str = ""
+    image: ImageInput | None = None  # set by compile_graph when the inputs are images of known preparation
 
     def shape(self, name: str) -> tuple[int, ...]:
         return self.tensors[name].shape

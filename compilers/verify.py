@@ -36,17 +36,64 @@ SANITIZE = " -fsanitize=address,undefined -fno-sanitize-recover=all -g"
 LATENCY_ROUNDS = 7
 
 
-def build_host(c_dir: Path, build_dir: Path, sanitize: bool = False, cflags: str = HOST_CFLAGS) -> Path:
-    """Compile the C library and harness with gcc; returns the executable."""
+def build_host(c_dir: Path, build_dir: Path, sanitize: bool = False, cflags: str = HOST_CFLAGS,
+               target: str = "nf_test") -> Path:
+    """Compile the C library and a harness (``nf_test``, or ``nf_frames`` for image models) with gcc;
+    returns the executable."""
     if shutil.which("gcc") is None:
         raise NanofactoryError("gcc is not installed; install it (apt-get install gcc) to verify the C library.")
     shutil.copytree(c_dir, build_dir, dirs_exist_ok=True)
     flags = cflags + (SANITIZE if sanitize else "")
-    proc = subprocess.run(["make", "-s", "nf_test", "CC=gcc", f"CFLAGS={flags}"], cwd=build_dir,
+    proc = subprocess.run(["make", "-s", "-B", target, "CC=gcc", f"CFLAGS={flags}"], cwd=build_dir,
                           check=False, capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(f"the generated C library does not compile:\n{proc.stderr[-4000:]}")
-    return build_dir / "nf_test"
+    return build_dir / target
+
+
+# frames nf_io is checked on: (width, height, channels): smaller, equal and larger than common inputs,
+# both orientations, a sensor's VGA and QVGA, and odd sizes whose crops and filters do not divide evenly
+CHECK_FRAMES = [(320, 240, 3), (240, 320, 1), (640, 480, 1), (96, 96, 3), (28, 28, 1), (32, 32, 3), (17, 23, 1),
+                (101, 77, 3), (64, 200, 1), (150, 149, 3), (333, 250, 1), (3, 5, 3)]
+
+
+def frame_inputs(exe: Path, frames: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """The C library's int8 inputs (nf_image_to_input) and labels for same-size frames (N, H, W, C) uint8."""
+    n, height, width, channels = frames.shape
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "frames.bin", Path(tmp) / "inputs.bin"
+        np.ascontiguousarray(frames, np.uint8).tofile(src)
+        proc = subprocess.run([str(exe), str(width), str(height), "gray" if channels == 1 else "rgb", str(src), str(dst)],
+                              check=False, capture_output=True, text=True)
+        if proc.returncode:
+            raise RuntimeError(f"nf_frames failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+        return np.fromfile(dst, np.int8).reshape(n, -1), [line.split(" ", 1)[1] for line in proc.stdout.splitlines()]
+
+
+def check_frames(graph, exe: Path, seed: int = 0) -> dict:
+    """nf_image_to_input against the training pipeline's preparation (knowledge.pools.model_pixels, then
+    the pixel table) on random frames of CHECK_FRAMES' sizes: the share of frames with identical inputs."""
+    from PIL import Image
+
+    from knowledge.pools import model_pixels
+
+    _, size, _, channels = graph.input_shape
+    lut = graph.image.pixel_lut(graph.tensors[graph.input].quant)
+    rng = np.random.default_rng(seed)
+    same = total = 0
+    for width, height, c in CHECK_FRAMES:
+        # smooth frames (random blobs) and noise: a filter error shows on either
+        noise = rng.integers(0, 256, (2, height, width, c), dtype=np.uint8)
+        yy, xx = np.mgrid[:height, :width]
+        blob = 127.5 + 127.5 * np.sin(xx[..., None] * rng.uniform(0.01, 0.3, c) + yy[..., None] * rng.uniform(0.01, 0.3, c))
+        frames = np.concatenate([noise, blob[None].astype(np.uint8)])
+        got, _ = frame_inputs(exe, frames)
+        for frame, inputs in zip(frames, got):
+            pil = Image.fromarray(frame[..., 0] if c == 1 else frame)
+            same += np.array_equal(lut[model_pixels(pil, size, channels)].reshape(-1), inputs)
+            total += 1
+    return {"frames_checked": total, "frames_bitexact": same / total,
+            "frame_sizes": sorted({f"{w}x{h}" for w, h, _ in CHECK_FRAMES})}
 
 
 def run_host(exe: Path, inputs: np.ndarray, output_size: int, repeat: int = 1) -> tuple[np.ndarray, float]:
@@ -172,6 +219,10 @@ def verify(compiled: Compiled, x: np.ndarray, labels: np.ndarray | None = None, 
     with tempfile.TemporaryDirectory() as tmp:
         exe = build_host(compiled.dir / "c", Path(tmp) / "build", sanitize=sanitize, cflags=cflags)
         c_out, _ = run_host(exe, xq, n_out)
+        if graph.image is not None:  # camera frames to inputs (nf_io.c), built as the library is
+            frames_exe = build_host(compiled.dir / "c", Path(tmp) / "frames", sanitize=sanitize, cflags=cflags,
+                                    target="nf_frames")
+            report["frames"] = check_frames(graph, frames_exe)
         if latency:  # timed without sanitizers: the checked build is reused when it has none
             fast = build_host(compiled.dir / "c", Path(tmp) / "fast", cflags=cflags) if sanitize else exe
             # C and onnxruntime take turns, LATENCY_ROUNDS times, each timed in CPU time and

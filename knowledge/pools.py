@@ -61,7 +61,7 @@ class ImagePool:
             return self.pixels[np.asarray(indices, dtype=np.int64)]
         out = np.empty((len(indices), size, size, channels), np.uint8)
         for j, i in enumerate(indices):
-            out[j] = _to_array(self._image(int(i)), size, channels)
+            out[j] = model_pixels(self._image(int(i)), size, channels)
         return out
 
     def iter_batches(self, size: int, channels: int, batch: int) -> Iterator[np.ndarray]:
@@ -90,7 +90,9 @@ class ImagePool:
         )
 
 
-def _to_array(image, size: int, channels: int) -> np.ndarray:
+def model_pixels(image, size: int, channels: int) -> np.ndarray:
+    """A PIL image as the model sees it, uint8 HWC: grayscale or RGB, the centred square, resized
+    (antialiased bilinear). The C library's nf_image_to_input does the same to camera frames, bit for bit."""
     from PIL import Image
 
     image = image.convert("L" if channels == 1 else "RGB")

@@ -15,6 +15,7 @@ import pytest
 from compiler_zoo import MODELS, TEST, needs_gcc
 
 from compilers.build import compile_onnx, nchw_to_nhwc
+from compilers.onnx_reader import read_onnx
 from compilers.reference import run_int8
 from compilers.verify import (
     HOST_CFLAGS,
@@ -167,3 +168,50 @@ def test_litert_and_tflm_fully_connected_agree(tmp_path, kind):
     litert, _ = linear_outputs(tmp_path, kind, "litert")
     assert np.abs(litert.astype(int) - tflm).max() <= 1
     np.testing.assert_array_equal(litert, tflm)
+
+
+# ---- camera frames to inputs (nf_io.c) -----------------------------------------------------------
+
+
+@needs_gcc
+@pytest.mark.parametrize("kind", ["gray", "rgb"])
+def test_camera_frames_become_the_training_inputs(tmp_path, kind):
+    """nf_image_to_input, under ASan/UBSan, gives the inputs the training pipeline makes from the same
+    frames (crop, luma, Pillow's antialiased bilinear resize, the pixel table) on a 1- and a 3-channel
+    model; nf_argmax and nf_labels name the reference's class; a frame over NF_IMAGE_MAX_SIDE is refused."""
+    from compilers.ir import ImageInput
+    from compilers.verify import check_frames, frame_inputs
+
+    export = M.export_student if kind == "gray" else M.export_residual
+    path = export(tmp_path / "m.onnx")
+    c, h, w = M.input_shape(path)
+    rng = np.random.default_rng(3)
+    calibration = (rng.integers(0, 256, (64, c, h, w)).astype(np.float32) - 128) / 128
+    outputs = int(np.prod(read_onnx(path).output_shape))
+    labels = [f'class "{i}"?' for i in range(outputs)]  # quotes and a trigraph-prone '?' in C strings
+    compiled = compile_onnx(path, calibration, tmp_path / "out", image=ImageInput(labels))
+    exe = build_host(compiled.dir / "c", tmp_path / "build", sanitize=True, target="nf_frames")
+    report = check_frames(compiled.graph, exe)
+    assert report["frames_checked"] == 36 and report["frames_bitexact"] == 1.0
+
+    frames = rng.integers(0, 256, (6, 48, 64, 3), dtype=np.uint8)
+    inputs, names = frame_inputs(exe, frames)
+    reference = run_int8(compiled.graph, inputs.reshape(-1, h, w, c)).reshape(len(frames), -1)
+    assert names == [labels[i] for i in reference.argmax(1)]
+
+    big = tmp_path / "big.bin"
+    np.zeros(1000 * 1000, np.uint8).tofile(big)
+    proc = subprocess.run([str(exe), "1000", "1000", "gray", str(big), str(tmp_path / "o.bin")],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 1 and "NF_IMAGE_MAX_SIDE" in proc.stderr
+
+
+def test_image_input_needs_one_label_per_output(tmp_path):
+    from compilers.ir import ImageInput
+    from knowledge.errors import NanofactoryError
+
+    path = M.export_student(tmp_path / "m.onnx")
+    calibration = np.zeros((4, *M.input_shape(path)), np.float32)
+    with pytest.raises(NanofactoryError, match="2 labels for 3 outputs"):
+        compile_onnx(path, calibration, tmp_path / "out", image=ImageInput(["a", "b"]))
+    assert not (tmp_path / "out").exists()

@@ -102,6 +102,10 @@ def test_compile_stage_is_exact_and_verified(built):
         assert (run_dir / "compiled" / name).is_file(), name
     header = (run_dir / "compiled" / "c" / "model.h").read_text()
     assert f"#define NF_ARENA_SIZE {c['arena_bytes']}\n" in header
+    # camera frames to inputs: the C library prepares frames as training prepared the images
+    assert c["frames"]["frames_bitexact"] == 1.0 and c["frames"]["frames_checked"] >= 30
+    source = (run_dir / "compiled" / "c" / "model.c").read_text()
+    assert 'nf_labels[NF_OUTPUT_SIZE] = {"circle", "square", "triangle", "other"}' in source
     report = (run_dir / "report.html").read_text()
     assert "Deployment: C library and .tflite" in report and "per-layer profile" in report
 

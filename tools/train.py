@@ -66,12 +66,15 @@ def distillation_loss(logits, labels, soft_t, config: TrainConfig):
     return config.alpha * config.temperature**2 * kd + (1 - config.alpha) * loss
 
 
+PIXEL_OFFSET = PIXEL_DIVISOR = 128.0  # a pixel p enters the student as (p - 128) / 128
+
+
 def to_input(images: np.ndarray):
     """uint8 NHWC -> float NCHW in [-1, 1): (pixel - 128) / 128, which int8 carries exactly on the MCU."""
     import torch
 
     x = torch.from_numpy(np.array(images, dtype=np.float32)).permute(0, 3, 1, 2)
-    return (x - 128.0) / 128.0
+    return (x - PIXEL_OFFSET) / PIXEL_DIVISOR
 
 
 def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,108 @@
+/* Nanofactory model I/O: see nf_io.h. */
+#include "nf_io.h"
+
+#define NF_PREC 22 /* fixed-point bits of a filter weight: 8-bit pixels, two bits of headroom */
+
+#if NF_INPUT_W != NF_INPUT_H
+#error "nf_io expects a square model input"
+#endif
+
+/* The triangle (bilinear) filter. */
+static double nf_tri(double x) {
+  if (x < 0.0) x = -x;
+  return x < 1.0 ? 1.0 - x : 0.0;
+}
+
+int nf_image_init(nf_image_t *image, int32_t width, int32_t height, int32_t format) {
+  if (width < 1 || height < 1 || (format != NF_GRAY8 && format != NF_RGB888)) return -1;
+  const int32_t side = width < height ? width : height;
+  if (side > NF_IMAGE_MAX_SIDE) return -1;
+  image->width = width;
+  image->height = height;
+  image->format = format;
+  image->left = (width - side) / 2;
+  image->top = (height - side) / 2;
+  /* The crop is square and so is the model's input: one set of weights serves columns and rows.
+   * A frame of the model's size needs none (each output takes its pixel, weight 1). */
+  const int same = width == NF_INPUT_W && height == NF_INPUT_H;
+  const double scale = (double)side / NF_INPUT_W;
+  const double reach = scale < 1.0 ? 1.0 : scale; /* the filter widens to average when shrinking */
+  const double inverse = 1.0 / reach;
+  for (int o = 0; o < NF_INPUT_W; ++o) {
+    int32_t *w = image->weight[o];
+    for (int t = 0; t < NF_IMAGE_TAPS; ++t) w[t] = 0;
+    if (same) {
+      image->first[o] = (int16_t)o;
+      image->count[o] = 1;
+      w[0] = 1 << NF_PREC;
+      continue;
+    }
+    const double center = (o + 0.5) * scale;
+    int lo = (int)(center - reach + 0.5), hi = (int)(center + reach + 0.5);
+    if (lo < 0) lo = 0;
+    if (hi > side) hi = side;
+    if (hi - lo > NF_IMAGE_TAPS) return -1; /* not reached: the taps cover NF_IMAGE_MAX_SIDE */
+    double total = 0.0;
+    for (int i = lo; i < hi; ++i) total += nf_tri(((double)i - center + 0.5) * inverse);
+    for (int i = lo; i < hi; ++i) {
+      double k = nf_tri(((double)i - center + 0.5) * inverse);
+      if (total != 0.0) k /= total;
+      w[i - lo] = (int32_t)(0.5 + k * (double)(1 << NF_PREC));
+    }
+    image->first[o] = (int16_t)lo;
+    image->count[o] = (int16_t)(hi - lo);
+  }
+  return 0;
+}
+
+static uint8_t nf_clip8(int32_t sum) {
+  sum >>= NF_PREC; /* the sums are never negative: every weight is */
+  return (uint8_t)(sum > 255 ? 255 : sum);
+}
+
+/* Channel c of the pixel at column x of a frame row, in the model's channels. */
+static uint8_t nf_pixel(const uint8_t *row, int32_t x, int32_t format, int c) {
+  if (format == NF_GRAY8) return row[x];
+  const uint8_t *p = row + 3 * x;
+#if NF_INPUT_C == 1
+  (void)c;
+  return (uint8_t)(((uint32_t)p[0] * 19595u + (uint32_t)p[1] * 38470u + (uint32_t)p[2] * 7471u + 0x8000u) >> 16);
+#else
+  return p[c];
+#endif
+}
+
+void nf_image_to_input(const nf_image_t *image, const uint8_t *frame, int8_t *input) {
+  const int32_t stride = image->width * image->format;
+  for (int oy = 0; oy < NF_INPUT_H; ++oy) {
+    int32_t sum[NF_INPUT_W * NF_INPUT_C];
+    for (int i = 0; i < NF_INPUT_W * NF_INPUT_C; ++i) sum[i] = 1 << (NF_PREC - 1);
+    /* each source row the output row spans, resized horizontally (rounded to 8 bits, as Pillow's
+     * first pass stores it), weighted into the output row */
+    for (int j = 0; j < image->count[oy]; ++j) {
+      const uint8_t *row = frame + (int32_t)(image->top + image->first[oy] + j) * stride;
+      const int32_t wy = image->weight[oy][j];
+      for (int ox = 0; ox < NF_INPUT_W; ++ox) {
+        const int32_t *wx = image->weight[ox];
+        const int32_t x0 = image->left + image->first[ox];
+        for (int c = 0; c < NF_INPUT_C; ++c) {
+          int32_t h = 1 << (NF_PREC - 1);
+          for (int i = 0; i < image->count[ox]; ++i) h += (int32_t)nf_pixel(row, x0 + i, image->format, c) * wx[i];
+          sum[ox * NF_INPUT_C + c] += (int32_t)nf_clip8(h) * wy;
+        }
+      }
+    }
+    for (int i = 0; i < NF_INPUT_W * NF_INPUT_C; ++i) input[oy * NF_INPUT_W * NF_INPUT_C + i] = nf_pixel_lut[nf_clip8(sum[i])];
+  }
+}
+
+void nf_pixels_to_input(const uint8_t *pixels, int8_t *input) {
+  for (int i = 0; i < NF_INPUT_SIZE; ++i) input[i] = nf_pixel_lut[pixels[i]];
+}
+
+int nf_argmax(const int8_t *output) {
+  int best = 0;
+  for (int i = 1; i < NF_OUTPUT_SIZE; ++i)
+    if (output[i] > output[best]) best = i;
+  return best;
+}
