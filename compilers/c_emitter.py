@@ -271,7 +271,8 @@ int main(int argc, char **argv) {
   static nf_image_t image;
   static int8_t input[NF_INPUT_SIZE], output[NF_OUTPUT_SIZE];
   if (argc != 6 || (strcmp(argv[3], "gray") && strcmp(argv[3], "rgb"))) {
-    fprintf(stderr, "usage: %s WIDTH HEIGHT gray|rgb FRAMES.bin INPUTS.bin\n", argv[0]);
+    fprintf(stderr, "usage: %s WIDTH HEIGHT gray|rgb FRAMES.bin INPUTS.bin\n(an nf_image_t takes %u bytes)\n",
+            argv[0], (unsigned)sizeof image);
     return 2;
   }
   const int32_t width = atoi(argv[1]), height = atoi(argv[2]);
