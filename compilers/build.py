@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from compilers.ir import Graph, ImageInput
 from compilers.planner import MemoryPlan, plan_memory
 from knowledge.errors import NanofactoryError
-from knowledge.io import atomic_path, write_json_atomic
+from knowledge.io import atomic_path, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,8 @@ def compile_graph(graph: Graph, calibration: np.ndarray, out_dir: Path, name: st
     out_dir.mkdir(parents=True, exist_ok=True)
     for backend in backends:
         backend(graph, plan, out_dir, name)
+    if image is not None:  # the .tflite's outputs by name, one per line, as TFLite tools read them
+        write_text_atomic(out_dir / "labels.txt", "".join(f"{label}\n" for label in image.labels))
     with atomic_path(out_dir / "graph.pkl") as tmp:
         tmp.write_bytes(pickle.dumps(graph, protocol=pickle.HIGHEST_PROTOCOL))
     qi, qo = graph.tensors[graph.input].quant, graph.tensors[graph.output].quant

@@ -106,6 +106,7 @@ def test_compile_stage_is_exact_and_verified(built):
     assert c["frames"]["frames_bitexact"] == 1.0 and c["frames"]["frames_checked"] >= 30
     source = (run_dir / "compiled" / "c" / "model.c").read_text()
     assert 'nf_labels[NF_OUTPUT_SIZE] = {"circle", "square", "triangle", "other"}' in source
+    assert (run_dir / "compiled" / "labels.txt").read_text() == "circle\nsquare\ntriangle\nother\n"
     report = (run_dir / "report.html").read_text()
     assert "Deployment: C library and .tflite" in report and "per-layer profile" in report
 
