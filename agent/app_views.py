@@ -266,20 +266,21 @@ def zip_c_library(run_dir: Path, out: Path) -> Path | None:
 
 def downloads(run_dir: Path, out_dir: Path) -> list[Path]:
     """The run's deliverables that exist so far, copied to ``out_dir`` for serving: int8 ONNX, .tflite,
-    the C library zip, the report. Copies, so the web server never serves the runs folder itself."""
+    the C library zip, the labels, the report. Copies, so the web server never serves the runs folder itself."""
     import shutil
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     out = []
-    for source in (run_dir / "model_int8.onnx", run_dir / "compiled" / "model.tflite", run_dir / "report.html"):
-        if source.is_file():
+    for source in (run_dir / "model_int8.onnx", run_dir / "compiled" / "model.tflite", "c",
+                   run_dir / "compiled" / "labels.txt", run_dir / "report.html"):
+        if source == "c":
+            zipped = zip_c_library(run_dir, out_dir / f"{run_dir.name}-c-library.zip")
+            out += [zipped] if zipped else []
+        elif source.is_file():
             target = out_dir / f"{run_dir.name}-{source.name}"
             shutil.copyfile(source, target)
             out.append(target)
-    zipped = zip_c_library(run_dir, out_dir / f"{run_dir.name}-c-library.zip")
-    if zipped:
-        out.insert(min(2, len(out)), zipped)
     return out
 
 
