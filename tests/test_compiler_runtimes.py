@@ -6,6 +6,7 @@ TFLM's FULLY_CONNECTED rounding."""
 from __future__ import annotations
 
 import functools
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -215,3 +216,39 @@ def test_image_input_needs_one_label_per_output(tmp_path):
     with pytest.raises(NanofactoryError, match="2 labels for 3 outputs"):
         compile_onnx(path, calibration, tmp_path / "out", image=ImageInput(["a", "b"]))
     assert not (tmp_path / "out").exists()
+
+
+CPP_MAIN = r"""#include "nf_io.h"
+#include <cstdio>
+int main() {
+  static nf_image_t image;
+  static uint8_t frame[64 * 48 * 3];
+  static int8_t input[NF_INPUT_SIZE], output[NF_OUTPUT_SIZE];
+  for (unsigned i = 0; i < sizeof frame; ++i) frame[i] = (uint8_t)(i * 7);
+  if (nf_image_init(&image, 64, 48, NF_RGB888)) return 1;
+  nf_image_to_input(&image, frame, input);
+  nf_invoke(input, output);
+  std::printf("%s\n", nf_labels[nf_argmax(output)]);
+  return 0;
+}
+"""
+
+
+@needs_gcc
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
+def test_the_library_links_from_cpp(tmp_path):
+    """model.h and nf_io.h declare C linkage for C++ programs (Arduino sketches, ESP-IDF and Zephyr apps)."""
+    from compilers.ir import ImageInput
+
+    path = M.export_student(tmp_path / "m.onnx")
+    calibration = (np.random.default_rng(0).integers(0, 256, (16, *M.input_shape(path))).astype(np.float32) - 128) / 128
+    c_dir = compile_onnx(path, calibration, tmp_path / "out", image=ImageInput(["a", "b", "c"])).dir / "c"
+    objects = []
+    for source in ("model.c", "nf_kernels.c", "nf_io.c"):
+        objects.append(str(tmp_path / f"{source}.o"))
+        subprocess.run(["gcc", "-std=c99", "-O2", "-c", str(c_dir / source), "-o", objects[-1]], check=True)
+    (tmp_path / "main.cpp").write_text(CPP_MAIN)
+    subprocess.run(["g++", "-std=c++17", "-Wall", "-Wextra", "-Werror", "-I", str(c_dir), str(tmp_path / "main.cpp"),
+                    *objects, "-o", str(tmp_path / "app")], check=True)
+    out = subprocess.run([str(tmp_path / "app")], capture_output=True, text=True, check=True).stdout
+    assert out.strip() in ("a", "b", "c")

@@ -21,6 +21,10 @@
 
 #include "model.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #ifndef NF_IMAGE_MAX_SIDE
 #define NF_IMAGE_MAX_SIDE 480
 #endif
@@ -49,5 +53,9 @@ void nf_pixels_to_input(const uint8_t *pixels, int8_t *input);
 
 /* The index of the largest output (the first on ties); its name is nf_labels[index]. */
 int nf_argmax(const int8_t *output);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
