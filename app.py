@@ -232,7 +232,7 @@ def build_ui(web: WebApp) -> gr.Blocks:
                     with gr.Tab("Results", id="results"):
                         metrics = gr.Dataframe(headers=["metric", "value"], interactive=False, wrap=True,
                                                elem_id="nf-metrics")
-                        files = gr.File(label="Downloads: int8 ONNX, .tflite, C library (zip), labels, report",
+                        files = gr.File(label="Downloads: int8 ONNX, .tflite, C library and Arduino library (zips), labels, report",
                                         file_count="multiple", interactive=False, elem_id="nf-downloads")
                     with gr.Tab("Report", id="report"):
                         report = gr.HTML(elem_id="nf-report")

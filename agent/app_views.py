@@ -266,7 +266,7 @@ def zip_c_library(run_dir: Path, out: Path) -> Path | None:
 
 def downloads(run_dir: Path, out_dir: Path) -> list[Path]:
     """The run's deliverables that exist so far, copied to ``out_dir`` for serving: int8 ONNX, .tflite,
-    the C library zip, the labels, the report. Copies, so the web server never serves the runs folder itself."""
+    the C library zip, the Arduino library zip, the labels, the report. Copies, so the web server never serves the runs folder itself."""
     import shutil
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -277,6 +277,11 @@ def downloads(run_dir: Path, out_dir: Path) -> list[Path]:
         if source == "c":
             zipped = zip_c_library(run_dir, out_dir / f"{run_dir.name}-c-library.zip")
             out += [zipped] if zipped else []
+            libraries = sorted((run_dir / "compiled" / "arduino").glob("*/library.properties"))
+            if libraries:
+                from compilers.arduino import zip_library
+
+                out.append(zip_library(libraries[0].parent, out_dir / f"{run_dir.name}-arduino.zip"))
         elif source.is_file():
             target = out_dir / f"{run_dir.name}-{source.name}"
             shutil.copyfile(source, target)

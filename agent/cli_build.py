@@ -263,6 +263,9 @@ def print_summary(run, m: dict) -> None:
     print(f"model:  {run.dir / 'model_int8.onnx'}")
     if m.get("compiled"):
         print(f"C/tflite: {m['compiled']['dir']}")
+        arduino = sorted(Path(m["compiled"]["dir"], "arduino").glob("*/library.properties"))
+        if arduino:
+            print(f"Arduino:  {arduino[0].parent} (its Selftest sketch checks the board)")
     syn = m.get("synthetic")
     if syn and syn.get("classes"):
         print(f"synthetic: {_synthetic_line(syn)}")

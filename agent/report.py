@@ -217,7 +217,8 @@ def _deploy_block(inputs: ReportInputs) -> str:
          f"ours / TFLM tensors = {c['arena_ratio_vs_tflm_head']:.2f}" if c.get("arena_ratio_vs_tflm_head") else DASH],
         ["Cortex-M4 build (arm-none-eabi-size)",
          f"text {_num(m4['text'])} B · data {_num(m4['data'])} B · bss {_num(m4['bss'])} B" if m4
-         else html.escape(str(arm.get("skipped", DASH))), "text = flash (weights + kernels), bss = RAM"],
+         else html.escape(str(arm.get("skipped", DASH))), "text = flash (weights + kernels), bss = RAM"
+         + "".join(f"; {html.escape(k)}.o {_num(v['text'])} B more when used" for k, v in ((m4 or {}).get("extras") or {}).items())],
         ["C library vs numpy int8 reference", _pct(c.get("c_vs_reference_bitexact")),
          f"bit-exact, {_num(c.get('samples'))} inputs"],
         ["C library vs TFLite Micro", _pct(c.get("tflm_vs_c_bitexact")),
@@ -237,7 +238,7 @@ def _deploy_block(inputs: ReportInputs) -> str:
         d = inputs.device
         png = profile_plot_png(inputs.layers, d.macs_per_cycle, d.clock_mhz, d.name)
         body += f"<img class='plot' alt='per-layer profile' src='data:image/png;base64,{png}'>"
-    return body + f"<p class='muted'>Files: <code>{html.escape(c['dir'])}</code> (model.tflite, c/)</p>"
+    return body + f"<p class='muted'>Files: <code>{html.escape(c['dir'])}</code> (model.tflite, labels.txt, c/, arduino/)</p>"
 
 
 def _per_class_table(m: dict, labels: list[str]) -> str:

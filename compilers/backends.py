@@ -43,3 +43,16 @@ def c_backend(graph: Graph, plan: MemoryPlan, out_dir: Path, name: str) -> Path:
     from compilers.c_emitter import emit_c
 
     return emit_c(graph, plan, Path(out_dir) / "c", name)
+
+
+@register_backend("arduino")
+def arduino_backend(graph: Graph, plan: MemoryPlan, out_dir: Path, name: str) -> Path:
+    """``arduino/<library>/``: the C library as an Arduino library with a self-test sketch."""
+    from compilers.arduino import emit_arduino
+
+    folder = Path(out_dir) / "arduino"
+    if folder.is_dir():  # one library per compile: a new name (another run) must not sit beside the old
+        import shutil
+
+        shutil.rmtree(folder)
+    return emit_arduino(graph, plan, folder, name)

@@ -27,7 +27,7 @@ class CompileConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     calibration_samples: int = Field(512, ge=1)
-    backends: list[str] = Field(default_factory=lambda: ["tflite", "c"])
+    backends: list[str] = Field(default_factory=lambda: ["tflite", "c", "arduino"])
 
 
 @dataclass
@@ -83,6 +83,7 @@ def compile_graph(graph: Graph, calibration: np.ndarray, out_dir: Path, name: st
         check_image_input(graph, image)
         graph.image = image
     quantize_graph(graph, nchw_to_nhwc(calibration[: config.calibration_samples]).astype(np.float32))
+    graph.sample_input = graph.tensors[graph.input].quant.quantize(nchw_to_nhwc(calibration[:1]))[0]
     plan = plan_memory(graph)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

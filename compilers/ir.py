@@ -96,6 +96,7 @@ class Graph:
     ops: list[Op]
     source: str = ""
     image: ImageInput | None = None  # set by compile_graph when the inputs are images of known preparation
+    sample_input: np.ndarray | None = None  # int8 NHWC, one calibration input: the C library's self-test
 
     def shape(self, name: str) -> tuple[int, ...]:
         return self.tensors[name].shape

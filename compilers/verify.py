@@ -157,7 +157,8 @@ def run_litert(tflite: bytes, inputs: np.ndarray, reference_kernels: bool = True
 
 
 def arm_sizes(c_dir: Path) -> dict:
-    """text/data/bss of the library for Cortex-M4 and M7 (arm-none-eabi-size), or why not."""
+    """text/data/bss of the library for Cortex-M4 and M7 (arm-none-eabi-size), or why not: the model's
+    objects in all, and each optional part (``extras``: the self-test, camera frames) on its own."""
     if shutil.which("arm-none-eabi-gcc") is None:
         return {"skipped": "arm-none-eabi-gcc is not installed (apt-get install gcc-arm-none-eabi)"}
     out = {}
@@ -167,8 +168,12 @@ def arm_sizes(c_dir: Path) -> dict:
             proc = subprocess.run(["make", "-s", core], cwd=tmp, check=False, capture_output=True, text=True)
             if proc.returncode:
                 raise RuntimeError(f"the Cortex-{core.upper()} build failed:\n{proc.stderr[-4000:]}")
-            total = next(line for line in proc.stdout.splitlines() if "(TOTALS)" in line).split()
-            out[f"cortex-{core}"] = {"text": int(total[0]), "data": int(total[1]), "bss": int(total[2])}
+            lines = proc.stdout.splitlines()
+            total = next(line for line in lines if "(TOTALS)" in line).split()
+            end = lines.index(next(line for line in lines if "(TOTALS)" in line))
+            extras = {Path(f[5]).stem: {"text": int(f[0]), "data": int(f[1]), "bss": int(f[2])}
+                      for f in (line.split() for line in lines[end + 1 :]) if len(f) == 6 and f[0].isdigit()}
+            out[f"cortex-{core}"] = {"text": int(total[0]), "data": int(total[1]), "bss": int(total[2]), "extras": extras}
     return out
 
 

@@ -82,6 +82,8 @@ def fake_run(store: RunStore, pool: Path, run_id: str = "20260101-000000-circle"
     (folder / "compiled" / "c" / "model.c").write_text("int nf_model;\n")
     (folder / "compiled" / "c" / "model.h").write_text("#define NF_ARENA_SIZE 1024\n")
     (folder / "compiled" / "labels.txt").write_text("circle\nsquare\nother\n")
+    (folder / "compiled" / "arduino" / "Nanofactory_x" / "src").mkdir(parents=True)
+    (folder / "compiled" / "arduino" / "Nanofactory_x" / "library.properties").write_text("name=Nanofactory_x\n")
     (folder / "model_int8.onnx").write_bytes(b"onnx")
     store.record(run_id, "done", spec.device, spec.request)
     return folder
@@ -148,7 +150,9 @@ def test_downloads_zip_the_c_library(tmp_path, shapes_data):
     folder = fake_run(RunStore(tmp_path / "runs"), shapes_data["pool"])
     files = app_views.downloads(folder, tmp_path / "out")
     assert [p.name for p in files] == [f"{folder.name}-model_int8.onnx", f"{folder.name}-c-library.zip",
-                                       f"{folder.name}-labels.txt"]
+                                       f"{folder.name}-arduino.zip", f"{folder.name}-labels.txt"]
+    with zipfile.ZipFile(files[2]) as z:
+        assert z.namelist() == ["Nanofactory_x/library.properties"]
     with zipfile.ZipFile(files[1]) as z:
         assert sorted(z.namelist()) == [f"{folder.name}-c/model.c", f"{folder.name}-c/model.h"]
     assert app_views.stage_rows(folder, running=True)[1].state == "running"  # data done, the next one runs

@@ -104,8 +104,10 @@ def test_compile_stage_is_exact_and_verified(built):
     assert f"#define NF_ARENA_SIZE {c['arena_bytes']}\n" in header
     # camera frames to inputs: the C library prepares frames as training prepared the images
     assert c["frames"]["frames_bitexact"] == 1.0 and c["frames"]["frames_checked"] >= 30
-    source = (run_dir / "compiled" / "c" / "model.c").read_text()
+    source = (run_dir / "compiled" / "c" / "nf_io.c").read_text()
     assert 'nf_labels[NF_OUTPUT_SIZE] = {"circle", "square", "triangle", "other"}' in source
+    library = run_dir / "compiled" / "arduino" / f"Nanofactory_{run_id}"
+    assert (library / "examples" / "Selftest" / "Selftest.ino").is_file() and (library / "src" / "nf_io.c").is_file()
     assert (run_dir / "compiled" / "labels.txt").read_text() == "circle\nsquare\ntriangle\nother\n"
     report = (run_dir / "report.html").read_text()
     assert "Deployment: C library and .tflite" in report and "per-layer profile" in report
