@@ -68,7 +68,7 @@ def emit_arduino(graph: Graph, plan: MemoryPlan, out_dir: Path, name: str = "mod
     library = library_name(name)
     root = Path(out_dir) / library
     src = emit_c(graph, plan, root / "src", name)
-    for host_only in ("main.c", "frames.c", "Makefile"):  # the host harnesses: a sketch has its own main
+    for host_only in ("main.c", "frames.c", "Makefile", "CMakeLists.txt"):  # host harnesses and builds: a sketch has its own
         (src / host_only).unlink(missing_ok=True)
     labelled = graph.image is not None
     write_text_atomic(src / f"{library}.h", f"/* {name}: include this in a sketch. */\n#include \"model.h\"\n"

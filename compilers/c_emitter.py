@@ -378,6 +378,22 @@ clean:
 
 .PHONY: m4 m7 clean
 """
+CMAKE = """# Nanofactory int8 library {name}: for CMake projects (Pico SDK, STM32 CMake, Zephyr apps:
+# add_subdirectory(this folder), then target_link_libraries(app nanofactory_model)), and an ESP-IDF
+# component when idf.py builds it (copy this folder into the project's components/; the folder's
+# name is the component's, for REQUIRES).
+set(NF_SOURCES {sources})
+if(ESP_PLATFORM)
+  idf_component_register(SRCS ${{NF_SOURCES}} INCLUDE_DIRS ".")
+else()
+  cmake_minimum_required(VERSION 3.13)
+  project(nanofactory_model C)
+  add_library(nanofactory_model STATIC ${{NF_SOURCES}})
+  target_include_directories(nanofactory_model PUBLIC ${{CMAKE_CURRENT_SOURCE_DIR}})
+  set_target_properties(nanofactory_model PROPERTIES C_STANDARD 99 C_STANDARD_REQUIRED ON)
+endif()
+"""
+
 FRAMES_MAKE = """
 # camera frames through the model on the host (frames.c): `make nf_frames`
 nf_frames: frames.c $(SRCS) $(EXTRAS) model.h nf_io.h nf_kernels.h nf_avx2.h
@@ -409,6 +425,7 @@ def emit_c(graph: Graph, plan: MemoryPlan, out_dir: Path, name: str = "model") -
         files["nf_io.c"] += emitter.image_source()
     srcs = " ".join(["model.c"] + [k for k in kernels if k.endswith(".c") and k not in extras])
     files["Makefile"] = MAKEFILE.format(srcs=srcs, extras=" ".join(extras))
+    files["CMakeLists.txt"] = CMAKE.format(name=name, sources=" ".join([*srcs.split(), *extras]))
     if graph.image is not None:
         files["frames.c"] = FRAMES
         files["Makefile"] += FRAMES_MAKE

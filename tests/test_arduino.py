@@ -46,7 +46,7 @@ def test_library_follows_the_specification(tmp_path):
     assert re.fullmatch(r"\d+\.\d+\.\d+", props["version"]) and props["category"] in CATEGORIES
     assert (lib / "src" / props["includes"]).is_file()
     assert (lib / "examples" / "Selftest" / "Selftest.ino").is_file()  # an example's folder is named as its sketch
-    assert not {"main.c", "frames.c", "Makefile"} & {p.name for p in (lib / "src").iterdir()}  # host harnesses stay out
+    assert not {"main.c", "frames.c", "Makefile", "CMakeLists.txt"} & {p.name for p in (lib / "src").iterdir()}  # host builds stay out
     zipped = zip_library(lib, tmp_path / "lib.zip")
     with zipfile.ZipFile(zipped) as z:
         assert {n.split("/")[0] for n in z.namelist()} == {lib.name}  # one top folder: "Add .ZIP Library"
@@ -77,3 +77,41 @@ def test_selftest_sketch_runs(tmp_path, image):
     sample = re.search(r"class of the sample: (\S+)", out).group(1)
     assert sample in (["cat", "dog", "other"] if image else ["0", "1", "2"])
     assert re.search(r"inference: \d+ us", out) and re.search(r"tensor arena: \d+ bytes", out)
+
+
+CMAKE_APP = """cmake_minimum_required(VERSION 3.13)
+project(app C)
+add_subdirectory({library} model)
+add_executable(app main.c)
+target_link_libraries(app nanofactory_model)
+"""
+
+APP_MAIN = r"""#include <stdio.h>
+#include "nf_io.h"
+int main(void) {
+  static nf_image_t image;
+  static uint8_t frame[40 * 30];
+  static int8_t input[NF_INPUT_SIZE], output[NF_OUTPUT_SIZE];
+  if (nf_selftest() || nf_image_init(&image, 40, 30, NF_GRAY8)) return 1;
+  nf_image_to_input(&image, frame, input);
+  nf_invoke(input, output);
+  printf("%s\n", nf_labels[nf_argmax(output)]);
+  return 0;
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("gcc") is None, reason="cmake or gcc is not installed")
+def test_cmake_project_links_the_library(tmp_path):
+    """compiled/c/CMakeLists.txt: an application adds the folder and links nanofactory_model, as a Pico SDK
+    or STM32 CMake project would; the program passes the self-test and names a class."""
+    c_dir = compiled(tmp_path, image=True).dir / "c"
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "CMakeLists.txt").write_text(CMAKE_APP.format(library=c_dir.as_posix()))
+    (app / "main.c").write_text(APP_MAIN)
+    build = tmp_path / "build"
+    subprocess.run(["cmake", "-S", str(app), "-B", str(build), "-DCMAKE_C_COMPILER=gcc"], check=True, capture_output=True)
+    subprocess.run(["cmake", "--build", str(build)], check=True, capture_output=True)
+    out = subprocess.run([str(build / "app")], capture_output=True, text=True, check=True).stdout
+    assert out.strip() in ("cat", "dog", "other")
