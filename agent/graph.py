@@ -95,6 +95,10 @@ def summary(state: AgentState) -> str:
     if m.get("next"):
         lines.append(m["next"])
     lines.append(f"Report: {m['report']}")
+    deploy = m.get("deploy") or {}
+    if deploy.get("c_library"):
+        lines.append(f"C library: {deploy['c_library']}" + (f"; Arduino library (run its Selftest sketch on the "
+                     f"board first): {deploy['arduino_library']}" if deploy.get("arduino_library") else ""))
     return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -271,6 +272,12 @@ def run_build(args: RunBuildArgs, state: dict, ctx: Context) -> ToolOutcome:
     compact["weakest_class"] = weakest_class(metrics.get("per_class"))
     compact["next"] = review_hint(metrics, run.id)
     compact["report"] = str(run.dir / "report.html")
+    if metrics.get("compiled"):  # what goes on the board
+        compiled = Path(metrics["compiled"]["dir"])
+        compact["deploy"] = {"c_library": str(compiled / "c"), "tflite": str(compiled / "model.tflite")}
+        arduino = sorted((compiled / "arduino").glob("*/library.properties"))
+        if arduino:
+            compact["deploy"]["arduino_library"] = str(arduino[0].parent)
     failed = [c for c in checks if not c["ok"]]
     return ToolOutcome({"status": "done", "run_id": run.id, "metrics": compact, "checks": checks},
                        {"run_id": run.id, "metrics": compact, "failed_checks": failed})

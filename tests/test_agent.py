@@ -76,6 +76,8 @@ def test_offline_asks_for_the_device_then_builds(ctx, shapes_data):
     assert state["outcome"] == "done"
     assert tool_names(state) == ["make_spec", "ask_user", "make_spec", "plan_build", "run_build"]
     assert "Report:" in state["messages"][-1].content and "Weakest class: " in state["messages"][-1].content
+    assert f"Arduino library (run its Selftest sketch on the board first): {ctx.runs_dir / state['run_id']}" \
+        in state["messages"][-1].content
     design = json.loads((ctx.runs_dir / state["run_id"] / "design.json").read_text())
     assert design["decisions"]["planner"] == "offline" and design["spec"]["device"] == "nRF52840"
 
