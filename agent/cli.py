@@ -69,9 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     data_args(s)
     s.add_argument("--save", type=Path, metavar="FILE", help="also write it to FILE (.json or .yaml)")
 
-    r = sub.add_parser("runs", help="list past runs, or `runs show RUN_ID` for one")
-    r.add_argument("action", nargs="?", choices=["show"])
-    r.add_argument("run_id", nargs="?")
+    r = sub.add_parser("runs", help="list past runs, `runs show RUN_ID` for one, `runs compare A B` side by side",
+                       description="Lists past runs. `show RUN_ID` prints one run's record and metrics (JSON); "
+                       "`compare A B [C ...]` puts runs side by side, each accuracy with its change from the "
+                       "first run in points: what a review round (`nanofactory review RUN --retrain`), a budget or "
+                       "a search changed.")
+    r.add_argument("action", nargs="?", choices=["show", "compare"])
+    r.add_argument("run_id", nargs="*", help="run ids (from `nanofactory runs`)")
     r.add_argument("--runs-dir", type=Path, help="where runs live (default ./runs or $NANOFACTORY_RUNS)")
 
     c = sub.add_parser("chat", help="talk to the agent in a web page (or --terminal): it asks what is missing, "
@@ -177,12 +181,33 @@ def cmd_runs(args) -> int:
 
     store = RunStore(args.runs_dir)
     if args.action == "show":
-        if not args.run_id:
+        if len(args.run_id) != 1:
             raise NanofactoryError("Which run? Use `nanofactory runs show RUN_ID` (ids from `nanofactory runs`).")
-        record = store.get(args.run_id)
-        print(json.dumps({"run": record.__dict__, "path": str(store.path(args.run_id)),
-                          "metrics": store.metrics(args.run_id)}, indent=2, default=str))
+        run_id = args.run_id[0]
+        record = store.get(run_id)
+        print(json.dumps({"run": record.__dict__, "path": str(store.path(run_id)),
+                          "metrics": store.metrics(run_id)}, indent=2, default=str))
         return 0
+    if args.action == "compare":
+        from agent.metrics import comparison_rows
+
+        if len(args.run_id) < 2:
+            raise NanofactoryError("Which runs? Use `nanofactory runs compare RUN_A RUN_B` (ids from `nanofactory runs`).")
+        runs = []
+        for run_id in args.run_id:
+            store.path(run_id)  # an unknown id: one sentence with the recent ones
+            metrics = store.metrics(run_id)
+            if not metrics:
+                raise NanofactoryError(f"Run {run_id} has no metrics yet; finish it with "
+                                       f"`nanofactory build --resume {run_id}`.")
+            runs.append((run_id, metrics))
+        rows = comparison_rows(runs)
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        return 0
+    if args.run_id:
+        raise NanofactoryError("`nanofactory runs` lists runs; use `runs show RUN_ID` or `runs compare A B`.")
     records = store.list()
     if not records:
         print(f"no runs under {store.root}")

@@ -142,3 +142,50 @@ def _compiled(run, cost: dict) -> dict | None:
         "weight_bytes": c["weight_bytes"],
         **{k: v.get(k) for k in keys},
     }
+
+
+def _pct(v) -> str:
+    return "—" if v is None else f"{100 * v:.1f} %"
+
+
+def comparison_rows(runs: list[tuple[str, dict]]) -> list[list[str]]:
+    """Runs side by side (``nanofactory runs compare``): one row per figure, one column per run, each
+    accuracy after the first with its change in points: what a review round, a larger budget or a
+    search changed. Rows a run lacks show '—'."""
+    first = runs[0][1]
+
+    def share(get, name: str) -> list[str]:
+        row = [name]
+        for i, (_, m) in enumerate(runs):
+            v, base = get(m), get(first)
+            cell = _pct(v)
+            if i and v is not None and base is not None:
+                cell += f" ({100 * (v - base):+.1f})"
+            row.append(cell)
+        return row
+
+    def plain(get, name: str) -> list[str]:
+        return [name, *(str(get(m)) if get(m) is not None else "—" for _, m in runs)]
+
+    rows = [
+        ["run", *(run_id for run_id, _ in runs)],
+        plain(lambda m: m.get("device"), "device"),
+        plain(lambda m: (m.get("labeling") or {}).get("human_labels"), "a person's answers"),
+        share(lambda m: m.get("teacher_label_accuracy"), "auto-label accuracy"),
+        share(lambda m: m.get("student_int8_test_accuracy"), "student int8 accuracy"),
+        share(lambda m: m.get("oracle_int8_test_accuracy"), "oracle int8 accuracy"),
+    ]
+    labels = list(dict.fromkeys(name for _, m in runs for name in (m.get("per_class") or {})))
+    for name in labels:
+        rows.append(share(lambda m, n=name: ((m.get("per_class") or {}).get(n) or {}).get("recall"), f"  {name} recall"))
+        rows.append(share(lambda m, n=name: ((m.get("per_class") or {}).get(n) or {}).get("precision"),
+                          f"  {name} precision"))
+    rows += [
+        plain(lambda m: (m.get("student") or {}).get("arch"), "student"),
+        plain(lambda m: f"{m['weight_bytes'] / 1024:.1f} KB" if m.get("weight_bytes") else None, "weights (flash)"),
+        plain(lambda m: f"{m['sram_estimate_bytes']:,} B" if m.get("sram_estimate_bytes") else None, "SRAM (arena)"),
+        plain(lambda m: f"{m['macs']:,}" if m.get("macs") else None, "MACs"),
+        plain(lambda m: f"{m['latency_estimate_ms']:.1f} ms" if m.get("latency_estimate_ms") else None, "latency estimate"),
+        plain(lambda m: f"{(m.get('timings_s') or {}).get('total', 0):.0f} s" if m.get("timings_s") else None, "build time"),
+    ]
+    return rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -120,6 +121,26 @@ def test_runs_empty_and_unknown(capsys, tmp_path):
     assert main(["runs", "--runs-dir", str(tmp_path)]) == 0
     assert "no runs" in capsys.readouterr().out
     assert main(["runs", "show", "nope", "--runs-dir", str(tmp_path)]) == 1
+    assert "No run 'nope'" in _error(capsys)
+
+
+def test_runs_compare_shows_the_changes(capsys, tmp_path):
+    for run_id, acc, recall, answers in [("20260101-000000-a", 0.80, 0.10, 0), ("20260101-000001-a", 0.85, 0.40, 200)]:
+        folder = tmp_path / run_id
+        folder.mkdir()
+        (folder / "design.json").write_text("{}")
+        (folder / "metrics.json").write_text(json.dumps({
+            "device": "nRF52840", "student_int8_test_accuracy": acc, "labeling": {"human_labels": answers},
+            "per_class": {"shirt": {"recall": recall, "precision": 0.5}}, "weight_bytes": 2048}))
+    assert main(["runs", "compare", "20260101-000000-a", "20260101-000001-a", "--runs-dir", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    row = {re.split(r"\s{2,}", line.strip())[0]: line for line in lines}
+    assert row["student int8 accuracy"].split()[-3:] == ["85.0", "%", "(+5.0)"]
+    assert row["shirt recall"].endswith("40.0 % (+30.0)") and row["a person's answers"].endswith("200")
+    assert "oracle int8 accuracy" in row and row["oracle int8 accuracy"].split()[-2:] == ["—", "—"]
+    assert main(["runs", "compare", "20260101-000000-a", "--runs-dir", str(tmp_path)]) == 1
+    assert "runs compare RUN_A RUN_B" in _error(capsys)
+    assert main(["runs", "compare", "20260101-000000-a", "nope", "--runs-dir", str(tmp_path)]) == 1
     assert "No run 'nope'" in _error(capsys)
 
 
