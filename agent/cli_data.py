@@ -143,6 +143,7 @@ def cmd_review(args) -> int:
         if now:
             print(f"{weak['name']} (the weakest class before) int8 recall: {100 * weak['recall']:.1f} % -> "
                   f"{100 * now['recall']:.1f} %, precision {100 * weak['precision']:.1f} % -> {100 * now['precision']:.1f} %")
+        print(f"every class, side by side: nanofactory runs compare {folder.name} {run.id}")
     return 0
 
 
