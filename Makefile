@@ -7,10 +7,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
-# Debian packages the tools call: the Cortex-M cross-compiler (compile/verify), and the
+# Debian packages the tools call: the Cortex-M cross-compiler and emulator (compile/verify), the
 # text-to-speech engines (speech generator), and Chromium for the browser tests of the app.
-# Installed when make runs as root.
+# Installed when make runs as root; QEMU without its recommends (display and audio back ends).
 DEBS   := dataset-fashion-mnist gcc-arm-none-eabi espeak-ng flite chromium
+DEBS_NR := qemu-system-arm
 
 .PHONY: demo test test-all install data clean
 
@@ -26,14 +27,15 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 data:
 	@if [ ! -f $(FMNIST) ] || ! command -v arm-none-eabi-gcc >/dev/null || ! command -v espeak-ng >/dev/null \
-	    || ! command -v chromium >/dev/null \
+	    || ! command -v chromium >/dev/null || ! command -v qemu-system-arm >/dev/null \
 	    || ! command -v flite >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBS) >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBS) >/dev/null \
+	    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEBS_NR) >/dev/null; \
 	  elif [ ! -f $(FMNIST) ]; then \
-	    echo "Fashion-MNIST is missing: run 'sudo apt-get install $(DEBS)' (or make as root)"; exit 1; \
+	    echo "Fashion-MNIST is missing: run 'sudo apt-get install $(DEBS) $(DEBS_NR)' (or make as root)"; exit 1; \
 	  else \
-	    echo "note: some of '$(DEBS)' are missing; the tests that need them are skipped"; \
+	    echo "note: some of '$(DEBS) $(DEBS_NR)' are missing; the tests that need them are skipped"; \
 	  fi; \
 	fi
 

@@ -253,6 +253,11 @@ def print_summary(run, m: dict) -> None:
              if c.get("tflm_arena_head_bytes") else f"{c['arena_bytes']:,} B"),
             ("Cortex-M4 text / bss", f"{m4['text']:,} B / {m4['bss']:,} B" if m4 else "arm-none-eabi-gcc not installed"),
         ]
+        emulated = {k: v for k, v in (c.get("cortex_m") or {}).items() if isinstance(v, dict)}
+        if emulated:
+            rows.insert(at + 1, ("C library on Cortex-M (QEMU)", " · ".join(
+                f"{core.removeprefix('cortex-').upper()} {_fmt(v['bitexact'])} bit-exact" for core, v in emulated.items())
+                + f" ({min(v['inputs'] for v in emulated.values()):,} inputs)"))
         if c.get("frames"):
             f = c["frames"]
             rows.insert(at + 1, ("camera frames -> input (C)", f"{_fmt(f['frames_bitexact'])} bit-exact with training "

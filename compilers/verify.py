@@ -7,6 +7,8 @@
 * the arena: ours against the allocation TFLM records for the same model;
 * accuracy of the int8 C library against the fp32 model, when labels are given;
 * Cortex-M4/M7 text/data/bss from arm-none-eabi-size, when the cross-compiler is installed;
+* the library built for Cortex-M4 and M7 and run bare metal on QEMU's MPS2 boards: bit-exact with
+  the host build or not, when qemu-system-arm is installed too;
 * host latency of the C library against onnxruntime int8, one thread.
 """
 
@@ -177,6 +179,59 @@ def arm_sizes(c_dir: Path) -> dict:
     return out
 
 
+# Cortex-M cores QEMU emulates on its MPS2 boards, with the float ABI the Makefile's m4/m7 builds use
+QEMU_CORES = {
+    "cortex-m4": ("mps2-an386", "-mcpu=cortex-m4 -mfloat-abi=hard -mfpu=fpv4-sp-d16"),
+    "cortex-m7": ("mps2-an500", "-mcpu=cortex-m7 -mfloat-abi=hard -mfpu=fpv5-d16"),
+}
+QEMU_INPUT_BYTES = 1536 * 1024  # of the board's 4 MB RAM: the arena and the stack keep the rest
+QEMU_INPUTS = 500  # per core: about 3 s of emulation for the demo's student
+
+
+def run_cortex_m(c_dir: Path, inputs: np.ndarray, output_size: int, core: str = "cortex-m4") -> np.ndarray:
+    """Outputs of the C library on an emulated Cortex-M (qemu-system-arm, bare metal: the library built
+    with arm-none-eabi-gcc -O2 for the core, its self-test first) for int8 ``inputs`` (N, ...)."""
+    board, cpu = QEMU_CORES[core]
+    harness = Path(__file__).parent / "c" / "qemu"
+    sources = [c_dir / f for f in ("model.c", "nf_kernels.c", "nf_softmax.c", "nf_selftest.c") if (c_dir / f).is_file()]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        elf = tmp / "firmware.elf"
+        proc = subprocess.run(["arm-none-eabi-gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-mthumb",
+                               *cpu.split(), "-ffreestanding", "-nostdlib", "-T", str(harness / "nf_qemu.ld"),
+                               "-I", str(c_dir), str(harness / "nf_qemu.c"), *map(str, sources), "-lgcc", "-o", str(elf)],
+                              check=False, capture_output=True, text=True)
+        if proc.returncode:
+            raise RuntimeError(f"the {core} firmware does not build:\n{proc.stderr[-4000:]}")
+        data = tmp / "inputs.bin"
+        flat = np.ascontiguousarray(inputs, np.int8).reshape(len(inputs), -1)
+        data.write_bytes(np.uint32(len(flat)).tobytes() + flat.tobytes())
+        proc = subprocess.run(["qemu-system-arm", "-M", board, "-nographic", "-monitor", "none", "-serial", "none",
+                               "-semihosting-config", "enable=on,target=native", "-kernel", str(elf),
+                               "-device", f"loader,file={data},addr=0x20200000,force-raw=on"],
+                              cwd=tmp, check=False, capture_output=True, text=True, timeout=600)
+        if proc.returncode:
+            what = {3: "nf_selftest differs from the compiler's reference"}.get(proc.returncode, "the harness failed")
+            raise RuntimeError(f"on the emulated {core}: {what} (exit {proc.returncode}) {proc.stderr[-2000:]}")
+        return np.fromfile(tmp / "outputs.bin", np.int8).reshape(len(flat), output_size)
+
+
+def cortex_m_check(compiled: Compiled, xq: np.ndarray, c_out: np.ndarray) -> dict:
+    """The C library on emulated Cortex-M4 and M7 against the host build's outputs, on the first
+    QEMU_INPUTS inputs (fewer when the board's RAM holds fewer), or why not."""
+    missing = [tool for tool in ("arm-none-eabi-gcc", "qemu-system-arm") if shutil.which(tool) is None]
+    if missing:
+        return {"skipped": f"{' and '.join(missing)} not installed (apt-get install gcc-arm-none-eabi qemu-system-arm)"}
+    n = min(len(xq), QEMU_INPUTS, QEMU_INPUT_BYTES // max(1, xq[0].size))
+    out = {}
+    for core, (board, _) in QEMU_CORES.items():
+        started = time.perf_counter()
+        got = run_cortex_m(compiled.dir / "c", xq[:n], c_out.shape[1], core)
+        out[core] = {"board": f"qemu {board}", "inputs": n, "bitexact": float((got == c_out[:n]).all(axis=1).mean()),
+                     "seconds": round(time.perf_counter() - started, 1)}
+    return out
+
+
 def ort_timer(int8_onnx: Path, x: np.ndarray, repeat: int = 50):
     """A function that times onnxruntime int8 (QDQ), batch 1, one thread: each call returns the
     mean of ``repeat`` runs in microseconds of this thread's CPU time (onnxruntime runs on the
@@ -272,4 +327,5 @@ def verify(compiled: Compiled, x: np.ndarray, labels: np.ndarray | None = None, 
             report["c_int8_vs_fp32_top1_agreement"] = float((pred == fp32).mean())
     if arm:
         report["arm"] = arm_sizes(compiled.dir / "c")
+        report["cortex_m"] = cortex_m_check(compiled, xq[:n_rt], c_out[:n_rt])
     return report

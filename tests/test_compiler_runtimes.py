@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx_models as M
 import pytest
-from compiler_zoo import MODELS, TEST, needs_gcc
+from compiler_zoo import MODELS, TEST, needs_gcc, needs_qemu
 
 from compilers.build import compile_onnx, nchw_to_nhwc
 from compilers.onnx_reader import read_onnx
@@ -252,3 +252,40 @@ def test_the_library_links_from_cpp(tmp_path):
                     *objects, "-o", str(tmp_path / "app")], check=True)
     out = subprocess.run([str(tmp_path / "app")], capture_output=True, text=True, check=True).stdout
     assert out.strip() in ("a", "b", "c")
+
+
+# ---- on the chips: bare metal on QEMU's Cortex-M4 and M7 boards ---------------------------------
+
+
+@pytest.mark.slow
+@needs_qemu
+@pytest.mark.parametrize("core", ["cortex-m4", "cortex-m7"])
+def test_every_model_is_bit_exact_on_an_emulated_cortex_m(zoo, core):
+    """The library built with arm-none-eabi-gcc for the core (Thumb-2, hard float, 32-bit long) and run
+    bare metal: its self-test passes and every output equals the numpy int8 reference."""
+    from compilers.verify import run_cortex_m
+
+    for name in MODELS:
+        compiled = zoo.compiled(name)
+        xq = compiled.graph.tensors[compiled.graph.input].quant.quantize(nchw_to_nhwc(zoo.test_inputs(name)))
+        reference = run_int8(compiled.graph, xq).reshape(len(xq), -1)
+        got = run_cortex_m(compiled.dir / "c", xq, reference.shape[1], core)
+        assert np.array_equal(got, reference), name
+
+
+@needs_qemu
+def test_a_wrong_self_test_fails_on_the_chip(tmp_path):
+    """The emulated run is able to fail: a library whose stored reference output is off by one step
+    stops with the self-test's exit code."""
+    from compilers.verify import run_cortex_m
+
+    path = M.export_student(tmp_path / "m.onnx")
+    calibration = np.random.default_rng(0).standard_normal((16, *M.input_shape(path))).astype(np.float32)
+    c_dir = compile_onnx(path, calibration, tmp_path / "out").dir / "c"
+    source = (c_dir / "nf_selftest.c").read_text()
+    head, _, rest = source.partition("nf_sample_output[")
+    size, _, body = rest.partition("] = {\n  ")
+    first, _, tail = body.partition(",")
+    (c_dir / "nf_selftest.c").write_text(f"{head}nf_sample_output[{size}] = {{\n  {int(first) ^ 1},{tail}")
+    with pytest.raises(RuntimeError, match="nf_selftest differs"):
+        run_cortex_m(c_dir, np.zeros((1, *M.input_shape(path)), np.int8), 3)

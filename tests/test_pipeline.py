@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -102,6 +103,8 @@ def test_compile_stage_is_exact_and_verified(built):
         assert (run_dir / "compiled" / name).is_file(), name
     header = (run_dir / "compiled" / "c" / "model.h").read_text()
     assert f"#define NF_ARENA_SIZE {c['arena_bytes']}\n" in header
+    if shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc"):  # the library on emulated chips
+        assert {core: v["bitexact"] for core, v in c["cortex_m"].items()} == {"cortex-m4": 1.0, "cortex-m7": 1.0}
     # camera frames to inputs: the C library prepares frames as training prepared the images
     assert c["frames"]["frames_bitexact"] == 1.0 and c["frames"]["frames_checked"] >= 30
     source = (run_dir / "compiled" / "c" / "nf_io.c").read_text()

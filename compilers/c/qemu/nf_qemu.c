@@ -1,0 +1,67 @@
+/* Bare-metal harness: the C library on an emulated Cortex-M (QEMU's MPS2 boards), as on a chip.
+ * QEMU loads [uint32 count][count x NF_INPUT_SIZE int8 inputs] at NF_QEMU_INPUTS; each output is
+ * written to the host file outputs.bin through semihosting, and the exit code says what failed:
+ * 0 done, 2 the file did not open, 3 nf_selftest differs from the reference, 4 a write failed. */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+
+#define NF_QEMU_INPUTS 0x20200000u
+
+extern uint32_t __bss_start, __bss_end, __stack_top;
+int main(void);
+
+/* what the compiler may call for copies and zeroing; there is no libc here */
+void *memset(void *dst, int c, size_t n) {
+  uint8_t *d = dst;
+  while (n--) *d++ = (uint8_t)c;
+  return dst;
+}
+void *memcpy(void *dst, const void *src, size_t n) {
+  uint8_t *d = dst;
+  const uint8_t *s = src;
+  while (n--) *d++ = *s++;
+  return dst;
+}
+
+static int nf_semihost(int op, void *args) {
+  register int r0 __asm__("r0") = op;
+  register void *r1 __asm__("r1") = args;
+  __asm__ volatile("bkpt 0xab" : "+r"(r0) : "r"(r1) : "memory");
+  return r0;
+}
+
+void nf_reset(void) {
+  for (uint32_t *p = &__bss_start; p < &__bss_end; ++p) *p = 0;
+  *(volatile uint32_t *)0xE000ED88u |= 0xFu << 20; /* CPACR: the FPU on (the library is built for hard float) */
+  __asm__ volatile("dsb\n isb");
+  const int code = main();
+  uint32_t args[2] = {0x20026u, (uint32_t)code}; /* ADP_Stopped_ApplicationExit: QEMU exits with the code */
+  nf_semihost(0x20, args);                        /* SYS_EXIT_EXTENDED */
+  for (;;) {
+  }
+}
+
+__attribute__((section(".vectors"), used)) static const void *const nf_vectors[2] = {&__stack_top, (void *)nf_reset};
+
+int main(void) {
+  static int8_t output[NF_OUTPUT_SIZE];
+  const uint32_t count = *(const uint32_t *)NF_QEMU_INPUTS;
+  const int8_t *inputs = (const int8_t *)(NF_QEMU_INPUTS + 4u);
+  static const char path[] = "outputs.bin";
+  uint32_t open_args[3] = {(uint32_t)path, 6 /* "wb" */, sizeof path - 1};
+  const int fd = nf_semihost(0x01, open_args); /* SYS_OPEN */
+  if (fd < 0) return 2;
+#ifdef NF_SELFTEST
+  if (nf_selftest()) return 3;
+#endif
+  for (uint32_t i = 0; i < count; ++i) {
+    nf_invoke(inputs + (size_t)i * NF_INPUT_SIZE, output);
+    uint32_t write_args[3] = {(uint32_t)fd, (uint32_t)output, NF_OUTPUT_SIZE};
+    if (nf_semihost(0x05, write_args)) return 4; /* SYS_WRITE: the bytes not written */
+  }
+  uint32_t close_args[1] = {(uint32_t)fd};
+  nf_semihost(0x02, close_args); /* SYS_CLOSE */
+  return 0;
+}
