@@ -225,7 +225,9 @@ def _deploy_block(inputs: ReportInputs) -> str:
          f"bit-exact, {_num(c.get('runtime_samples'))} inputs"],
         ["C library vs LiteRT (reference kernels)", _pct(c.get("litert_vs_c_bitexact")), "bit-exact"],
         *[[f"C library on an emulated {html.escape(core.replace('cortex', 'Cortex'))}", _pct(v["bitexact"]),
-           f"bit-exact with the host build, {_num(v['inputs'])} inputs (bare metal, {html.escape(v['board'])})"]
+           f"bit-exact with the host build, {_num(v['inputs'])} inputs (bare metal, {html.escape(v['board'])})"
+           + (f"; camera frames to inputs {_pct(v['frames_bitexact'])} bit-exact with training on {v['frames_checked']}"
+              if v.get("frames_checked") else "")]
           for core, v in (c.get("cortex_m") or {}).items() if isinstance(v, dict)],
         *([["camera frames to inputs in C (nf_io.h)", _pct(c["frames"]["frames_bitexact"]),
             f"bit-exact with the training images' preparation, {c['frames']['frames_checked']} random frames "

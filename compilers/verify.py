@@ -72,9 +72,10 @@ def frame_inputs(exe: Path, frames: np.ndarray) -> tuple[np.ndarray, list[str]]:
         return np.fromfile(dst, np.int8).reshape(n, -1), [line.split(" ", 1)[1] for line in proc.stdout.splitlines()]
 
 
-def check_frames(graph, exe: Path, seed: int = 0) -> dict:
+def check_frames(graph, convert, seed: int = 0, sizes=None) -> dict:
     """nf_image_to_input against the training pipeline's preparation (knowledge.pools.model_pixels, then
-    the pixel table) on random frames of CHECK_FRAMES' sizes: the share of frames with identical inputs."""
+    the pixel table) on random frames of CHECK_FRAMES' sizes (or ``sizes``): the share of frames with
+    identical inputs. ``convert(frames)``: the C library's inputs for same-size frames (N, H, W, C)."""
     from PIL import Image
 
     from knowledge.pools import model_pixels
@@ -83,19 +84,20 @@ def check_frames(graph, exe: Path, seed: int = 0) -> dict:
     lut = graph.image.pixel_lut(graph.tensors[graph.input].quant)
     rng = np.random.default_rng(seed)
     same = total = 0
-    for width, height, c in CHECK_FRAMES:
+    sizes = sizes or CHECK_FRAMES
+    for width, height, c in sizes:
         # smooth frames (random blobs) and noise: a filter error shows on either
         noise = rng.integers(0, 256, (2, height, width, c), dtype=np.uint8)
         yy, xx = np.mgrid[:height, :width]
         blob = 127.5 + 127.5 * np.sin(xx[..., None] * rng.uniform(0.01, 0.3, c) + yy[..., None] * rng.uniform(0.01, 0.3, c))
         frames = np.concatenate([noise, blob[None].astype(np.uint8)])
-        got, _ = frame_inputs(exe, frames)
+        got = convert(frames)
         for frame, inputs in zip(frames, got):
             pil = Image.fromarray(frame[..., 0] if c == 1 else frame)
             same += np.array_equal(lut[model_pixels(pil, size, channels)].reshape(-1), inputs)
             total += 1
     return {"frames_checked": total, "frames_bitexact": same / total,
-            "frame_sizes": sorted({f"{w}x{h}" for w, h, _ in CHECK_FRAMES})}
+            "frame_sizes": sorted({f"{w}x{h}" for w, h, _ in sizes})}
 
 
 def run_host(exe: Path, inputs: np.ndarray, output_size: int, repeat: int = 1) -> tuple[np.ndarray, float]:
@@ -186,34 +188,55 @@ QEMU_CORES = {
 }
 QEMU_INPUT_BYTES = 1536 * 1024  # of the board's 4 MB RAM: the arena and the stack keep the rest
 QEMU_INPUTS = 500  # per core: about 3 s of emulation for the demo's student
+# frames nf_io is checked on per emulated core (a subset of CHECK_FRAMES: one QEMU run per size)
+QEMU_FRAMES = [(320, 240, 3), (640, 480, 1), (17, 23, 1), (101, 77, 3)]
 
 
-def run_cortex_m(c_dir: Path, inputs: np.ndarray, output_size: int, core: str = "cortex-m4") -> np.ndarray:
-    """Outputs of the C library on an emulated Cortex-M (qemu-system-arm, bare metal: the library built
-    with arm-none-eabi-gcc -O2 for the core, its self-test first) for int8 ``inputs`` (N, ...)."""
+def _on_qemu(c_dir: Path, core: str, header: list[int], payload: np.ndarray, out_size: int, frames: bool,
+             std: str) -> np.ndarray:
+    """Build the bare-metal harness with the library for ``core``, load [header][payload] into the board's
+    RAM, run it on qemu-system-arm; returns what it wrote, ``out_size`` int8 per item."""
     board, cpu = QEMU_CORES[core]
     harness = Path(__file__).parent / "c" / "qemu"
-    sources = [c_dir / f for f in ("model.c", "nf_kernels.c", "nf_softmax.c", "nf_selftest.c") if (c_dir / f).is_file()]
+    names = ("model.c", "nf_kernels.c", "nf_softmax.c", "nf_selftest.c") + (("nf_io.c",) if frames else ())
+    sources = [c_dir / f for f in names if (c_dir / f).is_file()]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         elf = tmp / "firmware.elf"
-        proc = subprocess.run(["arm-none-eabi-gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-mthumb",
+        proc = subprocess.run(["arm-none-eabi-gcc", f"-std={std}", "-O2", "-Wall", "-Wextra", "-Werror", "-mthumb",
                                *cpu.split(), "-ffreestanding", "-nostdlib", "-T", str(harness / "nf_qemu.ld"),
-                               "-I", str(c_dir), str(harness / "nf_qemu.c"), *map(str, sources), "-lgcc", "-o", str(elf)],
+                               *(["-DNF_QEMU_FRAMES"] if frames else []), "-I", str(c_dir), str(harness / "nf_qemu.c"),
+                               *map(str, sources), "-lgcc", "-o", str(elf)],
                               check=False, capture_output=True, text=True)
         if proc.returncode:
             raise RuntimeError(f"the {core} firmware does not build:\n{proc.stderr[-4000:]}")
         data = tmp / "inputs.bin"
-        flat = np.ascontiguousarray(inputs, np.int8).reshape(len(inputs), -1)
-        data.write_bytes(np.uint32(len(flat)).tobytes() + flat.tobytes())
+        data.write_bytes(np.asarray(header, np.uint32).tobytes() + np.ascontiguousarray(payload).tobytes())
         proc = subprocess.run(["qemu-system-arm", "-M", board, "-nographic", "-monitor", "none", "-serial", "none",
                                "-semihosting-config", "enable=on,target=native", "-kernel", str(elf),
                                "-device", f"loader,file={data},addr=0x20200000,force-raw=on"],
                               cwd=tmp, check=False, capture_output=True, text=True, timeout=600)
         if proc.returncode:
-            what = {3: "nf_selftest differs from the compiler's reference"}.get(proc.returncode, "the harness failed")
+            what = {3: "nf_selftest differs from the compiler's reference",
+                    5: "nf_image_init refused the frame size"}.get(proc.returncode, "the harness failed")
             raise RuntimeError(f"on the emulated {core}: {what} (exit {proc.returncode}) {proc.stderr[-2000:]}")
-        return np.fromfile(tmp / "outputs.bin", np.int8).reshape(len(flat), output_size)
+        return np.fromfile(tmp / "outputs.bin", np.int8).reshape(header[0], out_size)
+
+
+def run_cortex_m(c_dir: Path, inputs: np.ndarray, output_size: int, core: str = "cortex-m4",
+                 std: str = "c99") -> np.ndarray:
+    """Outputs of the C library on an emulated Cortex-M (qemu-system-arm, bare metal: the library built
+    with arm-none-eabi-gcc -O2 for the core, its self-test first) for int8 ``inputs`` (N, ...)."""
+    flat = np.ascontiguousarray(inputs, np.int8).reshape(len(inputs), -1)
+    return _on_qemu(Path(c_dir), core, [len(flat)], flat, output_size, frames=False, std=std)
+
+
+def frames_on_cortex_m(c_dir: Path, frames: np.ndarray, input_size: int, core: str = "cortex-m4",
+                       std: str = "c99") -> np.ndarray:
+    """nf_image_to_input on an emulated Cortex-M for same-size uint8 frames (N, H, W, C): (N, input_size) int8."""
+    n, height, width, channels = frames.shape
+    return _on_qemu(Path(c_dir), core, [n, width, height, channels], frames.astype(np.uint8), input_size,
+                    frames=True, std=std)
 
 
 def cortex_m_check(compiled: Compiled, xq: np.ndarray, c_out: np.ndarray) -> dict:
@@ -227,8 +250,13 @@ def cortex_m_check(compiled: Compiled, xq: np.ndarray, c_out: np.ndarray) -> dic
     for core, (board, _) in QEMU_CORES.items():
         started = time.perf_counter()
         got = run_cortex_m(compiled.dir / "c", xq[:n], c_out.shape[1], core)
-        out[core] = {"board": f"qemu {board}", "inputs": n, "bitexact": float((got == c_out[:n]).all(axis=1).mean()),
-                     "seconds": round(time.perf_counter() - started, 1)}
+        out[core] = {"board": f"qemu {board}", "inputs": n, "bitexact": float((got == c_out[:n]).all(axis=1).mean())}
+        if compiled.graph.image is not None:  # camera frames to inputs, with the core's own double arithmetic
+            size = compiled.graph.tensors[compiled.graph.input].size
+            figures = check_frames(compiled.graph, lambda f, core=core: frames_on_cortex_m(compiled.dir / "c", f, size, core),
+                                   sizes=QEMU_FRAMES)
+            out[core]["frames_checked"], out[core]["frames_bitexact"] = figures["frames_checked"], figures["frames_bitexact"]
+        out[core]["seconds"] = round(time.perf_counter() - started, 1)
     return out
 
 
@@ -282,7 +310,7 @@ def verify(compiled: Compiled, x: np.ndarray, labels: np.ndarray | None = None, 
         if graph.image is not None:  # camera frames to inputs (nf_io.c), built as the library is
             frames_exe = build_host(compiled.dir / "c", Path(tmp) / "frames", sanitize=sanitize, cflags=cflags,
                                     target="nf_frames")
-            report["frames"] = check_frames(graph, frames_exe)
+            report["frames"] = check_frames(graph, lambda frames: frame_inputs(frames_exe, frames)[0])
         if latency:  # timed without sanitizers: the checked build is reused when it has none
             fast = build_host(compiled.dir / "c", Path(tmp) / "fast", cflags=cflags) if sanitize else exe
             # C and onnxruntime take turns, LATENCY_ROUNDS times, each timed in CPU time and

@@ -192,7 +192,7 @@ def test_camera_frames_become_the_training_inputs(tmp_path, kind):
     labels = [f'class "{i}"?' for i in range(outputs)]  # quotes and a trigraph-prone '?' in C strings
     compiled = compile_onnx(path, calibration, tmp_path / "out", image=ImageInput(labels))
     exe = build_host(compiled.dir / "c", tmp_path / "build", sanitize=True, target="nf_frames")
-    report = check_frames(compiled.graph, exe)
+    report = check_frames(compiled.graph, lambda frames: frame_inputs(exe, frames)[0])
     assert report["frames_checked"] == 36 and report["frames_bitexact"] == 1.0
 
     frames = rng.integers(0, 256, (6, 48, 64, 3), dtype=np.uint8)
@@ -289,3 +289,21 @@ def test_a_wrong_self_test_fails_on_the_chip(tmp_path):
     (c_dir / "nf_selftest.c").write_text(f"{head}nf_sample_output[{size}] = {{\n  {int(first) ^ 1},{tail}")
     with pytest.raises(RuntimeError, match="nf_selftest differs"):
         run_cortex_m(c_dir, np.zeros((1, *M.input_shape(path)), np.int8), 3)
+
+
+@needs_qemu
+@pytest.mark.parametrize(("core", "std"), [("cortex-m4", "c99"), ("cortex-m7", "gnu11")])
+def test_camera_frames_on_an_emulated_cortex_m(tmp_path, core, std):
+    """nf_io.c on the chip: software doubles on the M4; on the M7 its double-precision FPU under GCC's
+    GNU-mode default -ffp-contract=fast (as the Arduino IDE and most vendor IDEs build), where a fused
+    multiply-add could round a filter weight differently: the inputs are still training's, bit for bit."""
+    from compilers.ir import ImageInput
+    from compilers.verify import QEMU_FRAMES, check_frames, frames_on_cortex_m
+
+    path = M.export_residual(tmp_path / "m.onnx")
+    calibration = (np.random.default_rng(1).integers(0, 256, (32, *M.input_shape(path))).astype(np.float32) - 128) / 128
+    compiled = compile_onnx(path, calibration, tmp_path / "out", image=ImageInput(["a", "b", "c", "d"]))
+    size = compiled.graph.tensors[compiled.graph.input].size
+    report = check_frames(compiled.graph, lambda f: frames_on_cortex_m(compiled.dir / "c", f, size, core, std),
+                          sizes=QEMU_FRAMES)
+    assert report["frames_checked"] == 3 * len(QEMU_FRAMES) and report["frames_bitexact"] == 1.0

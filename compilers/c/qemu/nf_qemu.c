@@ -1,11 +1,16 @@
 /* Bare-metal harness: the C library on an emulated Cortex-M (QEMU's MPS2 boards), as on a chip.
  * QEMU loads [uint32 count][count x NF_INPUT_SIZE int8 inputs] at NF_QEMU_INPUTS; each output is
  * written to the host file outputs.bin through semihosting, and the exit code says what failed:
- * 0 done, 2 the file did not open, 3 nf_selftest differs from the reference, 4 a write failed. */
+ * 0 done, 2 the file did not open, 3 nf_selftest differs from the reference, 4 a write failed,
+ * 5 nf_image_init refused the frame size. Built with NF_QEMU_FRAMES it checks nf_io.c instead:
+ * [uint32 count, width, height, format][count frames] in, each frame's int8 model input out. */
 #include <stddef.h>
 #include <stdint.h>
 
 #include "model.h"
+#ifdef NF_QEMU_FRAMES
+#include "nf_io.h"
+#endif
 
 #define NF_QEMU_INPUTS 0x20200000u
 
@@ -46,13 +51,26 @@ void nf_reset(void) {
 __attribute__((section(".vectors"), used)) static const void *const nf_vectors[2] = {&__stack_top, (void *)nf_reset};
 
 int main(void) {
-  static int8_t output[NF_OUTPUT_SIZE];
-  const uint32_t count = *(const uint32_t *)NF_QEMU_INPUTS;
-  const int8_t *inputs = (const int8_t *)(NF_QEMU_INPUTS + 4u);
+  const uint32_t *head = (const uint32_t *)NF_QEMU_INPUTS;
+  const uint32_t count = head[0];
   static const char path[] = "outputs.bin";
   uint32_t open_args[3] = {(uint32_t)path, 6 /* "wb" */, sizeof path - 1};
   const int fd = nf_semihost(0x01, open_args); /* SYS_OPEN */
   if (fd < 0) return 2;
+#ifdef NF_QEMU_FRAMES
+  static nf_image_t image;
+  static int8_t input[NF_INPUT_SIZE];
+  const uint8_t *frames = (const uint8_t *)(head + 4);
+  const size_t bytes = (size_t)head[1] * head[2] * head[3];
+  if (nf_image_init(&image, (int32_t)head[1], (int32_t)head[2], (int32_t)head[3])) return 5;
+  for (uint32_t i = 0; i < count; ++i) {
+    nf_image_to_input(&image, frames + i * bytes, input);
+    uint32_t write_args[3] = {(uint32_t)fd, (uint32_t)input, NF_INPUT_SIZE};
+    if (nf_semihost(0x05, write_args)) return 4; /* SYS_WRITE: the bytes not written */
+  }
+#else
+  static int8_t output[NF_OUTPUT_SIZE];
+  const int8_t *inputs = (const int8_t *)(head + 1);
 #ifdef NF_SELFTEST
   if (nf_selftest()) return 3;
 #endif
@@ -61,6 +79,7 @@ int main(void) {
     uint32_t write_args[3] = {(uint32_t)fd, (uint32_t)output, NF_OUTPUT_SIZE};
     if (nf_semihost(0x05, write_args)) return 4; /* SYS_WRITE: the bytes not written */
   }
+#endif
   uint32_t close_args[1] = {(uint32_t)fd};
   nf_semihost(0x02, close_args); /* SYS_CLOSE */
   return 0;
