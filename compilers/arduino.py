@@ -23,7 +23,7 @@ def library_name(name: str) -> str:
 
 
 def sketch(library: str, labelled: bool) -> str:
-    name = ("nf_labels[nf_argmax(output)]" if labelled else "best")
+    shown = "nf_labels[nf_argmax(output)]" if labelled else "best"  # the sample's class: its name, or its index
     best = "" if labelled else (
         "  int best = 0;\n"
         "  for (int i = 1; i < NF_OUTPUT_SIZE; ++i)\n"
@@ -46,7 +46,7 @@ void setup() {{
   for (int i = 0; i < {RUNS}; ++i) nf_invoke(nf_sample_input, output);
   const unsigned long us = (micros() - start) / {RUNS};
 {best}  Serial.print("class of the sample: ");
-  Serial.println({name});
+  Serial.println({shown});
   Serial.print("inference: ");
   Serial.print(us);
   Serial.println(" us");

@@ -57,6 +57,7 @@ def check_calibration(graph: Graph, calibration: np.ndarray) -> None:
 
 
 def check_image_input(graph: Graph, image: ImageInput) -> None:
+    """Fail in one sentence when image inputs cannot apply: nf_io takes square gray or RGB inputs."""
     shape = graph.input_shape
     if len(shape) != 4 or shape[1] != shape[2] or shape[3] not in (1, 3):
         raise NanofactoryError(f"Image inputs need a square NHWC input of 1 or 3 channels; the model takes "

@@ -166,7 +166,7 @@ class _Emitter:
 
     def image_header(self) -> str:
         image = self.graph.image
-        names = ", ".join(image.labels)
+        names = ", ".join(image.labels).replace("*/", "* /")  # inside a C comment
         return (
             f"\n/* The inputs are images: nf_io.h turns camera frames into inputs as training prepared them. */\n"
             f"/* int8 input of each uint8 pixel value: (p - {image.pixel_offset:g}) / {image.pixel_divisor:g}, quantized */\n"
