@@ -173,8 +173,8 @@ def arm_sizes(c_dir: Path) -> dict:
             if proc.returncode:
                 raise RuntimeError(f"the Cortex-{core.upper()} build failed:\n{proc.stderr[-4000:]}")
             lines = proc.stdout.splitlines()
-            total = next(line for line in lines if "(TOTALS)" in line).split()
-            end = lines.index(next(line for line in lines if "(TOTALS)" in line))
+            end = next(i for i, line in enumerate(lines) if "(TOTALS)" in line)
+            total = lines[end].split()
             extras = {Path(f[5]).stem: {"text": int(f[0]), "data": int(f[1]), "bss": int(f[2])}
                       for f in (line.split() for line in lines[end + 1 :]) if len(f) == 6 and f[0].isdigit()}
             out[f"cortex-{core}"] = {"text": int(total[0]), "data": int(total[1]), "bss": int(total[2]), "extras": extras}
