@@ -112,8 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("compile", help="compile a run's model (or any ONNX CNN) to an int8 C library and .tflite",
                        description="Reads ONNX (opset >= 13), quantizes it to int8 with TFLite's conventions on "
-                       "calibration data, plans the tensor arena, and writes model.tflite, a C99 library (model.h, "
-                       "model.c, kernels, host harness, Makefile) and compile.json with the exact arena size.")
+                       "calibration data, plans the tensor arena, and writes model.tflite, a C99 library in c/ "
+                       "(model.h, model.c, kernels, a self-test, host harnesses, Makefile, CMakeLists.txt), the "
+                       "same as an Arduino library in arduino/ (with a Selftest sketch), and compile.json with the "
+                       "exact arena size. A run's model also gets labels.txt and c/nf_io.h, which turns camera "
+                       "frames into its inputs exactly as training prepared its images.")
     k.add_argument("run", nargs="?", help="run id or run folder (uses its model.onnx and training data)")
     k.add_argument("--onnx", type=Path, metavar="FILE", help="compile this ONNX model instead of a run's")
     k.add_argument("--calibration", type=Path, metavar="FILE.npy",
@@ -361,7 +364,9 @@ def cmd_compile(args) -> int:
     s = compiled.summary
     print(f"compiled {s['ops']} ops, {s['macs']:,} MACs, weights {s['weight_bytes']:,} B, "
           f"arena {s['arena_bytes']:,} B (exact)")
-    print(f"files: {compiled.dir / 'model.tflite'}, {compiled.dir / 'c'}/")
+    arduino = sorted((compiled.dir / "arduino").glob("*/library.properties"))
+    print(f"files: {compiled.dir / 'model.tflite'}, {compiled.dir / 'c'}/"
+          + (f", {arduino[0].parent}/ (Arduino)" if arduino else ""))
     return 0
 
 
