@@ -250,6 +250,10 @@ def metrics_rows(run_dir: Path) -> list[list[str]]:
         rows.append(["C library vs TFLite Micro", f"{_pct(c['tflm_vs_c_bitexact'])} bit-exact"])
     if c.get("frames"):
         rows.append(["camera frames to inputs in C", f"{_pct(c['frames']['frames_bitexact'])} bit-exact with training"])
+    for core, v in (c.get("cortex_m") or {}).items():
+        if isinstance(v, dict):
+            rows.append([f"C library on an emulated {core.replace('cortex-m', 'Cortex-M')}",
+                         f"{_pct(v['bitexact'])} bit-exact ({v['inputs']:,} inputs, QEMU)"])
     return rows
 
 

@@ -224,9 +224,9 @@ def _deploy_block(inputs: ReportInputs) -> str:
         ["C library vs TFLite Micro", _pct(c.get("tflm_vs_c_bitexact")),
          f"bit-exact, {_num(c.get('runtime_samples'))} inputs"],
         ["C library vs LiteRT (reference kernels)", _pct(c.get("litert_vs_c_bitexact")), "bit-exact"],
-        *[[f"C library on an emulated {html.escape(core.replace('cortex', 'Cortex'))}", _pct(v["bitexact"]),
+        *[[f"C library on an emulated {html.escape(core.replace('cortex-m', 'Cortex-M'))}", _pct(v["bitexact"]),
            f"bit-exact with the host build, {_num(v['inputs'])} inputs (bare metal, {html.escape(v['board'])})"
-           + (f"; camera frames to inputs {_pct(v['frames_bitexact'])} bit-exact with training on {v['frames_checked']}"
+           + (f"; camera frames to inputs {_pct(v['frames_bitexact'])} bit-exact with training on {v['frames_checked']} frames"
               if v.get("frames_checked") else "")]
           for core, v in (c.get("cortex_m") or {}).items() if isinstance(v, dict)],
         *([["camera frames to inputs in C (nf_io.h)", _pct(c["frames"]["frames_bitexact"]),
@@ -243,7 +243,29 @@ def _deploy_block(inputs: ReportInputs) -> str:
         d = inputs.device
         png = profile_plot_png(inputs.layers, d.macs_per_cycle, d.clock_mhz, d.name)
         body += f"<img class='plot' alt='per-layer profile' src='data:image/png;base64,{png}'>"
+    if c.get("frames"):
+        body += _usage_snippet(inputs, c)
     return body + f"<p class='muted'>Files: <code>{html.escape(c['dir'])}</code> (model.tflite, labels.txt, c/, arduino/)</p>"
+
+
+def _usage_snippet(inputs: ReportInputs, c: dict) -> str:
+    """This model in a firmware: the few calls, with its own sizes and class names."""
+    size, _, channels = (inputs.metrics.get("student") or {}).get("input") or (0, 0, 0)
+    if not size:
+        return ""
+    code = (
+        '#include "nf_io.h"  /* compiled/c: build model.c, nf_kernels.c, nf_io.c with your firmware */\n\n'
+        "static nf_image_t image;\n"
+        f"static int8_t input[NF_INPUT_SIZE], output[NF_OUTPUT_SIZE];  /* {size * size * channels} and "
+        f"{len(inputs.label_names)} bytes */\n\n"
+        "nf_image_init(&image, 320, 240, NF_RGB888);  /* once: your camera's frame size; NF_GRAY8 for gray */\n"
+        f"nf_image_to_input(&image, frame, input);     /* any size -> {size} x {size} x {channels}, as in training */\n"
+        f"nf_invoke(input, output);                    /* {c['arena_bytes']:,} B of static arena */\n"
+        "const char *what = nf_labels[nf_argmax(output)];  /* "
+        + ", ".join(inputs.label_names).replace("*/", "* /") + " */"
+    )
+    return ("<p>In a firmware (the Arduino library's <code>Selftest</code> sketch checks a board first):</p>"
+            f"<pre class='code'>{html.escape(code)}</pre>")
 
 
 def _per_class_table(m: dict, labels: list[str]) -> str:
@@ -511,4 +533,5 @@ vertical-align:middle;margin-right:8px}
 .samples{display:flex;flex-wrap:wrap;gap:6px}figure{margin:0;text-align:center}
 img.sample{image-rendering:pixelated;border:1px solid #e1e5ec;display:block}
 figcaption{font-size:11px;color:#5a6476}code{background:#eef0f4;padding:1px 5px;border-radius:4px}
+pre.code{background:#eef0f4;padding:10px 12px;border-radius:6px;font-size:12px;overflow-x:auto}
 """

@@ -114,6 +114,7 @@ def test_compile_stage_is_exact_and_verified(built):
     assert (run_dir / "compiled" / "labels.txt").read_text() == "circle\nsquare\ntriangle\nother\n"
     report = (run_dir / "report.html").read_text()
     assert "Deployment: C library and .tflite" in report and "per-layer profile" in report
+    assert "nf_labels[nf_argmax(output)];  /* circle, square, triangle, other */" in report  # this model, in a firmware
 
 
 def test_manifest_covers_every_sample(built, shapes_data):
