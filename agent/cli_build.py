@@ -261,7 +261,7 @@ def print_summary(run, m: dict) -> None:
         if c.get("frames"):
             f = c["frames"]
             rows.insert(at + 1, ("camera frames -> input (C)", f"{_fmt(f['frames_bitexact'])} bit-exact with training "
-                                 f"({f['frames_checked']} frames, gray and RGB, nf_io.h)"))
+                                 f"({f['frames_checked']} frames, {', '.join(f.get('formats') or ['gray', 'rgb'])}; nf_io.h)"))
     width = max(len(k) for k, _ in rows)
     print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
     print(f"report: {run.dir / 'report.html'}")

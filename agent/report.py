@@ -231,7 +231,8 @@ def _deploy_block(inputs: ReportInputs) -> str:
           for core, v in (c.get("cortex_m") or {}).items() if isinstance(v, dict)],
         *([["camera frames to inputs in C (nf_io.h)", _pct(c["frames"]["frames_bitexact"]),
             f"bit-exact with the training images' preparation, {c['frames']['frames_checked']} random frames "
-            f"({', '.join(c['frames']['frame_sizes'])}; gray and RGB)"]] if c.get("frames") else []),
+            f"({', '.join(c['frames']['frame_sizes'])}; {', '.join(c['frames'].get('formats') or ['gray', 'rgb'])})"]]
+          if c.get("frames") else []),
         ["int8 C library accuracy", _pct(c.get("c_int8_accuracy")), f"fp32 model {_pct(c.get('fp32_accuracy'))}"],
         ["host latency, one thread", f"C {_num(c.get('c_latency_us'), '{:.0f}')} µs",
          f"onnxruntime int8 {_num(c.get('onnxruntime_int8_latency_us'), '{:.0f}')} µs"],

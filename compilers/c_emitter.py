@@ -301,8 +301,9 @@ int main(int argc, char **argv) {
 """
 
 FRAMES = r"""/* Camera frames through the model on the host: what the device will compute, frame for frame.
- * usage: nf_frames WIDTH HEIGHT gray|rgb FRAMES.bin INPUTS.bin
- * FRAMES.bin holds raw frames of WIDTH x HEIGHT pixels (1 byte per pixel for gray, R, G, B for rgb),
+ * usage: nf_frames WIDTH HEIGHT gray|rgb|rgb565 FRAMES.bin INPUTS.bin
+ * FRAMES.bin holds raw frames of WIDTH x HEIGHT pixels (1 byte per pixel for gray, R, G, B for rgb,
+ * 2 bytes high byte first for rgb565),
  * one after another; INPUTS.bin gets each frame's NF_INPUT_SIZE int8 model input (nf_image_to_input),
  * and each frame's class is printed (nf_invoke, nf_argmax, nf_labels). */
 #include <stdio.h>
@@ -314,13 +315,14 @@ FRAMES = r"""/* Camera frames through the model on the host: what the device wil
 int main(int argc, char **argv) {
   static nf_image_t image;
   static int8_t input[NF_INPUT_SIZE], output[NF_OUTPUT_SIZE];
-  if (argc != 6 || (strcmp(argv[3], "gray") && strcmp(argv[3], "rgb"))) {
-    fprintf(stderr, "usage: %s WIDTH HEIGHT gray|rgb FRAMES.bin INPUTS.bin\n(an nf_image_t takes %u bytes)\n",
+  const int32_t format = argc != 6 ? 0 : !strcmp(argv[3], "gray") ? NF_GRAY8 : !strcmp(argv[3], "rgb") ? NF_RGB888
+                       : !strcmp(argv[3], "rgb565") ? NF_RGB565 : 0;
+  if (!format) {
+    fprintf(stderr, "usage: %s WIDTH HEIGHT gray|rgb|rgb565 FRAMES.bin INPUTS.bin\n(an nf_image_t takes %u bytes)\n",
             argv[0], (unsigned)sizeof image);
     return 2;
   }
   const int32_t width = atoi(argv[1]), height = atoi(argv[2]);
-  const int32_t format = strcmp(argv[3], "gray") ? NF_RGB888 : NF_GRAY8;
   if (nf_image_init(&image, width, height, format)) {
     fprintf(stderr, "cannot take %d x %d frames: the shorter side may be at most %d (NF_IMAGE_MAX_SIDE)\n",
             (int)width, (int)height, NF_IMAGE_MAX_SIDE);

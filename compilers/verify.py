@@ -53,10 +53,20 @@ def build_host(c_dir: Path, build_dir: Path, sanitize: bool = False, cflags: str
     return build_dir / target
 
 
-# frames nf_io is checked on: (width, height, channels): smaller, equal and larger than common inputs,
-# both orientations, a sensor's VGA and QVGA, and odd sizes whose crops and filters do not divide evenly
+# frames nf_io is checked on: (width, height, bytes per pixel: 1 gray, 2 RGB565, 3 RGB): smaller, equal and
+# larger than common inputs, both orientations, a sensor's VGA and QVGA, and odd sizes whose crops and
+# filters do not divide evenly
 CHECK_FRAMES = [(320, 240, 3), (240, 320, 1), (640, 480, 1), (96, 96, 3), (28, 28, 1), (32, 32, 3), (17, 23, 1),
-                (101, 77, 3), (64, 200, 1), (150, 149, 3), (333, 250, 1), (3, 5, 3)]
+                (101, 77, 3), (64, 200, 1), (150, 149, 3), (333, 250, 1), (3, 5, 3), (160, 120, 2), (75, 91, 2)]
+FRAME_FORMATS = {1: "gray", 2: "rgb565", 3: "rgb"}
+
+
+def rgb565_to_rgb(frames: np.ndarray) -> np.ndarray:
+    """(..., 2) uint8 RGB565 pixels, high byte first -> (..., 3) RGB888, each channel's top bits repeated
+    (as nf_io.c widens them)."""
+    v = frames[..., 0].astype(np.uint32) << 8 | frames[..., 1]
+    r, g, b = v >> 11, (v >> 5) & 63, v & 31
+    return np.stack([r << 3 | r >> 2, g << 2 | g >> 4, b << 3 | b >> 2], -1).astype(np.uint8)
 
 
 def frame_inputs(exe: Path, frames: np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -65,7 +75,7 @@ def frame_inputs(exe: Path, frames: np.ndarray) -> tuple[np.ndarray, list[str]]:
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "frames.bin", Path(tmp) / "inputs.bin"
         np.ascontiguousarray(frames, np.uint8).tofile(src)
-        proc = subprocess.run([str(exe), str(width), str(height), "gray" if channels == 1 else "rgb", str(src), str(dst)],
+        proc = subprocess.run([str(exe), str(width), str(height), FRAME_FORMATS[channels], str(src), str(dst)],
                               check=False, capture_output=True, text=True)
         if proc.returncode:
             raise RuntimeError(f"nf_frames failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -93,11 +103,12 @@ def check_frames(graph, convert, seed: int = 0, sizes=None) -> dict:
         frames = np.concatenate([noise, blob[None].astype(np.uint8)])
         got = convert(frames)
         for frame, inputs in zip(frames, got):
-            pil = Image.fromarray(frame[..., 0] if c == 1 else frame)
+            pil = Image.fromarray(frame[..., 0] if c == 1 else rgb565_to_rgb(frame) if c == 2 else frame)
             same += np.array_equal(lut[model_pixels(pil, size, channels)].reshape(-1), inputs)
             total += 1
     return {"frames_checked": total, "frames_bitexact": same / total,
-            "frame_sizes": sorted({f"{w}x{h}" for w, h, _ in sizes})}
+            "frame_sizes": sorted({f"{w}x{h}" for w, h, _ in sizes}),
+            "formats": sorted({FRAME_FORMATS[c] for _, _, c in sizes})}
 
 
 def run_host(exe: Path, inputs: np.ndarray, output_size: int, repeat: int = 1) -> tuple[np.ndarray, float]:
@@ -189,7 +200,7 @@ QEMU_CORES = {
 QEMU_INPUT_BYTES = 1536 * 1024  # of the board's 4 MB RAM: the arena and the stack keep the rest
 QEMU_INPUTS = 500  # per core: about 3 s of emulation for the demo's student
 # frames nf_io is checked on per emulated core (a subset of CHECK_FRAMES: one QEMU run per size)
-QEMU_FRAMES = [(320, 240, 3), (640, 480, 1), (17, 23, 1), (101, 77, 3)]
+QEMU_FRAMES = [(320, 240, 3), (640, 480, 1), (17, 23, 1), (101, 77, 3), (160, 120, 2)]
 
 
 def _on_qemu(c_dir: Path, core: str, header: list[int], payload: np.ndarray, out_size: int, frames: bool,

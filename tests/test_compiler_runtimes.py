@@ -181,7 +181,7 @@ def test_camera_frames_become_the_training_inputs(tmp_path, kind):
     frames (crop, luma, Pillow's antialiased bilinear resize, the pixel table) on a 1- and a 3-channel
     model; nf_argmax and nf_labels name the reference's class; a frame over NF_IMAGE_MAX_SIDE is refused."""
     from compilers.ir import ImageInput
-    from compilers.verify import check_frames, frame_inputs
+    from compilers.verify import CHECK_FRAMES, check_frames, frame_inputs
 
     export = M.export_student if kind == "gray" else M.export_residual
     path = export(tmp_path / "m.onnx")
@@ -193,7 +193,8 @@ def test_camera_frames_become_the_training_inputs(tmp_path, kind):
     compiled = compile_onnx(path, calibration, tmp_path / "out", image=ImageInput(labels))
     exe = build_host(compiled.dir / "c", tmp_path / "build", sanitize=True, target="nf_frames")
     report = check_frames(compiled.graph, lambda frames: frame_inputs(exe, frames)[0])
-    assert report["frames_checked"] == 36 and report["frames_bitexact"] == 1.0
+    assert report["frames_checked"] == 3 * len(CHECK_FRAMES) and report["frames_bitexact"] == 1.0
+    assert report["formats"] == ["gray", "rgb", "rgb565"]
 
     frames = rng.integers(0, 256, (6, 48, 64, 3), dtype=np.uint8)
     inputs, names = frame_inputs(exe, frames)

@@ -14,7 +14,7 @@ static double nf_tri(double x) {
 }
 
 int nf_image_init(nf_image_t *image, int32_t width, int32_t height, int32_t format) {
-  if (width < 1 || height < 1 || (format != NF_GRAY8 && format != NF_RGB888)) return -1;
+  if (width < 1 || height < 1 || format < NF_GRAY8 || format > NF_RGB888) return -1;
   const int32_t side = width < height ? width : height;
   if (side > NF_IMAGE_MAX_SIDE) return -1;
   image->width = width;
@@ -63,12 +63,23 @@ static uint8_t nf_clip8(int32_t sum) {
 /* Channel c of the pixel at column x of a frame row, in the model's channels. */
 static uint8_t nf_pixel(const uint8_t *row, int32_t x, int32_t format, int c) {
   if (format == NF_GRAY8) return row[x];
-  const uint8_t *p = row + 3 * x;
+  uint8_t rgb[3];
+  if (format == NF_RGB565) {
+    const uint32_t v = (uint32_t)row[2 * x] << 8 | row[2 * x + 1];
+    const uint32_t r = v >> 11, g = (v >> 5) & 63u, b = v & 31u;
+    rgb[0] = (uint8_t)(r << 3 | r >> 2);
+    rgb[1] = (uint8_t)(g << 2 | g >> 4);
+    rgb[2] = (uint8_t)(b << 3 | b >> 2);
+  } else {
+    rgb[0] = row[3 * x];
+    rgb[1] = row[3 * x + 1];
+    rgb[2] = row[3 * x + 2];
+  }
 #if NF_INPUT_C == 1
   (void)c;
-  return (uint8_t)(((uint32_t)p[0] * 19595u + (uint32_t)p[1] * 38470u + (uint32_t)p[2] * 7471u + 0x8000u) >> 16);
+  return (uint8_t)(((uint32_t)rgb[0] * 19595u + (uint32_t)rgb[1] * 38470u + (uint32_t)rgb[2] * 7471u + 0x8000u) >> 16);
 #else
-  return p[c];
+  return rgb[c];
 #endif
 }
 

@@ -31,7 +31,10 @@ extern "C" {
 /* filter taps per output pixel at the largest frame: 2 * ceil(side / output side) + 1 */
 #define NF_IMAGE_TAPS (2 * ((NF_IMAGE_MAX_SIDE + NF_INPUT_W - 1) / NF_INPUT_W) + 1)
 
-enum { NF_GRAY8 = 1, NF_RGB888 = 3 }; /* frame formats: bytes per pixel, rows top to bottom; RGB888 is R, G, B */
+/* frame formats, by bytes per pixel; rows top to bottom. RGB888: R, G, B. RGB565: 16 bits per pixel,
+ * high byte first, as OV7670-class and ESP32 camera sensors send it; each channel is widened to 8 bits
+ * by repeating its top bits (r5 -> r5 << 3 | r5 >> 2), then prepared as an RGB888 frame. */
+enum { NF_GRAY8 = 1, NF_RGB565 = 2, NF_RGB888 = 3 };
 
 typedef struct {
   int32_t width, height, format; /* the frame */
