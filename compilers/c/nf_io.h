@@ -32,8 +32,9 @@ extern "C" {
 #define NF_IMAGE_TAPS (2 * ((NF_IMAGE_MAX_SIDE + NF_INPUT_W - 1) / NF_INPUT_W) + 1)
 
 /* frame formats, by bytes per pixel; rows top to bottom. RGB888: R, G, B. RGB565: 16 bits per pixel,
- * high byte first, as OV7670-class and ESP32 camera sensors send it; each channel is widened to 8 bits
- * by repeating its top bits (r5 -> r5 << 3 | r5 >> 2), then prepared as an RGB888 frame. */
+ * high byte first, as DVP sensors of the OV7670 kind send it by default (swap the bytes of a sensor set
+ * to the other order); each channel is widened to 8 bits by repeating its top bits (r5 -> r5 << 3 |
+ * r5 >> 2), then prepared as an RGB888 frame. */
 enum { NF_GRAY8 = 1, NF_RGB565 = 2, NF_RGB888 = 3 };
 
 typedef struct {
