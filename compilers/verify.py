@@ -84,8 +84,8 @@ def frame_inputs(exe: Path, frames: np.ndarray) -> tuple[np.ndarray, list[str]]:
 
 def check_frames(graph, convert, seed: int = 0, sizes=None) -> dict:
     """nf_image_to_input against the training pipeline's preparation (knowledge.pools.model_pixels, then
-    the pixel table) on random frames of CHECK_FRAMES' sizes (or ``sizes``): the share of frames with
-    identical inputs. ``convert(frames)``: the C library's inputs for same-size frames (N, H, W, C)."""
+    the pixel table) on random frames of CHECK_FRAMES' sizes (or ``sizes``) and of the model's own size:
+    the share of frames with identical inputs. ``convert(frames)``: the C library's inputs for same-size frames (N, H, W, C)."""
     from PIL import Image
 
     from knowledge.pools import model_pixels
@@ -94,7 +94,7 @@ def check_frames(graph, convert, seed: int = 0, sizes=None) -> dict:
     lut = graph.image.pixel_lut(graph.tensors[graph.input].quant)
     rng = np.random.default_rng(seed)
     same = total = 0
-    sizes = sizes or CHECK_FRAMES
+    sizes = [*(sizes or CHECK_FRAMES), (size, size, 1)]  # and a frame of the model's own size: copied, not resized
     for width, height, c in sizes:
         # smooth frames (random blobs) and noise: a filter error shows on either
         noise = rng.integers(0, 256, (2, height, width, c), dtype=np.uint8)

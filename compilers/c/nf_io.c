@@ -23,20 +23,13 @@ int nf_image_init(nf_image_t *image, int32_t width, int32_t height, int32_t form
   image->left = (width - side) / 2;
   image->top = (height - side) / 2;
   /* The crop is square and so is the model's input: one set of weights serves columns and rows.
-   * A frame of the model's size needs none (each output takes its pixel, weight 1). */
-  const int same = width == NF_INPUT_W && height == NF_INPUT_H;
+   * A crop of the model's size gets weights 1 and 0: each output takes its pixel, as Pillow copies it. */
   const double scale = (double)side / NF_INPUT_W;
   const double reach = scale < 1.0 ? 1.0 : scale; /* the filter widens to average when shrinking */
   const double inverse = 1.0 / reach;
   for (int o = 0; o < NF_INPUT_W; ++o) {
     int32_t *w = image->weight[o];
     for (int t = 0; t < NF_IMAGE_TAPS; ++t) w[t] = 0;
-    if (same) {
-      image->first[o] = (int16_t)o;
-      image->count[o] = 1;
-      w[0] = 1 << NF_PREC;
-      continue;
-    }
     const double center = (o + 0.5) * scale;
     int lo = (int)(center - reach + 0.5), hi = (int)(center + reach + 0.5);
     if (lo < 0) lo = 0;
