@@ -13,7 +13,6 @@ import html
 import io
 import json
 import threading
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,6 @@ import numpy as np
 
 from agent.review import REFRESH_EVERY, ReviewItem, label_names, relabel
 from agent.review import review_queue as _review_queue
-from knowledge.io import atomic_path
 
 SAMPLES_PER_CLASS = 5
 REVIEW_LIMIT = REFRESH_EVERY  # samples offered for review at a time (agent.review picks them)
@@ -259,13 +257,10 @@ def metrics_rows(run_dir: Path) -> list[list[str]]:
 
 def zip_c_library(run_dir: Path, out: Path) -> Path | None:
     """compiled/c as one zip (folder <run>-c/ inside), written atomically to ``out``."""
+    from compilers.arduino import zip_library
+
     source = Path(run_dir) / "compiled" / "c"
-    if not source.is_dir():
-        return None
-    with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-        for f in sorted(p for p in source.rglob("*") if p.is_file()):
-            z.write(f, f"{Path(run_dir).name}-c/{f.relative_to(source)}")
-    return out
+    return zip_library(source, out, top=f"{Path(run_dir).name}-c") if source.is_dir() else None
 
 
 def downloads(run_dir: Path, out_dir: Path) -> list[Path]:

@@ -92,13 +92,15 @@ def emit_arduino(graph: Graph, plan: MemoryPlan, out_dir: Path, name: str = "mod
     return root
 
 
-def zip_library(folder: Path, out: Path) -> Path:
-    """The library folder as a zip whose top folder is the library, as "Add .ZIP Library" expects."""
+def zip_library(folder: Path, out: Path, top: str | None = None) -> Path:
+    """``folder`` as a zip, written atomically to ``out``, its files under one top folder (``top``, by
+    default the folder's own name, as the Arduino IDE's "Add .ZIP Library" expects)."""
     import zipfile
 
     from knowledge.io import atomic_path
 
+    folder = Path(folder)
     with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
         for f in sorted(p for p in folder.rglob("*") if p.is_file()):
-            z.write(f, f"{folder.name}/{f.relative_to(folder)}")
+            z.write(f, f"{top or folder.name}/{f.relative_to(folder)}")
     return out
