@@ -17,7 +17,7 @@ import numpy as np
 from compilers.ir import Graph, Op
 from compilers.planner import MemoryPlan
 
-KERNEL_FILES = ("nf_kernels.h", "nf_avx2.h", "nf_kernels.c")
+KERNEL_FILES = ("nf_kernels.h", "nf_avx2.h", "nf_dsp.h", "nf_kernels.c")
 SOFTMAX_FILES = ("nf_softmax.h", "nf_softmax.c")
 IO_FILES = ("nf_io.h", "nf_io.c")  # camera frames to inputs, outputs to labels: models whose inputs are images
 
@@ -360,7 +360,7 @@ ARM_CFLAGS = -std=c99 -O2 -Wall -Wextra -Werror -mthumb -ffunction-sections -fda
 SRCS = {srcs}
 EXTRAS = {extras}
 
-nf_test: main.c $(SRCS) $(EXTRAS) model.h nf_kernels.h nf_avx2.h
+nf_test: main.c $(SRCS) $(EXTRAS) model.h nf_kernels.h nf_avx2.h nf_dsp.h
 \t$(CC) $(CFLAGS) -o $@ main.c $(SRCS) $(EXTRAS)
 
 m4:
@@ -398,7 +398,7 @@ endif()
 
 FRAMES_MAKE = """
 # camera frames through the model on the host (frames.c): `make nf_frames`
-nf_frames: frames.c $(SRCS) $(EXTRAS) model.h nf_io.h nf_kernels.h nf_avx2.h
+nf_frames: frames.c $(SRCS) $(EXTRAS) model.h nf_io.h nf_kernels.h nf_avx2.h nf_dsp.h
 \t$(CC) $(CFLAGS) -o $@ frames.c $(SRCS) $(EXTRAS)
 """
 

@@ -8,7 +8,8 @@
 * accuracy of the int8 C library against the fp32 model, when labels are given;
 * Cortex-M4/M7 text/data/bss from arm-none-eabi-size, when the cross-compiler is installed;
 * the library built for Cortex-M4 and M7 and run bare metal on QEMU's MPS2 boards: bit-exact with
-  the host build or not, when qemu-system-arm is installed too;
+  the host build or not, and the instructions one inference executes (QEMU's -icount), when
+  qemu-system-arm is installed too;
 * host latency of the C library against onnxruntime int8, one thread.
 """
 
@@ -22,6 +23,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -201,12 +203,19 @@ QEMU_INPUT_BYTES = 1536 * 1024  # of the board's 4 MB RAM: the arena and the sta
 QEMU_INPUTS = 500  # per core: about 3 s of emulation for the demo's student
 # frames nf_io is checked on per emulated core (a subset of CHECK_FRAMES: one QEMU run per size)
 QEMU_FRAMES = [(320, 240, 3), (640, 480, 1), (17, 23, 1), (101, 77, 3), (160, 120, 2)]
+QEMU_CALIBRATION = 2 * 0x40000  # instructions of the harness's calibration loop (nf_qemu.c)
+
+
+class Emulated(NamedTuple):
+    outputs: np.ndarray  # (N, out_size) int8: what the harness wrote for each item
+    instructions: np.ndarray  # (min(N, 4096),) instructions the core executed for each item
 
 
 def _on_qemu(c_dir: Path, core: str, header: list[int], payload: np.ndarray, out_size: int, frames: bool,
-             std: str) -> np.ndarray:
+             std: str, defines: tuple[str, ...] = ()) -> Emulated:
     """Build the bare-metal harness with the library for ``core``, load [header][payload] into the board's
-    RAM, run it on qemu-system-arm; returns what it wrote, ``out_size`` int8 per item."""
+    RAM, run it on qemu-system-arm with one virtual nanosecond per instruction (``-icount shift=0``);
+    returns what it wrote, ``out_size`` int8 per item, and the instructions each item took."""
     board, cpu = QEMU_CORES[core]
     harness = Path(__file__).parent / "c" / "qemu"
     names = ("model.c", "nf_kernels.c", "nf_softmax.c", "nf_selftest.c") + (("nf_io.c",) if frames else ())
@@ -216,7 +225,7 @@ def _on_qemu(c_dir: Path, core: str, header: list[int], payload: np.ndarray, out
         elf = tmp / "firmware.elf"
         proc = subprocess.run(["arm-none-eabi-gcc", f"-std={std}", "-O2", "-Wall", "-Wextra", "-Werror", "-mthumb",
                                *cpu.split(), "-ffreestanding", "-nostdlib", "-T", str(harness / "nf_qemu.ld"),
-                               *(["-DNF_QEMU_FRAMES"] if frames else []), "-I", str(c_dir), str(harness / "nf_qemu.c"),
+                               *(["-DNF_QEMU_FRAMES"] if frames else []), *(f"-D{d}" for d in defines), "-I", str(c_dir), str(harness / "nf_qemu.c"),
                                *map(str, sources), "-lgcc", "-o", str(elf)],
                               check=False, capture_output=True, text=True)
         if proc.returncode:
@@ -224,22 +233,32 @@ def _on_qemu(c_dir: Path, core: str, header: list[int], payload: np.ndarray, out
         data = tmp / "inputs.bin"
         data.write_bytes(np.asarray(header, np.uint32).tobytes() + np.ascontiguousarray(payload).tobytes())
         proc = subprocess.run(["qemu-system-arm", "-M", board, "-nographic", "-monitor", "none", "-serial", "none",
-                               "-semihosting-config", "enable=on,target=native", "-kernel", str(elf),
+                               "-icount", "shift=0", "-semihosting-config", "enable=on,target=native", "-kernel", str(elf),
                                "-device", f"loader,file={data},addr=0x20200000,force-raw=on"],
                               cwd=tmp, check=False, capture_output=True, text=True, timeout=600)
         if proc.returncode:
             what = {3: "nf_selftest differs from the compiler's reference",
                     5: "nf_image_init refused the frame size"}.get(proc.returncode, "the harness failed")
             raise RuntimeError(f"on the emulated {core}: {what} (exit {proc.returncode}) {proc.stderr[-2000:]}")
-        return np.fromfile(tmp / "outputs.bin", np.int8).reshape(header[0], out_size)
+        ticks = np.fromfile(tmp / "ticks.bin", np.uint32).astype(np.float64)
+        per_tick = QEMU_CALIBRATION / ticks[0]  # instructions per SysTick tick (40 on QEMU's 25 MHz boards)
+        return Emulated(np.fromfile(tmp / "outputs.bin", np.int8).reshape(header[0], out_size),
+                        np.round(ticks[1:] * per_tick).astype(np.int64))
+
+
+def emulate_cortex_m(c_dir: Path, inputs: np.ndarray, output_size: int, core: str = "cortex-m4",
+                     std: str = "c99", defines: tuple[str, ...] = ()) -> Emulated:
+    """The C library on an emulated Cortex-M (qemu-system-arm, bare metal: the library built with
+    arm-none-eabi-gcc -O2 for the core, its self-test first) for int8 ``inputs`` (N, ...): the outputs
+    and the instructions each inference executed. ``defines``: macros for the build (NF_NO_DSP)."""
+    flat = np.ascontiguousarray(inputs, np.int8).reshape(len(inputs), -1)
+    return _on_qemu(Path(c_dir), core, [len(flat)], flat, output_size, frames=False, std=std, defines=defines)
 
 
 def run_cortex_m(c_dir: Path, inputs: np.ndarray, output_size: int, core: str = "cortex-m4",
                  std: str = "c99") -> np.ndarray:
-    """Outputs of the C library on an emulated Cortex-M (qemu-system-arm, bare metal: the library built
-    with arm-none-eabi-gcc -O2 for the core, its self-test first) for int8 ``inputs`` (N, ...)."""
-    flat = np.ascontiguousarray(inputs, np.int8).reshape(len(inputs), -1)
-    return _on_qemu(Path(c_dir), core, [len(flat)], flat, output_size, frames=False, std=std)
+    """Outputs of the C library on an emulated Cortex-M for int8 ``inputs`` (emulate_cortex_m)."""
+    return emulate_cortex_m(c_dir, inputs, output_size, core, std).outputs
 
 
 def frames_on_cortex_m(c_dir: Path, frames: np.ndarray, input_size: int, core: str = "cortex-m4",
@@ -247,7 +266,7 @@ def frames_on_cortex_m(c_dir: Path, frames: np.ndarray, input_size: int, core: s
     """nf_image_to_input on an emulated Cortex-M for same-size uint8 frames (N, H, W, C): (N, input_size) int8."""
     n, height, width, channels = frames.shape
     return _on_qemu(Path(c_dir), core, [n, width, height, channels], frames.astype(np.uint8), input_size,
-                    frames=True, std=std)
+                    frames=True, std=std).outputs
 
 
 def cortex_m_check(compiled: Compiled, xq: np.ndarray, c_out: np.ndarray) -> dict:
@@ -260,8 +279,9 @@ def cortex_m_check(compiled: Compiled, xq: np.ndarray, c_out: np.ndarray) -> dic
     out = {}
     for core, (board, _) in QEMU_CORES.items():
         started = time.perf_counter()
-        got = run_cortex_m(compiled.dir / "c", xq[:n], c_out.shape[1], core)
-        out[core] = {"board": f"qemu {board}", "inputs": n, "bitexact": float((got == c_out[:n]).all(axis=1).mean())}
+        got, instructions = emulate_cortex_m(compiled.dir / "c", xq[:n], c_out.shape[1], core)
+        out[core] = {"board": f"qemu {board}", "inputs": n, "bitexact": float((got == c_out[:n]).all(axis=1).mean()),
+                     "instructions": int(np.median(instructions))}
         if compiled.graph.image is not None:  # camera frames to inputs, with the core's own double arithmetic
             size = compiled.graph.tensors[compiled.graph.input].size
             figures = check_frames(compiled.graph, lambda f, core=core: frames_on_cortex_m(compiled.dir / "c", f, size, core),

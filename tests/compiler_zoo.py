@@ -39,6 +39,29 @@ def simd_shapes(rng):
     return M._model(nodes, inits, (3, 13, 11), (5,))
 
 
+def dsp_shapes(rng):
+    """Shapes for every path of the Arm DSP kernels (compilers/c/nf_dsp.h), which the emulated Cortex-M4
+    and M7 build: a window gathered from one input channel, a 1x1 convolution read in place with a
+    tail of 30 % 4 output channels, a strided depthwise convolution on 28 channels and a tail of 2, a
+    3x3 convolution on 30 channels whose 270 taps are too many to gather (the portable loops), and a
+    fully connected layer on 14 inputs (three words and two bytes)."""
+    inits: dict = {"fc.w": (rng.standard_normal((3, 14)) * 0.3).astype(np.float32), "fc.b": np.zeros(3, np.float32)}
+    nodes = [
+        M._conv(rng, inits, "first", "input", "a", 1, 8, 3, pads=[1, 1, 1, 1]),
+        M._node("Relu", ["a"], "ar", "relu_a"),
+        M._conv(rng, inits, "pw", "ar", "b", 8, 30, 1),
+        M._node("Relu", ["b"], "br", "relu_b"),
+        M._conv(rng, inits, "dw", "br", "c", 30, 30, 3, group=30, pads=[0, 0, 1, 1], strides=[2, 2]),
+        M._node("Relu", ["c"], "cr", "relu_c"),
+        M._conv(rng, inits, "big", "cr", "d", 30, 14, 3, pads=[1, 1, 1, 1]),
+        M._node("Relu", ["d"], "dr", "relu_d"),
+        M._node("GlobalAveragePool", ["dr"], "g", "gap"),
+        M._node("Flatten", ["g"], "h", "flatten", axis=1),
+        M._node("Gemm", ["h", "fc.w", "fc.b"], "output", "fc", transB=1),
+    ]
+    return M._model(nodes, inits, (1, 12, 10), (3,))
+
+
 BUILDERS = {
     "student": lambda path: M.export_student(path, seed=0),
     "residual": lambda path: M.export_residual(path, seed=0),
@@ -47,6 +70,7 @@ BUILDERS = {
     "bn_depth_mult": lambda path: M.save(M.batchnorm_depth_multiplier(np.random.default_rng(12)), path),
     "pad": lambda path: M.save(M.strided_padding(np.random.default_rng(13)), path),
     "simd_shapes": lambda path: M.save(simd_shapes(np.random.default_rng(14)), path),
+    "dsp_shapes": lambda path: M.save(dsp_shapes(np.random.default_rng(15)), path),
 }
 MODELS = list(BUILDERS)
 CALIBRATION, TEST = 64, 20

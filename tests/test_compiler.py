@@ -35,6 +35,7 @@ KINDS = {
     "bn_depth_mult": ["conv", "dwconv", "dwconv", "avgpool", "reshape", "fc"],
     "pad": ["conv", "dwconv", "conv", "avgpool", "reshape", "fc"],
     "simd_shapes": ["conv", "dwconv", "conv", "dwconv", "add", "conv", "avgpool", "reshape", "fc"],
+    "dsp_shapes": ["conv", "conv", "dwconv", "conv", "avgpool", "reshape", "fc"],
 }
 
 
@@ -257,9 +258,11 @@ OP_CODES = {
     "bn_depth_mult": {"CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "RESHAPE"},
     "pad": {"CONV_2D", "PAD", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "RESHAPE"},
     "simd_shapes": {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "AVERAGE_POOL_2D", "RESHAPE"},
+    "dsp_shapes": {"CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "RESHAPE"},
 }
 # stride-2 layers padded (1, 1) on an even input (TFLite SAME pads (0, 1)), and pad's asymmetric depthwise
-PADS = {"student": 3, "residual": 1, "pools": 0, "softmax_head": 0, "bn_depth_mult": 0, "pad": 2, "simd_shapes": 0}
+PADS = {"student": 3, "residual": 1, "pools": 0, "softmax_head": 0, "bn_depth_mult": 0, "pad": 2, "simd_shapes": 0,
+        "dsp_shapes": 0}
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -275,6 +275,26 @@ def test_every_model_is_bit_exact_on_an_emulated_cortex_m(zoo, core):
 
 
 @needs_qemu
+@pytest.mark.parametrize("core", ["cortex-m4", "cortex-m7"])
+def test_the_dsp_kernels_match_the_portable_ones_in_fewer_instructions(zoo, core):
+    """On the cores with the DSP extension the kernels take nf_dsp.h's SMLAD loops: the same outputs
+    as the portable loops (NF_NO_DSP) on every path of dsp_shapes, in fewer instructions, and never
+    fewer than half the MACs (SMLAD does two at a time): the instruction count is able to fail."""
+    from compilers.verify import emulate_cortex_m
+
+    for name in ("dsp_shapes", "student"):
+        compiled = zoo.compiled(name)
+        xq = compiled.graph.tensors[compiled.graph.input].quant.quantize(nchw_to_nhwc(zoo.test_inputs(name)))[:8]
+        size = run_int8(compiled.graph, xq[:1]).size
+        dsp = emulate_cortex_m(compiled.dir / "c", xq, size, core)
+        portable = emulate_cortex_m(compiled.dir / "c", xq, size, core, defines=("NF_NO_DSP",))
+        assert np.array_equal(dsp.outputs, portable.outputs), name
+        assert len(dsp.instructions) == len(xq) and dsp.instructions.min() > 0
+        assert np.median(dsp.instructions) < 0.9 * np.median(portable.instructions), name
+        assert dsp.instructions.min() >= sum(compiled.graph.macs(op) for op in compiled.graph.ops) / 2, name
+
+
+@needs_qemu
 def test_a_wrong_self_test_fails_on_the_chip(tmp_path):
     """The emulated run is able to fail: a library whose stored reference output is off by one step
     stops with the self-test's exit code."""

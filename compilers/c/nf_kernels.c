@@ -4,12 +4,12 @@
 #define NF_INT32_MIN (-2147483647 - 1)
 #define NF_INT32_MAX 2147483647
 
-/* gemmlowp's SaturatingRoundingDoublingHighMul; C division truncates toward zero as in C++ */
+/* gemmlowp's SaturatingRoundingDoublingHighMul. Its nudge (1 << 30, or 1 - (1 << 30) when ab < 0)
+ * and division by 2^31 truncating toward zero give floor((ab + 2^30) / 2^31) for every ab: one
+ * 64-bit multiply-add and shift (an arithmetic shift, as every target compiler does) */
 static inline int32_t nf_srdhm(int32_t a, int32_t b) {
   if (a == NF_INT32_MIN && b == NF_INT32_MIN) return NF_INT32_MAX;
-  int64_t ab = (int64_t)a * (int64_t)b;
-  int64_t nudge = ab >= 0 ? (1 << 30) : (1 - (1 << 30));
-  return (int32_t)((ab + nudge) / ((int64_t)1 << 31));
+  return (int32_t)(((int64_t)a * (int64_t)b + ((int64_t)1 << 30)) >> 31);
 }
 
 /* gemmlowp's RoundingDivideByPOT (arithmetic right shift, as every target compiler does) */
@@ -36,12 +36,6 @@ static inline int8_t nf_conv_out(const nf_conv_params *p, int32_t acc, int32_t m
   return nf_clamp(nf_requant(acc, mult, shift) + p->out_zero_point, p->act_min, p->act_max);
 }
 
-static inline int32_t nf_dot(const int8_t *a, const int8_t *b, int32_t n) {
-  int32_t acc = 0;
-  for (int32_t i = 0; i < n; ++i) acc += (int32_t)a[i] * (int32_t)b[i];
-  return acc;
-}
-
 /* The taps of output pixel (oy, ox)'s window that fall inside the input: rows [ky0, ky1) and
  * columns [kx0, kx1) of the kernel, whose top-left tap reads input (iy0, ix0). TFLite skips the
  * others (padding), which is why the kernels take the input offset at run time. */
@@ -62,7 +56,20 @@ static inline nf_window nf_window_at(const nf_conv_params *p, int32_t oy, int32_
 
 #if defined(__AVX2__)
 #include "nf_avx2.h"
+#elif defined(__ARM_FEATURE_DSP) && defined(__GNUC__) && !defined(NF_NO_DSP)
+#define NF_DSP 1
+#include "nf_dsp.h"
 #endif
+
+static inline int32_t nf_dot(const int8_t *a, const int8_t *b, int32_t n) {
+#if defined(NF_DSP)
+  return nf_dot_dsp(a, b, n);
+#else
+  int32_t acc = 0;
+  for (int32_t i = 0; i < n; ++i) acc += (int32_t)a[i] * (int32_t)b[i];
+  return acc;
+#endif
+}
 
 /* Portable loops: a block of output channels at a time, their sums in a small array, so each
  * input value is loaded once per block and the inner loops are short multiply-adds. */
@@ -101,6 +108,8 @@ void nf_conv_s8(const nf_conv_params *p, const int8_t *in, const int8_t *w, cons
   int32_t c0 = 0; /* the channels before it are done */
 #if defined(__AVX2__)
   c0 = nf_conv_avx2(p, in, w, bias, mult, shift, out);
+#elif defined(NF_DSP)
+  c0 = nf_conv_dsp(p, in, w, bias, mult, shift, out);
 #endif
   for (int32_t px = 0; c0 < n && px < p->out_h * p->out_w; ++px) {
     const nf_window win = nf_window_at(p, px / p->out_w, px % p->out_w);
@@ -134,6 +143,8 @@ void nf_dwconv_s8(const nf_conv_params *p, const int8_t *in, const int8_t *w, co
   int32_t c0 = 0; /* the channels before it are done */
 #if defined(__AVX2__)
   if (m == 1) c0 = nf_dwconv_avx2(p, in, w, bias, mult, shift, out);
+#elif defined(NF_DSP)
+  if (m == 1) c0 = nf_dwconv_dsp(p, in, w, bias, mult, shift, out);
 #endif
   for (int32_t oy = 0; c0 < n && oy < p->out_h; ++oy) {
     for (int32_t ox = 0; ox < p->out_w; ++ox) {

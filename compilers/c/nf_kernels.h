@@ -14,7 +14,8 @@
  *   nf_dwconv_s8  1HWO [k_h][k_w][out_c], the same for depthwise; nf_fc_s8 OI [out_n][in_n].
  *
  * Portable C99, no malloc, no libc. Host builds for AVX2 (-mavx2, -march=native) take the
- * vector loops in nf_avx2.h, which produce the same integers; tests check both.
+ * vector loops in nf_avx2.h, and Arm cores with the DSP extension (Cortex-M4, M7, M33, M55) the
+ * SMLAD loops in nf_dsp.h; both produce the same integers, and tests check all three.
  */
 #ifndef NF_KERNELS_H
 #define NF_KERNELS_H

@@ -3,7 +3,12 @@
  * written to the host file outputs.bin through semihosting, and the exit code says what failed:
  * 0 done, 2 the file did not open, 3 nf_selftest differs from the reference, 4 a write failed,
  * 5 nf_image_init refused the frame size. Built with NF_QEMU_FRAMES it checks nf_io.c instead:
- * [uint32 count, width, height, format][count frames] in, each frame's int8 model input out. */
+ * [uint32 count, width, height, format][count frames] in, each frame's int8 model input out.
+ *
+ * ticks.bin counts time in SysTick ticks of the board's clock (uint32 each): first a calibration
+ * loop of NF_QEMU_CALIBRATION instructions, then one count per nf_invoke (or nf_image_to_input).
+ * Run with -icount shift=0, QEMU's clock advances by one instruction executed, so the counts are
+ * the instructions the core executed; the calibration turns ticks into instructions. */
 #include <stddef.h>
 #include <stdint.h>
 
@@ -13,6 +18,8 @@
 #endif
 
 #define NF_QEMU_INPUTS 0x20200000u
+#define NF_QEMU_CALIBRATION (2u * 0x40000u) /* instructions of the calibration loop (2 per turn) */
+#define NF_SYST ((volatile uint32_t *)0xE000E010u) /* SysTick: CTRL, LOAD, VAL (24 bits, counts down) */
 
 extern uint32_t __bss_start, __bss_end, __stack_top;
 int main(void);
@@ -50,6 +57,10 @@ void nf_reset(void) {
 
 __attribute__((section(".vectors"), used)) static const void *const nf_vectors[2] = {&__stack_top, (void *)nf_reset};
 
+static uint32_t nf_ticks_since(uint32_t start) { return (start - NF_SYST[2]) & 0xFFFFFFu; }
+
+static uint32_t nf_ticks[4096 + 1]; /* the calibration, then one count per item (the first 4096) */
+
 int main(void) {
   const uint32_t *head = (const uint32_t *)NF_QEMU_INPUTS;
   const uint32_t count = head[0];
@@ -57,6 +68,12 @@ int main(void) {
   uint32_t open_args[3] = {(uint32_t)path, 6 /* "wb" */, sizeof path - 1};
   const int fd = nf_semihost(0x01, open_args); /* SYS_OPEN */
   if (fd < 0) return 2;
+  NF_SYST[1] = 0xFFFFFFu; /* LOAD: the longest period */
+  NF_SYST[2] = 0;         /* VAL: cleared, reloads */
+  NF_SYST[0] = 5u;        /* CTRL: on, the processor clock, no interrupt */
+  uint32_t start = NF_SYST[2];
+  __asm__ volatile("mov r0, %0\n1: subs r0, #1\n bne 1b" : : "r"(NF_QEMU_CALIBRATION / 2) : "r0", "cc");
+  nf_ticks[0] = nf_ticks_since(start);
 #ifdef NF_QEMU_FRAMES
   static nf_image_t image;
   static int8_t input[NF_INPUT_SIZE];
@@ -64,7 +81,9 @@ int main(void) {
   const size_t bytes = (size_t)head[1] * head[2] * head[3];
   if (nf_image_init(&image, (int32_t)head[1], (int32_t)head[2], (int32_t)head[3])) return 5;
   for (uint32_t i = 0; i < count; ++i) {
+    start = NF_SYST[2];
     nf_image_to_input(&image, frames + i * bytes, input);
+    if (i < 4096) nf_ticks[i + 1] = nf_ticks_since(start);
     uint32_t write_args[3] = {(uint32_t)fd, (uint32_t)input, NF_INPUT_SIZE};
     if (nf_semihost(0x05, write_args)) return 4; /* SYS_WRITE: the bytes not written */
   }
@@ -75,12 +94,22 @@ int main(void) {
   if (nf_selftest()) return 3;
 #endif
   for (uint32_t i = 0; i < count; ++i) {
+    start = NF_SYST[2];
     nf_invoke(inputs + (size_t)i * NF_INPUT_SIZE, output);
+    if (i < 4096) nf_ticks[i + 1] = nf_ticks_since(start);
     uint32_t write_args[3] = {(uint32_t)fd, (uint32_t)output, NF_OUTPUT_SIZE};
     if (nf_semihost(0x05, write_args)) return 4; /* SYS_WRITE: the bytes not written */
   }
 #endif
   uint32_t close_args[1] = {(uint32_t)fd};
   nf_semihost(0x02, close_args); /* SYS_CLOSE */
+  static const char ticks_path[] = "ticks.bin";
+  uint32_t ticks_args[3] = {(uint32_t)ticks_path, 6, sizeof ticks_path - 1};
+  const int tfd = nf_semihost(0x01, ticks_args);
+  if (tfd < 0) return 2;
+  uint32_t write_args[3] = {(uint32_t)tfd, (uint32_t)nf_ticks, 4 * (1 + (count < 4096 ? count : 4096))};
+  if (nf_semihost(0x05, write_args)) return 4;
+  close_args[0] = (uint32_t)tfd;
+  nf_semihost(0x02, close_args);
   return 0;
 }
