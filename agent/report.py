@@ -136,6 +136,7 @@ def _verdict(m: dict) -> str:
     parts = [f"weights {_kib(m.get('weight_bytes'))} of {_kib(m.get('flash_bytes_budget'))} flash",
              f"SRAM {_kib(m.get('sram_estimate_bytes'))} of {_kib(m.get('sram_bytes_budget'))}",
              f"latency {_ms(m.get('latency_estimate_ms'))}"
+             + (f" (this C library at least {_ms(m['latency_floor_ms'])})" if m.get("latency_floor_ms") else "")
              + (f" of {_ms(m['latency_budget_ms'])}" if m.get("latency_budget_ms") is not None else " (no limit)")]
     return f"<p class='verdict {cls}'><b>{word}</b> — {html.escape(', '.join(parts))}</p>"
 
@@ -169,8 +170,11 @@ def _cost_table(m: dict) -> str:
          _bar(m.get("weight_bytes"), m.get("flash_bytes_budget"))],
         ["SRAM (planned arena)", _kib(m.get("sram_estimate_bytes")), _kib(m.get("sram_bytes_budget")),
          _bar(m.get("sram_estimate_bytes"), m.get("sram_bytes_budget"))],
-        ["latency (estimate)", _ms(m.get("latency_estimate_ms")), _ms(m.get("latency_budget_ms")),
+        ["latency (estimate from MACs)", _ms(m.get("latency_estimate_ms")), _ms(m.get("latency_budget_ms")),
          _bar(m.get("latency_estimate_ms"), m.get("latency_budget_ms"))],
+        *([[f"latency, this C library (at least: {m['instructions_per_inference'] / 1e6:.2f} M instructions, "
+            "emulated core)", _ms(m["latency_floor_ms"]), _ms(m.get("latency_budget_ms")),
+            _bar(m["latency_floor_ms"], m.get("latency_budget_ms"))]] if m.get("latency_floor_ms") else []),
         ["MACs", _num(m.get("macs")), DASH, DASH],
         ["params", _num(m.get("params")), DASH, DASH],
     ]
@@ -226,6 +230,7 @@ def _deploy_block(inputs: ReportInputs) -> str:
         ["C library vs LiteRT (reference kernels)", _pct(c.get("litert_vs_c_bitexact")), "bit-exact"],
         *[[f"C library on an emulated {html.escape(core.replace('cortex-m', 'Cortex-M'))}", _pct(v["bitexact"]),
            f"bit-exact with the host build, {_num(v['inputs'])} inputs (bare metal, {html.escape(v['board'])})"
+           + (f"; {_num(v['instructions'])} instructions per inference" if v.get("instructions") else "")
            + (f"; camera frames to inputs {_pct(v['frames_bitexact'])} bit-exact with training on {v['frames_checked']} frames"
               if v.get("frames_checked") else "")]
           for core, v in (c.get("cortex_m") or {}).items() if isinstance(v, dict)],

@@ -263,7 +263,11 @@ def run_build(args: RunBuildArgs, state: dict, ctx: Context) -> ToolOutcome:
                             args.until: run.result(args.until)}, {"run_id": run.id})
     checks = [{"check": "fits_flash", "ok": metrics["fits_flash"]}, {"check": "fits_sram", "ok": metrics["fits_sram"]}]
     if metrics["meets_latency"] is not None:
-        checks.append({"check": "latency", "ok": metrics["meets_latency"]})
+        floor = metrics.get("latency_floor_ms")
+        checks.append({"check": "latency", "ok": metrics["meets_latency"],
+                       "message": f"estimate {metrics['latency_estimate_ms']:.1f} ms"
+                       + (f", this C library at least {floor:.1f} ms" if floor else "")
+                       + f", budget {metrics['latency_budget_ms']:g} ms"})
     if metrics["meets_accuracy_floor"] is not None:
         checks.append({"check": "accuracy_floor", "ok": metrics["meets_accuracy_floor"],
                        "message": f"int8 accuracy {metrics['student_int8_test_accuracy']:.3f}, floor {metrics['accuracy_floor']}"})

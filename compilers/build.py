@@ -107,6 +107,7 @@ def compile_graph(graph: Graph, calibration: np.ndarray, out_dir: Path, name: st
         "weight_bytes": int(sum(graph.weight_bytes(op) for op in graph.ops)),
         "params": int(sum(op.weight.size + op.bias.size for op in graph.ops if op.is_weighted)),
         "layers": profile_layers(graph),
+        "compiler": compiler_fingerprint(),
     }
     if image is not None:
         summary["image_input"] = {"labels": image.labels, "pixel_offset": image.pixel_offset,
@@ -123,11 +124,27 @@ def compile_onnx(onnx_path: Path, calibration: np.ndarray, out_dir: Path, name: 
     return compile_graph(read_onnx(onnx_path), calibration, out_dir, name, config, image)
 
 
+def compiler_fingerprint() -> str:
+    """A hash of the compiler's own sources (its Python and the C it copies into every library): a
+    compiled folder written by another version holds other kernels and harnesses than verify expects."""
+    import hashlib
+
+    root = Path(__file__).parent
+    digest = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".py", ".c", ".h", ".ld")):
+        digest.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def load_compiled(out_dir: Path) -> Compiled:
+    """A compiled folder as :func:`compile_graph` wrote it, by this version of the compiler."""
     out_dir = Path(out_dir)
     path = out_dir / "graph.pkl"
     if not path.is_file():
         raise NanofactoryError(f"{out_dir} holds no compiled model; run `nanofactory compile` first.")
+    if load_summary(out_dir).get("compiler") != compiler_fingerprint():
+        raise NanofactoryError(f"{out_dir} was compiled by another version of Nanofactory's compiler; compile it "
+                               "again (`nanofactory compile RUN`, or `--onnx` as before) and then verify.")
     graph = pickle.loads(path.read_bytes())
     return Compiled(out_dir, graph, plan_memory(graph))
 

@@ -48,6 +48,20 @@ class Device:
         """Estimated inference time of ``macs`` int8 multiply-accumulates on this device."""
         return macs / (self.macs_per_cycle * self.clock_mhz * 1e6) * 1e3
 
+    @property
+    def emulated_core(self) -> str | None:
+        """The core verify runs the C library on (QEMU, compilers.verify.QEMU_CORES), if it is this one's."""
+        for core in ("cortex-m4", "cortex-m7"):
+            if self.core.lower().startswith(core):
+                return core
+        return None
+
+    def latency_floor_ms(self, instructions: int) -> float | None:
+        """The least time ``instructions`` take on this device's core: one per cycle on a Cortex-M4
+        (single issue), two on an M7 (dual issue); memory wait states and multi-cycle loads only add."""
+        per_cycle = {"cortex-m4": 1, "cortex-m7": 2}.get(self.emulated_core or "")
+        return instructions / (per_cycle * self.clock_mhz * 1e6) * 1e3 if per_cycle else None
+
 
 DEVICES: tuple[Device, ...] = (
     Device("STM32F446RE", "Cortex-M4F", 180, 128 * KiB, 512 * KiB, 0.40, _M4_SOURCE,

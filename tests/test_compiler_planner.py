@@ -145,6 +145,21 @@ def test_arena_in_c_and_artifacts(zoo, name):
     assert load_compiled(compiled.dir).plan.arena_bytes == compiled.plan.arena_bytes
 
 
+def test_a_folder_from_another_compiler_version_asks_to_compile_again(zoo, tmp_path):
+    """verify checks the library this compiler writes (its harnesses, its kernels); a folder written by
+    another version says so in one sentence instead of failing inside a harness."""
+    import json
+    import shutil
+
+    from knowledge.errors import NanofactoryError
+
+    folder = shutil.copytree(zoo.compiled("student").dir, tmp_path / "compiled")
+    summary = json.loads((folder / "compile.json").read_text())
+    (folder / "compile.json").write_text(json.dumps({**summary, "compiler": "0" * 16}))
+    with pytest.raises(NanofactoryError, match="another version of Nanofactory's compiler; compile it again"):
+        load_compiled(folder)
+
+
 @needs_arm
 @pytest.mark.parametrize("name", ["student", "softmax_head"])
 def test_arena_is_the_only_ram_on_cortex_m(zoo, name):

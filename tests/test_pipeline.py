@@ -105,6 +105,11 @@ def test_compile_stage_is_exact_and_verified(built):
     assert f"#define NF_ARENA_SIZE {c['arena_bytes']}\n" in header
     if shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc"):  # the library on emulated chips
         assert {core: v["bitexact"] for core, v in c["cortex_m"].items()} == {"cortex-m4": 1.0, "cortex-m7": 1.0}
+        # the build's device is an M4: its latency floor is the instructions one inference takes there
+        instructions = c["cortex_m"]["cortex-m4"]["instructions"]
+        assert metrics["instructions_per_inference"] == instructions >= metrics["macs"] / 2
+        assert metrics["latency_floor_ms"] == pytest.approx(instructions / 64e6 * 1e3)  # nRF52840: 64 MHz
+        assert "latency, this C library (at least:" in (run_dir / "report.html").read_text()
     # camera frames to inputs: the C library prepares frames as training prepared the images
     assert c["frames"]["frames_bitexact"] == 1.0 and c["frames"]["frames_checked"] >= 30
     source = (run_dir / "compiled" / "c" / "nf_io.c").read_text()
