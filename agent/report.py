@@ -247,8 +247,16 @@ def _deploy_block(inputs: ReportInputs) -> str:
         from compilers.profile import profile_plot_png
 
         d = inputs.device
-        png = profile_plot_png(inputs.layers, d.macs_per_cycle, d.clock_mhz, d.name)
+        measured = ((c.get("cortex_m") or {}).get(d.emulated_core or "") or {}).get("layer_instructions")
+        floor = [d.latency_floor_ms(v) for v in measured] if measured and len(measured) == len(inputs.layers) else None
+        png = profile_plot_png(inputs.layers, d.macs_per_cycle, d.clock_mhz, d.name, floor)
         body += f"<img class='plot' alt='per-layer profile' src='data:image/png;base64,{png}'>"
+        if floor:
+            body += _na(f"Estimate: MACs at {d.macs_per_cycle:g} MAC/cycle, what CMSIS-NN class kernels reach on this "
+                        f"core (MLPerf Tiny). At least: this C library's instructions per layer on the emulated "
+                        f"{d.emulated_core.replace('cortex-m', 'Cortex-M')} at {d.clock_mhz:g} MHz, "
+                        f"{'one' if d.emulated_core == 'cortex-m4' else 'two'} per cycle; "
+                        "flash wait states and multi-cycle loads add to it on the board.")
     if c.get("frames"):
         body += _usage_snippet(inputs, c)
     return body + f"<p class='muted'>Files: <code>{html.escape(c['dir'])}</code> (model.tflite, labels.txt, c/, arduino/)</p>"

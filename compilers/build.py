@@ -125,13 +125,16 @@ def compile_onnx(onnx_path: Path, calibration: np.ndarray, out_dir: Path, name: 
 
 
 def compiler_fingerprint() -> str:
-    """A hash of the compiler's own sources (its Python and the C it copies into every library): a
-    compiled folder written by another version holds other kernels and harnesses than verify expects."""
+    """A hash of the sources that write a compiled folder (the compiler's Python and the C it copies into
+    every library; not verify's, which reads it): a folder written by another version holds other
+    kernels and harnesses than verify expects."""
     import hashlib
 
     root = Path(__file__).parent
+    readers = {"verify.py", "profile.py"}
     digest = hashlib.sha256()
-    for f in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".py", ".c", ".h", ".ld")):
+    for f in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".py", ".c", ".h")
+                    and p.name not in readers and p.parent.name != "qemu"):
         digest.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
     return digest.hexdigest()[:16]
 

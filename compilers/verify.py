@@ -204,15 +204,17 @@ QEMU_INPUTS = 500  # per core: about 3 s of emulation for the demo's student
 # frames nf_io is checked on per emulated core (a subset of CHECK_FRAMES: one QEMU run per size)
 QEMU_FRAMES = [(320, 240, 3), (640, 480, 1), (17, 23, 1), (101, 77, 3), (160, 120, 2)]
 QEMU_CALIBRATION = 2 * 0x40000  # instructions of the harness's calibration loop (nf_qemu.c)
+QEMU_LAYER_INPUTS = 8  # inputs each layer is timed on (a second, short run with the timing hooks)
 
 
 class Emulated(NamedTuple):
     outputs: np.ndarray  # (N, out_size) int8: what the harness wrote for each item
     instructions: np.ndarray  # (min(N, 4096),) instructions the core executed for each item
+    layers: np.ndarray | None = None  # with layers=True: each layer's instructions, mean over the items
 
 
 def _on_qemu(c_dir: Path, core: str, header: list[int], payload: np.ndarray, out_size: int, frames: bool,
-             std: str, defines: tuple[str, ...] = ()) -> Emulated:
+             std: str, defines: tuple[str, ...] = (), layers: bool = False) -> Emulated:
     """Build the bare-metal harness with the library for ``core``, load [header][payload] into the board's
     RAM, run it on qemu-system-arm with one virtual nanosecond per instruction (``-icount shift=0``);
     returns what it wrote, ``out_size`` int8 per item, and the instructions each item took."""
@@ -225,7 +227,9 @@ def _on_qemu(c_dir: Path, core: str, header: list[int], payload: np.ndarray, out
         elf = tmp / "firmware.elf"
         proc = subprocess.run(["arm-none-eabi-gcc", f"-std={std}", "-O2", "-Wall", "-Wextra", "-Werror", "-mthumb",
                                *cpu.split(), "-ffreestanding", "-nostdlib", "-T", str(harness / "nf_qemu.ld"),
-                               *(["-DNF_QEMU_FRAMES"] if frames else []), *(f"-D{d}" for d in defines), "-I", str(c_dir), str(harness / "nf_qemu.c"),
+                               *(["-DNF_QEMU_FRAMES"] if frames else []), *(f"-D{d}" for d in defines),
+                               *(["-DNF_QEMU_LAYERS", "-include", str(harness / "nf_qemu_layers.h")] if layers else []),
+                               "-I", str(c_dir), str(harness / "nf_qemu.c"),
                                *map(str, sources), "-lgcc", "-o", str(elf)],
                               check=False, capture_output=True, text=True)
         if proc.returncode:
@@ -242,17 +246,21 @@ def _on_qemu(c_dir: Path, core: str, header: list[int], payload: np.ndarray, out
             raise RuntimeError(f"on the emulated {core}: {what} (exit {proc.returncode}) {proc.stderr[-2000:]}")
         ticks = np.fromfile(tmp / "ticks.bin", np.uint32).astype(np.float64)
         per_tick = QEMU_CALIBRATION / ticks[0]  # instructions per SysTick tick (40 on QEMU's 25 MHz boards)
+        per_layer = np.fromfile(tmp / "layers.bin", np.uint32) * per_tick / header[0] if layers else None
         return Emulated(np.fromfile(tmp / "outputs.bin", np.int8).reshape(header[0], out_size),
-                        np.round(ticks[1:] * per_tick).astype(np.int64))
+                        np.round(ticks[1:] * per_tick).astype(np.int64), per_layer)
 
 
 def emulate_cortex_m(c_dir: Path, inputs: np.ndarray, output_size: int, core: str = "cortex-m4",
-                     std: str = "c99", defines: tuple[str, ...] = ()) -> Emulated:
+                     std: str = "c99", defines: tuple[str, ...] = (), layers: bool = False) -> Emulated:
     """The C library on an emulated Cortex-M (qemu-system-arm, bare metal: the library built with
     arm-none-eabi-gcc -O2 for the core, its self-test first) for int8 ``inputs`` (N, ...): the outputs
-    and the instructions each inference executed. ``defines``: macros for the build (NF_NO_DSP)."""
+    and the instructions each inference executed. ``defines``: macros for the build (NF_NO_DSP).
+    ``layers``: time each layer too (model.c's NF_LAYER_BEGIN / NF_LAYER_END hooks), whose reads of
+    the timer then add a few instructions per layer to each inference's count."""
     flat = np.ascontiguousarray(inputs, np.int8).reshape(len(inputs), -1)
-    return _on_qemu(Path(c_dir), core, [len(flat)], flat, output_size, frames=False, std=std, defines=defines)
+    return _on_qemu(Path(c_dir), core, [len(flat)], flat, output_size, frames=False, std=std, defines=defines,
+                    layers=layers)
 
 
 def run_cortex_m(c_dir: Path, inputs: np.ndarray, output_size: int, core: str = "cortex-m4",
@@ -279,9 +287,11 @@ def cortex_m_check(compiled: Compiled, xq: np.ndarray, c_out: np.ndarray) -> dic
     out = {}
     for core, (board, _) in QEMU_CORES.items():
         started = time.perf_counter()
-        got, instructions = emulate_cortex_m(compiled.dir / "c", xq[:n], c_out.shape[1], core)
+        got, instructions, _ = emulate_cortex_m(compiled.dir / "c", xq[:n], c_out.shape[1], core)
+        layers = emulate_cortex_m(compiled.dir / "c", xq[:QEMU_LAYER_INPUTS], c_out.shape[1], core, layers=True).layers
         out[core] = {"board": f"qemu {board}", "inputs": n, "bitexact": float((got == c_out[:n]).all(axis=1).mean()),
-                     "instructions": int(np.median(instructions))}
+                     "instructions": int(np.median(instructions)),
+                     "layer_instructions": [int(round(v)) for v in layers]}
         if compiled.graph.image is not None:  # camera frames to inputs, with the core's own double arithmetic
             size = compiled.graph.tensors[compiled.graph.input].size
             figures = check_frames(compiled.graph, lambda f, core=core: frames_on_cortex_m(compiled.dir / "c", f, size, core),

@@ -110,6 +110,10 @@ def test_compile_stage_is_exact_and_verified(built):
         assert metrics["instructions_per_inference"] == instructions >= metrics["macs"] / 2
         assert metrics["latency_floor_ms"] == pytest.approx(instructions / 64e6 * 1e3)  # nRF52840: 64 MHz
         assert "latency, this C library (at least:" in (run_dir / "report.html").read_text()
+        # each layer timed through model.c's hooks: the layers add up to the whole inference
+        layers = c["cortex_m"]["cortex-m4"]["layer_instructions"]
+        assert len(layers) == len(json.loads((run_dir / "compiled" / "compile.json").read_text())["layers"])
+        assert sum(layers) == pytest.approx(instructions, rel=0.02) and min(layers[:-1]) >= 0
     # camera frames to inputs: the C library prepares frames as training prepared the images
     assert c["frames"]["frames_bitexact"] == 1.0 and c["frames"]["frames_checked"] >= 30
     source = (run_dir / "compiled" / "c" / "nf_io.c").read_text()

@@ -104,6 +104,7 @@ static int32_t nf_conv_dsp(const nf_conv_params *p, const int8_t *in, const int8
   const uint32_t zp2 = ((uint32_t)(-zp) & 0xFFFFu) * 0x10001u; /* -zp in both halves */
   int16_t cols[NF_DSP_TAPS];
   if (!direct && 4 * groups > NF_DSP_TAPS) return 0;
+  for (int32_t k = 0; k < 4 * groups; ++k) cols[k] = 0; /* the taps that pad the last group stay 0 */
   for (int32_t px = 0; px < pixels; ++px) {
     const nf_window win = nf_window_at(p, px / p->out_w, px % p->out_w);
     const int32_t run = (win.kx1 - win.kx0) * in_c; /* the taps of a window row inside the input */
@@ -111,7 +112,9 @@ static int32_t nf_conv_dsp(const nf_conv_params *p, const int8_t *in, const int8
     const int32_t g0 = (win.ky0 * k_w + win.kx0) * in_c / 4, rows = win.ky1 - win.ky0;
     int8_t *o = out + (int64_t)px * n;
     if (!direct) {
-      for (int32_t k = 0; k < 4 * groups; ++k) cols[k] = 0;
+      if (rows < p->k_h || win.kx1 - win.kx0 < k_w) { /* a border pixel: some taps are outside */
+        for (int32_t k = 0; k < 4 * groups; ++k) cols[k] = 0; /* (a group's taps are stored permuted) */
+      }
       for (int32_t r = 0; r < rows; ++r) {
         const int8_t *x = x0 + (int64_t)r * in_w * in_c;
         for (int32_t i = 0, k = ((win.ky0 + r) * k_w + win.kx0) * in_c; i < run; ++i, ++k) {

@@ -8,7 +8,9 @@
  * ticks.bin counts time in SysTick ticks of the board's clock (uint32 each): first a calibration
  * loop of NF_QEMU_CALIBRATION instructions, then one count per nf_invoke (or nf_image_to_input).
  * Run with -icount shift=0, QEMU's clock advances by one instruction executed, so the counts are
- * the instructions the core executed; the calibration turns ticks into instructions. */
+ * the instructions the core executed; the calibration turns ticks into instructions. Built with
+ * NF_QEMU_LAYERS (and -include nf_qemu_layers.h) it also writes layers.bin: each layer's ticks summed
+ * over the inputs, the self-test's inference left out. */
 #include <stddef.h>
 #include <stdint.h>
 
@@ -61,6 +63,10 @@ static uint32_t nf_ticks_since(uint32_t start) { return (start - NF_SYST[2]) & 0
 
 static uint32_t nf_ticks[4096 + 1]; /* the calibration, then one count per item (the first 4096) */
 
+#ifdef NF_QEMU_LAYERS
+uint32_t nf_layer_start, nf_layer_ticks[NF_LAYERS];
+#endif
+
 int main(void) {
   const uint32_t *head = (const uint32_t *)NF_QEMU_INPUTS;
   const uint32_t count = head[0];
@@ -93,6 +99,9 @@ int main(void) {
 #ifdef NF_SELFTEST
   if (nf_selftest()) return 3;
 #endif
+#ifdef NF_QEMU_LAYERS
+  for (uint32_t i = 0; i < NF_LAYERS; ++i) nf_layer_ticks[i] = 0;
+#endif
   for (uint32_t i = 0; i < count; ++i) {
     start = NF_SYST[2];
     nf_invoke(inputs + (size_t)i * NF_INPUT_SIZE, output);
@@ -111,5 +120,15 @@ int main(void) {
   if (nf_semihost(0x05, write_args)) return 4;
   close_args[0] = (uint32_t)tfd;
   nf_semihost(0x02, close_args);
+#ifdef NF_QEMU_LAYERS
+  static const char layers_path[] = "layers.bin";
+  uint32_t layers_args[3] = {(uint32_t)layers_path, 6, sizeof layers_path - 1};
+  const int lfd = nf_semihost(0x01, layers_args);
+  if (lfd < 0) return 2;
+  uint32_t layer_write[3] = {(uint32_t)lfd, (uint32_t)nf_layer_ticks, 4 * NF_LAYERS};
+  if (nf_semihost(0x05, layer_write)) return 4;
+  close_args[0] = (uint32_t)lfd;
+  nf_semihost(0x02, close_args);
+#endif
   return 0;
 }
