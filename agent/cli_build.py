@@ -240,8 +240,8 @@ def print_summary(run, m: dict) -> None:
         ("MACs", _fmt(m["macs"], "int")),
         ("latency estimate", _fmt(m["latency_estimate_ms"], "ms")
          + (f" (budget {m['latency_budget_ms']:g} ms)" if m["latency_budget_ms"] else "")),
-        *([("latency, this C library", f"at least {_fmt(m['latency_floor_ms'], 'ms')} "
-            f"({m['instructions_per_inference'] / 1e6:.2f} M instructions per inference on the emulated core)")]
+        *([("latency, this C library", (f"at least {_fmt(m['latency_floor_ms'], 'ms')} "
+            f"({m['instructions_per_inference'] / 1e6:.2f} M instructions per inference on the emulated core)"))]
           if m.get("latency_floor_ms") else []),
         ("build time", f"{m['timings_s']['total']:.0f} s"),
     ]

@@ -172,8 +172,8 @@ def _cost_table(m: dict) -> str:
          _bar(m.get("sram_estimate_bytes"), m.get("sram_bytes_budget"))],
         ["latency (estimate from MACs)", _ms(m.get("latency_estimate_ms")), _ms(m.get("latency_budget_ms")),
          _bar(m.get("latency_estimate_ms"), m.get("latency_budget_ms"))],
-        *([[f"latency, this C library (at least: {m['instructions_per_inference'] / 1e6:.2f} M instructions, "
-            "emulated core)", _ms(m["latency_floor_ms"]), _ms(m.get("latency_budget_ms")),
+        *([[(f"latency, this C library (at least: {m['instructions_per_inference'] / 1e6:.2f} M instructions, "
+             "emulated core)"), _ms(m["latency_floor_ms"]), _ms(m.get("latency_budget_ms")),
             _bar(m["latency_floor_ms"], m.get("latency_budget_ms"))]] if m.get("latency_floor_ms") else []),
         ["MACs", _num(m.get("macs")), DASH, DASH],
         ["params", _num(m.get("params")), DASH, DASH],

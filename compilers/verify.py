@@ -291,7 +291,7 @@ def cortex_m_check(compiled: Compiled, xq: np.ndarray, c_out: np.ndarray) -> dic
         layers = emulate_cortex_m(compiled.dir / "c", xq[:QEMU_LAYER_INPUTS], c_out.shape[1], core, layers=True).layers
         out[core] = {"board": f"qemu {board}", "inputs": n, "bitexact": float((got == c_out[:n]).all(axis=1).mean()),
                      "instructions": int(np.median(instructions)),
-                     "layer_instructions": [int(round(v)) for v in layers]}
+                     "layer_instructions": [int(v) for v in np.round(layers)]}
         if compiled.graph.image is not None:  # camera frames to inputs, with the core's own double arithmetic
             size = compiled.graph.tensors[compiled.graph.input].size
             figures = check_frames(compiled.graph, lambda f, core=core: frames_on_cortex_m(compiled.dir / "c", f, size, core),
