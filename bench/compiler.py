@@ -11,8 +11,9 @@ verify the artifacts on ``--samples`` inputs (compilers.verify, no sanitizers: t
 Prints three tables: correctness and memory (bit-exact C vs numpy reference / TFLite Micro /
 LiteRT reference kernels, arena against TFLM's planned tensors, Cortex-M4 text/bss), host latency
 (C vs onnxruntime int8, one thread) and the MCU latency estimate MACs / (MAC/cycle x clock) with the
-catalog's Cortex-M4 and M7 throughput next to the published MLPerf Tiny v1.x latencies.
-All figures go to ``--out`` as JSON.
+catalog's Cortex-M4 and M7 throughput next to the published MLPerf Tiny v1.x latencies; and, with
+qemu-system-arm, the instructions one inference executes on the emulated M4 and M7 (the DSP loops
+and the portable ones) and the latency floor they set. All figures go to ``--out`` as JSON.
 """
 
 from __future__ import annotations
@@ -116,10 +117,25 @@ def bench_case(case: dict, folder: Path) -> dict:
     compiled = compile_onnx(case["fp32"], case["calib"], folder / "compiled", case["name"])
     t1 = time.perf_counter()
     report = verify(compiled, case["test"], int8_onnx=case["int8"], sanitize=False)
+    verify_s = time.perf_counter() - t1
     summary = compiled.summary
     return {"name": case["name"], "source": case["source"], "macs": summary["macs"], "params": summary["params"],
             "weight_bytes": summary["weight_bytes"], "ops": summary["ops"], "compile_s": t1 - t0,
-            "verify_s": time.perf_counter() - t1, "verify": report, "mcu": mcu_estimates(case["name"], summary["macs"])}
+            "verify_s": verify_s, "verify": report, "mcu": mcu_estimates(case["name"], summary["macs"]),
+            "portable_instructions": portable_instructions(compiled, case["test"][:4], report)}
+
+
+def portable_instructions(compiled, x: np.ndarray, report: dict) -> dict:
+    """Instructions per inference on each emulated core with the portable loops (NF_NO_DSP), where
+    verify ran the library (with the DSP loops) on the cores."""
+    from compilers.build import nchw_to_nhwc
+    from compilers.verify import emulate_cortex_m
+
+    emulated = report.get("cortex_m") or {}
+    xq = compiled.graph.tensors[compiled.graph.input].quant.quantize(nchw_to_nhwc(x))
+    size = compiled.graph.tensors[compiled.graph.output].size
+    return {core: int(np.median(emulate_cortex_m(compiled.dir / "c", xq, size, core, defines=("NF_NO_DSP",)).instructions))
+            for core, v in emulated.items() if isinstance(v, dict)}
 
 
 def pct(x) -> str:
@@ -155,6 +171,19 @@ def render(rows: list[dict]) -> str:
             cells += [f"{e['estimate_ms']:.1f}", "-" if pub is None else (f"{pub[0]}" if pub[0] == pub[1] else
                       f"{pub[0]}-{pub[1]}"), "-" if pub is None else f"{100 * e['rel_error_vs_mid']:+.0f}%"]
         mcu.append(cells)
+    chip = []
+    for r in ok:
+        emulated = r["verify"].get("cortex_m") or {}
+        if not all(isinstance(emulated.get(f"cortex-{core}"), dict) for core in CORES):
+            continue
+        cells = [r["name"]]
+        for core, (_, mhz) in CORES.items():
+            dsp, portable = emulated[f"cortex-{core}"]["instructions"], r["portable_instructions"][f"cortex-{core}"]
+            per_cycle = 1 if core == "m4" else 2  # issue width: the floor is instructions / (width x clock)
+            pub = PUBLISHED_MS.get(r["name"], {}).get(core)
+            cells += [f"{dsp / 1e6:.2f}M", f"{portable / 1e6:.2f}M", f"{dsp / (per_cycle * mhz * 1e3):.1f}",
+                      "-" if pub is None else (f"{pub[0]}" if pub[0] == pub[1] else f"{pub[0]}-{pub[1]}")]
+        chip.append(cells)
     m4, m7 = (f"{get_device(d).macs_per_cycle:.2f} MAC/cyc @{mhz} MHz" for d, mhz in CORES.values())
     parts = [
         table("Correctness and memory (bit-exact: share of inputs with identical int8 outputs; arena in bytes)",
@@ -166,6 +195,12 @@ def render(rows: list[dict]) -> str:
         table(f"MCU latency estimate (ms) vs MLPerf Tiny v1.x published; M4: {m4}, M7: {m7}",
               ["model", "M4 est", "M4 pub", "M4 err", "M7 est", "M7 pub", "M7 err"], mcu),
     ]
+    if chip:
+        parts.append(table("This C library on emulated cores (QEMU -icount): instructions per inference with the DSP "
+                           "loops (nf_dsp.h) and the portable ones, and the floor they set (ms: one instruction per "
+                           "cycle on the M4 @120 MHz, two on the M7 @216 MHz) beside MLPerf Tiny's published ms",
+                           ["model", "M4 DSP", "M4 portable", "M4 floor", "M4 pub",
+                            "M7 DSP", "M7 portable", "M7 floor", "M7 pub"], chip))
     parts += [f"FAILED {r['name']}: {r['error']}" for r in rows if "error" in r]
     return "\n\n".join(parts)
 

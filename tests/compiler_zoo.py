@@ -43,7 +43,8 @@ def dsp_shapes(rng):
     """Shapes for every path of the Arm DSP kernels (compilers/c/nf_dsp.h), which the emulated Cortex-M4
     and M7 build: a window gathered from one input channel, a 1x1 convolution read in place with a
     tail of 30 % 4 output channels, a strided depthwise convolution on 28 channels and a tail of 2, a
-    3x3 convolution on 30 channels whose 270 taps are too many to gather (the portable loops), and a
+    3x3 convolution on 30 channels whose 270 taps are too many to gather (the portable loops), a 3x3
+    convolution on 32 channels read in place (288 taps, more than a gathered window holds), and a
     fully connected layer on 14 inputs (three words and two bytes)."""
     inits: dict = {"fc.w": (rng.standard_normal((3, 14)) * 0.3).astype(np.float32), "fc.b": np.zeros(3, np.float32)}
     nodes = [
@@ -53,9 +54,11 @@ def dsp_shapes(rng):
         M._node("Relu", ["b"], "br", "relu_b"),
         M._conv(rng, inits, "dw", "br", "c", 30, 30, 3, group=30, pads=[0, 0, 1, 1], strides=[2, 2]),
         M._node("Relu", ["c"], "cr", "relu_c"),
-        M._conv(rng, inits, "big", "cr", "d", 30, 14, 3, pads=[1, 1, 1, 1]),
+        M._conv(rng, inits, "big", "cr", "d", 30, 32, 3, pads=[1, 1, 1, 1]),
         M._node("Relu", ["d"], "dr", "relu_d"),
-        M._node("GlobalAveragePool", ["dr"], "g", "gap"),
+        M._conv(rng, inits, "wide", "dr", "e", 32, 14, 3, pads=[1, 1, 1, 1]),
+        M._node("Relu", ["e"], "er", "relu_e"),
+        M._node("GlobalAveragePool", ["er"], "g", "gap"),
         M._node("Flatten", ["g"], "h", "flatten", axis=1),
         M._node("Gemm", ["h", "fc.w", "fc.b"], "output", "fc", transB=1),
     ]

@@ -103,8 +103,10 @@ static int32_t nf_conv_dsp(const nf_conv_params *p, const int8_t *in, const int8
   const int32_t zp = p->in_zero_point, ozp = p->out_zero_point, lo = p->act_min, hi = p->act_max;
   const uint32_t zp2 = ((uint32_t)(-zp) & 0xFFFFu) * 0x10001u; /* -zp in both halves */
   int16_t cols[NF_DSP_TAPS];
-  if (!direct && 4 * groups > NF_DSP_TAPS) return 0;
-  for (int32_t k = 0; k < 4 * groups; ++k) cols[k] = 0; /* the taps that pad the last group stay 0 */
+  if (!direct) {
+    if (4 * groups > NF_DSP_TAPS) return 0;
+    for (int32_t k = 0; k < 4 * groups; ++k) cols[k] = 0; /* the taps that pad the last group stay 0 */
+  }
   for (int32_t px = 0; px < pixels; ++px) {
     const nf_window win = nf_window_at(p, px / p->out_w, px % p->out_w);
     const int32_t run = (win.kx1 - win.kx0) * in_c; /* the taps of a window row inside the input */
