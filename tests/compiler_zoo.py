@@ -44,8 +44,9 @@ def dsp_shapes(rng):
     and M7 build: a window gathered from one input channel, a 1x1 convolution read in place with a
     tail of 30 % 4 output channels, a strided depthwise convolution on 28 channels and a tail of 2, a
     3x3 convolution on 30 channels whose 270 taps are too many to gather (the portable loops), a 3x3
-    convolution on 32 channels read in place (288 taps, more than a gathered window holds), and a
-    fully connected layer on 14 inputs (three words and two bytes)."""
+    convolution on 32 channels read in place two pixels at a time where their windows match (288
+    taps, more than a gathered window holds; 30 pixels, rows of 5), a 1x1 convolution to 14 channels,
+    and a fully connected layer on 14 inputs (three words and two bytes)."""
     inits: dict = {"fc.w": (rng.standard_normal((3, 14)) * 0.3).astype(np.float32), "fc.b": np.zeros(3, np.float32)}
     nodes = [
         M._conv(rng, inits, "first", "input", "a", 1, 8, 3, pads=[1, 1, 1, 1]),
@@ -56,9 +57,11 @@ def dsp_shapes(rng):
         M._node("Relu", ["c"], "cr", "relu_c"),
         M._conv(rng, inits, "big", "cr", "d", 30, 32, 3, pads=[1, 1, 1, 1]),
         M._node("Relu", ["d"], "dr", "relu_d"),
-        M._conv(rng, inits, "wide", "dr", "e", 32, 14, 3, pads=[1, 1, 1, 1]),
+        M._conv(rng, inits, "wide", "dr", "e", 32, 16, 3, pads=[1, 1, 1, 1]),
         M._node("Relu", ["e"], "er", "relu_e"),
-        M._node("GlobalAveragePool", ["er"], "g", "gap"),
+        M._conv(rng, inits, "narrow", "er", "k", 16, 14, 1),
+        M._node("Relu", ["k"], "kr", "relu_k"),
+        M._node("GlobalAveragePool", ["kr"], "g", "gap"),
         M._node("Flatten", ["g"], "h", "flatten", axis=1),
         M._node("Gemm", ["h", "fc.w", "fc.b"], "output", "fc", transB=1),
     ]

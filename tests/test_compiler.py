@@ -35,7 +35,7 @@ KINDS = {
     "bn_depth_mult": ["conv", "dwconv", "dwconv", "avgpool", "reshape", "fc"],
     "pad": ["conv", "dwconv", "conv", "avgpool", "reshape", "fc"],
     "simd_shapes": ["conv", "dwconv", "conv", "dwconv", "add", "conv", "avgpool", "reshape", "fc"],
-    "dsp_shapes": ["conv", "conv", "dwconv", "conv", "conv", "avgpool", "reshape", "fc"],
+    "dsp_shapes": ["conv", "conv", "dwconv", "conv", "conv", "conv", "avgpool", "reshape", "fc"],
 }
 
 

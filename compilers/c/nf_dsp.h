@@ -10,6 +10,9 @@
  * load and two SMLADs per channel. Same integers as the portable loops: the products are summed in
  * another order, and int32 sums do not depend on the order.
  *
+ * Convolutions whose input and output channels are multiples of 4 take two output pixels at a time
+ * where their windows match (most of a layer), so each weight word loaded serves both.
+ *
  * Stack: convolutions whose input channels are a multiple of 4 read the input in place; others
  * (a first layer on 1 or 3 channels) gather each window into NF_DSP_TAPS int16 on the stack first,
  * and a larger window takes the portable loops.
@@ -86,6 +89,17 @@ static inline void nf_dsp_group(uint32_t x02, uint32_t x13, const int8_t *f, int
     a3 = nf_smlad(x13, nf_sxtb16_ror8(g_), nf_smlad(x02, nf_sxtb16(g_), a3)); \
   } while (0)
 
+/* the same for 2 output pixels (inputs in xa.. and xb..) and 2 channels: each weight word serves both */
+#define NF_DSP_GROUP2X2(xa02, xa13, xb02, xb13, f, a0, a1, b0, b1)                                     \
+  do {                                                                                                \
+    uint32_t g_ = nf_load4(f), w02_ = nf_sxtb16(g_), w13_ = nf_sxtb16_ror8(g_);                       \
+    a0 = nf_smlad(xa13, w13_, nf_smlad(xa02, w02_, a0));                                              \
+    b0 = nf_smlad(xb13, w13_, nf_smlad(xb02, w02_, b0));                                              \
+    g_ = nf_load4((f) + 4), w02_ = nf_sxtb16(g_), w13_ = nf_sxtb16_ror8(g_);                          \
+    a1 = nf_smlad(xa13, w13_, nf_smlad(xa02, w02_, a1));                                              \
+    b1 = nf_smlad(xb13, w13_, nf_smlad(xb02, w02_, b1));                                              \
+  } while (0)
+
 /* nf_conv_out with the output's parameters in registers (an int8 store may alias *p) */
 static inline int8_t nf_dsp_out(int32_t acc, int32_t mult, int32_t shift, int32_t zp, int32_t lo, int32_t hi) {
   return nf_clamp(nf_requant(acc, mult, shift) + zp, lo, hi);
@@ -113,6 +127,37 @@ static int32_t nf_conv_dsp(const nf_conv_params *p, const int8_t *in, const int8
     const int8_t *x0 = in + ((int64_t)(win.iy0 + win.ky0) * in_w + win.ix0 + win.kx0) * in_c;
     const int32_t g0 = (win.ky0 * k_w + win.kx0) * in_c / 4, rows = win.ky1 - win.ky0;
     int8_t *o = out + (int64_t)px * n;
+    if (direct && n % 4 == 0 && px + 1 < pixels) { /* two pixels at once when their windows match */
+      const nf_window next = nf_window_at(p, (px + 1) / p->out_w, (px + 1) % p->out_w);
+      if (next.ky0 == win.ky0 && next.ky1 == win.ky1 && next.kx0 == win.kx0 && next.kx1 == win.kx1) {
+        const int8_t *y0 = in + ((int64_t)(next.iy0 + next.ky0) * in_w + next.ix0 + next.kx0) * in_c;
+        for (int32_t cb = 0; cb < n; cb += 4) {
+          int32_t a0 = bias[cb], a1 = bias[cb + 1], a2 = bias[cb + 2], a3 = bias[cb + 3];
+          int32_t b0 = a0, b1 = a1, b2 = a2, b3 = a3;
+          for (int32_t r = 0; r < rows; ++r) {
+            const int8_t *x = x0 + (int64_t)r * in_w * in_c, *y = y0 + (int64_t)r * in_w * in_c, *end = x + run;
+            const int8_t *f = w + 4 * cb + (int64_t)(g0 + r * k_w * in_c / 4) * 4 * n;
+            for (; x < end; x += 4, y += 4, f += 4 * n) {
+              const uint32_t u = nf_load4(x), v = nf_load4(y);
+              const uint32_t xa02 = nf_sxtab16(zp2, u), xa13 = nf_sxtab16_ror8(zp2, u);
+              const uint32_t xb02 = nf_sxtab16(zp2, v), xb13 = nf_sxtab16_ror8(zp2, v);
+              NF_DSP_GROUP2X2(xa02, xa13, xb02, xb13, f, a0, a1, b0, b1);
+              NF_DSP_GROUP2X2(xa02, xa13, xb02, xb13, f + 8, a2, a3, b2, b3);
+            }
+          }
+          o[cb] = nf_dsp_out(a0, mult[cb], shift[cb], ozp, lo, hi);
+          o[cb + 1] = nf_dsp_out(a1, mult[cb + 1], shift[cb + 1], ozp, lo, hi);
+          o[cb + 2] = nf_dsp_out(a2, mult[cb + 2], shift[cb + 2], ozp, lo, hi);
+          o[cb + 3] = nf_dsp_out(a3, mult[cb + 3], shift[cb + 3], ozp, lo, hi);
+          o[n + cb] = nf_dsp_out(b0, mult[cb], shift[cb], ozp, lo, hi);
+          o[n + cb + 1] = nf_dsp_out(b1, mult[cb + 1], shift[cb + 1], ozp, lo, hi);
+          o[n + cb + 2] = nf_dsp_out(b2, mult[cb + 2], shift[cb + 2], ozp, lo, hi);
+          o[n + cb + 3] = nf_dsp_out(b3, mult[cb + 3], shift[cb + 3], ozp, lo, hi);
+        }
+        ++px;
+        continue;
+      }
+    }
     if (!direct) {
       if (rows < p->k_h || win.kx1 - win.kx0 < k_w) { /* a border pixel: some taps are outside */
         for (int32_t k = 0; k < 4 * groups; ++k) cols[k] = 0; /* (a group's taps are stored permuted) */
