@@ -21,7 +21,6 @@
 #define NF_DSP_H
 
 #define NF_DSP_TAPS 256 /* window values gathered per pixel when in_c % 4 != 0 (512 B of stack) */
-#define NF_DSP_BLOCK 4  /* output channels summed at once: their sums stay in registers */
 
 static inline uint32_t nf_sxtb16(uint32_t x) {
   uint32_t r;
