@@ -242,6 +242,9 @@ def metrics_rows(run_dir: Path) -> list[list[str]]:
             ["MACs", f"{m['macs']:,}"],
             ["latency estimate", f"{m['latency_estimate_ms']:.1f} ms"
              + (f" (budget {m['latency_budget_ms']:g} ms)" if m.get("latency_budget_ms") else "")],
+            *([["latency, this C library", f"at least {m['latency_floor_ms']:.1f} ms "
+                f"({m['instructions_per_inference'] / 1e6:.2f} M instructions on the emulated core)"]]
+              if m.get("latency_floor_ms") else []),
             ["build time", f"{(m.get('timings_s') or {}).get('total', 0):.0f} s"]]
     c = m.get("compiled") or {}
     if c.get("tflm_vs_c_bitexact") is not None:

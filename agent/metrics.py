@@ -196,6 +196,8 @@ def comparison_rows(runs: list[tuple[str, dict]]) -> list[list[str]]:
         plain(lambda m: f"{m['sram_estimate_bytes']:,} B" if m.get("sram_estimate_bytes") else None, "SRAM (arena)"),
         plain(lambda m: f"{m['macs']:,}" if m.get("macs") else None, "MACs"),
         plain(lambda m: f"{m['latency_estimate_ms']:.1f} ms" if m.get("latency_estimate_ms") else None, "latency estimate"),
+        plain(lambda m: f"{m['latency_floor_ms']:.1f} ms" if m.get("latency_floor_ms") else None,
+              "latency floor, C library"),
         plain(lambda m: f"{(m.get('timings_s') or {}).get('total', 0):.0f} s" if m.get("timings_s") else None, "build time"),
     ]
     return rows

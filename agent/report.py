@@ -136,8 +136,9 @@ def _verdict(m: dict) -> str:
     parts = [f"weights {_kib(m.get('weight_bytes'))} of {_kib(m.get('flash_bytes_budget'))} flash",
              f"SRAM {_kib(m.get('sram_estimate_bytes'))} of {_kib(m.get('sram_bytes_budget'))}",
              f"latency {_ms(m.get('latency_estimate_ms'))}"
-             + (f" (this C library at least {_ms(m['latency_floor_ms'])})" if m.get("latency_floor_ms") else "")
              + (f" of {_ms(m['latency_budget_ms'])}" if m.get("latency_budget_ms") is not None else " (no limit)")]
+    if m.get("latency_floor_ms"):
+        parts.append(f"this C library at least {_ms(m['latency_floor_ms'])}")
     return f"<p class='verdict {cls}'><b>{word}</b> — {html.escape(', '.join(parts))}</p>"
 
 

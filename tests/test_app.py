@@ -168,9 +168,10 @@ def test_the_results_table_names_the_weakest_class(tmp_path, shapes_data):
         "student_fp32_test_accuracy": 0.81, "oracle_int8_test_accuracy": None, "teacher_label_accuracy": None,
         "int8_fp32_top1_agreement": 0.99, "weight_bytes": 9000, "flash_bytes_budget": 1 << 20,
         "sram_estimate_bytes": 8000, "sram_bytes_budget": 1 << 18, "macs": 300_000, "latency_estimate_ms": 4.0,
-        "per_class": per_class}))
+        "latency_floor_ms": 21.5, "instructions_per_inference": 1_376_000, "per_class": per_class}))
     rows = dict(app_views.metrics_rows(folder))
     assert rows["weakest class (int8)"] == "square: recall 25.0 %, precision 50.0 %"
+    assert rows["latency, this C library"] == "at least 21.5 ms (1.38 M instructions on the emulated core)"
 
 
 def test_zip_uploads_keep_images_inside_the_target(tmp_path):
