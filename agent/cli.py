@@ -398,7 +398,7 @@ def cmd_verify(args) -> int:
         print(f"{'latency floor, ' + device.name:<34} {device.latency_floor_ms(emulated['instructions']):.1f} ms "
               f"({emulated['instructions']:,} instructions per inference on the emulated "
               f"{device.emulated_core.replace('cortex-m', 'Cortex-M')}, at most "
-              f"{1 if device.emulated_core == 'cortex-m4' else 2} per cycle at {device.clock_mhz:g} MHz)")
+              f"{device.issue_width} per cycle at {device.clock_mhz:g} MHz)")
     exact = [figures.get(k) for k in ("c_vs_reference_bitexact", "tflm_vs_c_bitexact", "litert_vs_c_bitexact")]
     exact.append((figures.get("frames") or {}).get("frames_bitexact"))
     for v in (figures.get("cortex_m") or {}).values():

@@ -256,7 +256,7 @@ def _deploy_block(inputs: ReportInputs) -> str:
             body += _na(f"Estimate: MACs at {d.macs_per_cycle:g} MAC/cycle, what CMSIS-NN class kernels reach on this "
                         f"core (MLPerf Tiny). At least: this C library's instructions per layer on the emulated "
                         f"{d.emulated_core.replace('cortex-m', 'Cortex-M')} at {d.clock_mhz:g} MHz, "
-                        f"{'one' if d.emulated_core == 'cortex-m4' else 'two'} per cycle; "
+                        f"{d.issue_width} per cycle at most; "
                         "flash wait states and multi-cycle loads add to it on the board.")
     if c.get("frames"):
         body += _usage_snippet(inputs, c)

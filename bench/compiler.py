@@ -177,11 +177,11 @@ def render(rows: list[dict]) -> str:
         if not all(isinstance(emulated.get(f"cortex-{core}"), dict) for core in CORES):
             continue
         cells = [r["name"]]
-        for core, (_, mhz) in CORES.items():
+        for core, (device, mhz) in CORES.items():
             dsp, portable = emulated[f"cortex-{core}"]["instructions"], r["portable_instructions"][f"cortex-{core}"]
-            per_cycle = 1 if core == "m4" else 2  # issue width: the floor is instructions / (width x clock)
+            width = get_device(device).issue_width  # the floor is instructions / (width x clock)
             pub = PUBLISHED_MS.get(r["name"], {}).get(core)
-            cells += [f"{dsp / 1e6:.2f}M", f"{portable / 1e6:.2f}M", f"{dsp / (per_cycle * mhz * 1e3):.1f}",
+            cells += [f"{dsp / 1e6:.2f}M", f"{portable / 1e6:.2f}M", f"{dsp / (width * mhz * 1e3):.1f}",
                       "-" if pub is None else (f"{pub[0]}" if pub[0] == pub[1] else f"{pub[0]}-{pub[1]}")]
         chip.append(cells)
     m4, m7 = (f"{get_device(d).macs_per_cycle:.2f} MAC/cyc @{mhz} MHz" for d, mhz in CORES.values())

@@ -56,11 +56,16 @@ class Device:
                 return core
         return None
 
+    @property
+    def issue_width(self) -> int | None:
+        """Instructions the emulated core issues per cycle at most: 1 on a Cortex-M4, 2 on an M7."""
+        return {"cortex-m4": 1, "cortex-m7": 2}.get(self.emulated_core or "")
+
     def latency_floor_ms(self, instructions: int) -> float | None:
-        """The least time ``instructions`` take on this device's core: one per cycle on a Cortex-M4
-        (single issue), two on an M7 (dual issue); memory wait states and multi-cycle loads only add."""
-        per_cycle = {"cortex-m4": 1, "cortex-m7": 2}.get(self.emulated_core or "")
-        return instructions / (per_cycle * self.clock_mhz * 1e6) * 1e3 if per_cycle else None
+        """The least time ``instructions`` take on this device's core, at its issue width; memory wait
+        states and multi-cycle loads only add."""
+        width = self.issue_width
+        return instructions / (width * self.clock_mhz * 1e6) * 1e3 if width else None
 
 
 DEVICES: tuple[Device, ...] = (

@@ -149,7 +149,7 @@ def test_latency_floor_is_instructions_at_the_cores_best_issue_rate():
     assert get_device("STM32F446RE").emulated_core == "cortex-m4"
     assert get_device("STM32F446RE").latency_floor_ms(180_000_000) == pytest.approx(1000.0)
     assert get_device("nRF52840").latency_floor_ms(64_000) == pytest.approx(1.0)
-    assert get_device("STM32F746NG").emulated_core == "cortex-m7"
+    assert get_device("STM32F746NG").emulated_core == "cortex-m7" and get_device("STM32F746NG").issue_width == 2
     assert get_device("STM32F746NG").latency_floor_ms(432_000_000) == pytest.approx(1000.0)
     for name in ("ESP32-S3", "RP2040"):
         assert get_device(name).emulated_core is None and get_device(name).latency_floor_ms(10**6) is None
