@@ -232,6 +232,8 @@ def _deploy_block(inputs: ReportInputs) -> str:
         *[[f"C library on an emulated {html.escape(core.replace('cortex-m', 'Cortex-M'))}", _pct(v["bitexact"]),
            f"bit-exact with the host build, {_num(v['inputs'])} inputs (bare metal, {html.escape(v['board'])})"
            + (f"; {_num(v['instructions'])} instructions per inference" if v.get("instructions") else "")
+           + "".join(f"; a {html.escape(size)} camera frame to its input: {_num(n)} instructions"
+                     for size, n in (v.get("frame_instructions") or {}).items())
            + (f"; camera frames to inputs {_pct(v['frames_bitexact'])} bit-exact with training on {v['frames_checked']} frames"
               if v.get("frames_checked") else "")]
           for core, v in (c.get("cortex_m") or {}).items() if isinstance(v, dict)],

@@ -205,6 +205,7 @@ QEMU_INPUTS = 500  # per core: about 3 s of emulation for the demo's student
 QEMU_FRAMES = [(320, 240, 3), (640, 480, 1), (17, 23, 1), (101, 77, 3), (160, 120, 2)]
 QEMU_CALIBRATION = 2 * 0x40000  # instructions of the harness's calibration loop (nf_qemu.c)
 QEMU_LAYER_INPUTS = 8  # inputs each layer is timed on (a second, short run with the timing hooks)
+QEMU_FRAME_TIMED = (320, 240, 3)  # the camera frame whose conversion verify times: QVGA, RGB888
 
 
 class Emulated(NamedTuple):
@@ -269,12 +270,19 @@ def run_cortex_m(c_dir: Path, inputs: np.ndarray, output_size: int, core: str = 
     return emulate_cortex_m(c_dir, inputs, output_size, core, std).outputs
 
 
+def emulate_frames(c_dir: Path, frames: np.ndarray, input_size: int, core: str = "cortex-m4",
+                   std: str = "c99") -> Emulated:
+    """nf_image_to_input on an emulated Cortex-M for same-size uint8 frames (N, H, W, C): the (N,
+    input_size) int8 inputs and the instructions each frame took."""
+    n, height, width, channels = frames.shape
+    return _on_qemu(Path(c_dir), core, [n, width, height, channels], frames.astype(np.uint8), input_size,
+                    frames=True, std=std)
+
+
 def frames_on_cortex_m(c_dir: Path, frames: np.ndarray, input_size: int, core: str = "cortex-m4",
                        std: str = "c99") -> np.ndarray:
     """nf_image_to_input on an emulated Cortex-M for same-size uint8 frames (N, H, W, C): (N, input_size) int8."""
-    n, height, width, channels = frames.shape
-    return _on_qemu(Path(c_dir), core, [n, width, height, channels], frames.astype(np.uint8), input_size,
-                    frames=True, std=std).outputs
+    return emulate_frames(c_dir, frames, input_size, core, std).outputs
 
 
 def cortex_m_check(compiled: Compiled, xq: np.ndarray, c_out: np.ndarray) -> dict:
@@ -297,6 +305,10 @@ def cortex_m_check(compiled: Compiled, xq: np.ndarray, c_out: np.ndarray) -> dic
             figures = check_frames(compiled.graph, lambda f, core=core: frames_on_cortex_m(compiled.dir / "c", f, size, core),
                                    sizes=QEMU_FRAMES)
             out[core]["frames_checked"], out[core]["frames_bitexact"] = figures["frames_checked"], figures["frames_bitexact"]
+            width, height, channels = QEMU_FRAME_TIMED  # what converting one camera frame costs there
+            frame = np.random.default_rng(0).integers(0, 256, (2, height, width, channels), np.uint8)
+            out[core]["frame_instructions"] = {f"{width}x{height}x{channels}": int(np.median(
+                emulate_frames(compiled.dir / "c", frame, size, core).instructions))}
         out[core]["seconds"] = round(time.perf_counter() - started, 1)
     return out
 

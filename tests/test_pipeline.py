@@ -114,6 +114,7 @@ def test_compile_stage_is_exact_and_verified(built):
         layers = c["cortex_m"]["cortex-m4"]["layer_instructions"]
         assert len(layers) == len(json.loads((run_dir / "compiled" / "compile.json").read_text())["layers"])
         assert sum(layers) == pytest.approx(instructions, rel=0.02) and min(layers[:-1]) >= 0
+        assert c["cortex_m"]["cortex-m4"]["frame_instructions"]["320x240x3"] > 320 * 240  # a camera frame's cost
     # camera frames to inputs: the C library prepares frames as training prepared the images
     assert c["frames"]["frames_bitexact"] == 1.0 and c["frames"]["frames_checked"] >= 30
     source = (run_dir / "compiled" / "c" / "nf_io.c").read_text()

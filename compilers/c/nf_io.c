@@ -53,31 +53,35 @@ static uint8_t nf_clip8(int32_t sum) {
   return (uint8_t)(sum > 255 ? 255 : sum);
 }
 
-/* Channel c of the pixel at column x of a frame row, in the model's channels. */
-static uint8_t nf_pixel(const uint8_t *row, int32_t x, int32_t format, int c) {
-  if (format == NF_GRAY8) return row[x];
-  uint8_t rgb[3];
-  if (format == NF_RGB565) {
-    const uint32_t v = (uint32_t)row[2 * x] << 8 | row[2 * x + 1];
-    const uint32_t r = v >> 11, g = (v >> 5) & 63u, b = v & 31u;
-    rgb[0] = (uint8_t)(r << 3 | r >> 2);
-    rgb[1] = (uint8_t)(g << 2 | g >> 4);
-    rgb[2] = (uint8_t)(b << 3 | b >> 2);
-  } else {
-    rgb[0] = row[3 * x];
-    rgb[1] = row[3 * x + 1];
-    rgb[2] = row[3 * x + 2];
-  }
+/* A pixel's 8-bit R, G, B in the model's channels: Pillow's luma ("L") for one channel. */
+static void nf_store(uint8_t *dst, uint32_t r, uint32_t g, uint32_t b) {
 #if NF_INPUT_C == 1
-  (void)c;
-  return (uint8_t)(((uint32_t)rgb[0] * 19595u + (uint32_t)rgb[1] * 38470u + (uint32_t)rgb[2] * 7471u + 0x8000u) >> 16);
+  dst[0] = (uint8_t)((r * 19595u + g * 38470u + b * 7471u + 0x8000u) >> 16);
 #else
-  return rgb[c];
+  dst[0] = (uint8_t)r, dst[1] = (uint8_t)g, dst[2] = (uint8_t)b;
 #endif
+}
+
+/* Pixels [x0, x1) of a frame row into line[(x - x0) * NF_INPUT_C ...], in the model's channels. */
+static void nf_line(const uint8_t *row, int32_t x0, int32_t x1, int32_t format, uint8_t *line) {
+  if (format == NF_GRAY8) {
+    for (int32_t x = x0; x < x1; ++x, line += NF_INPUT_C)
+      for (int c = 0; c < NF_INPUT_C; ++c) line[c] = row[x];
+  } else if (format == NF_RGB565) {
+    for (int32_t x = x0; x < x1; ++x, line += NF_INPUT_C) {
+      const uint32_t v = (uint32_t)row[2 * x] << 8 | row[2 * x + 1];
+      const uint32_t r = v >> 11, g = (v >> 5) & 63u, b = v & 31u;
+      nf_store(line, r << 3 | r >> 2, g << 2 | g >> 4, b << 3 | b >> 2);
+    }
+  } else {
+    for (int32_t x = x0; x < x1; ++x, line += NF_INPUT_C) nf_store(line, row[3 * x], row[3 * x + 1], row[3 * x + 2]);
+  }
 }
 
 void nf_image_to_input(const nf_image_t *image, const uint8_t *frame, int8_t *input) {
   const int32_t stride = image->width * image->format;
+  const int32_t x_lo = image->first[0], x_hi = image->first[NF_INPUT_W - 1] + image->count[NF_INPUT_W - 1];
+  uint8_t line[NF_IMAGE_MAX_SIDE * NF_INPUT_C]; /* the crop columns the filter reads, in the model's channels */
   for (int oy = 0; oy < NF_INPUT_H; ++oy) {
     int32_t sum[NF_INPUT_W * NF_INPUT_C];
     for (int i = 0; i < NF_INPUT_W * NF_INPUT_C; ++i) sum[i] = 1 << (NF_PREC - 1);
@@ -86,12 +90,13 @@ void nf_image_to_input(const nf_image_t *image, const uint8_t *frame, int8_t *in
     for (int j = 0; j < image->count[oy]; ++j) {
       const uint8_t *row = frame + (int32_t)(image->top + image->first[oy] + j) * stride;
       const int32_t wy = image->weight[oy][j];
+      nf_line(row, image->left + x_lo, image->left + x_hi, image->format, line);
       for (int ox = 0; ox < NF_INPUT_W; ++ox) {
         const int32_t *wx = image->weight[ox];
-        const int32_t x0 = image->left + image->first[ox];
+        const uint8_t *px = line + (image->first[ox] - x_lo) * NF_INPUT_C;
         for (int c = 0; c < NF_INPUT_C; ++c) {
           int32_t h = 1 << (NF_PREC - 1);
-          for (int i = 0; i < image->count[ox]; ++i) h += (int32_t)nf_pixel(row, x0 + i, image->format, c) * wx[i];
+          for (int i = 0; i < image->count[ox]; ++i) h += (int32_t)px[i * NF_INPUT_C + c] * wx[i];
           sum[ox * NF_INPUT_C + c] += (int32_t)nf_clip8(h) * wy;
         }
       }

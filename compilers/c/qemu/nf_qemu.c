@@ -9,9 +9,9 @@
  * loop of NF_QEMU_CALIBRATION instructions, then one count per nf_invoke (or nf_image_to_input).
  * Run with -icount shift=0, QEMU's clock advances by one instruction executed, so the counts are
  * the instructions the core executed (SysTick has 24 bits: up to 671 M instructions an item); the
- * calibration turns ticks into instructions. Built with
- * NF_QEMU_LAYERS (and -include nf_qemu_layers.h) it also writes layers.bin: each layer's ticks summed
- * over the inputs, the self-test's inference left out. */
+ * calibration turns ticks into instructions. Built with NF_QEMU_LAYERS (and -include
+ * nf_qemu_layers.h) it also writes layers.bin: each layer's ticks summed over the inputs, the
+ * self-test's inference left out. */
 #include <stddef.h>
 #include <stdint.h>
 
