@@ -83,7 +83,9 @@ def summary(state: AgentState) -> str:
     m = state["metrics"]
     lines = [f"Built run {state['run_id']}: int8 accuracy {100 * m['student_int8_test_accuracy']:.1f} % "
              f"({m['evaluated_on']}), weights {m['weight_bytes'] / 1024:.1f} KB, SRAM {m['sram_estimate_bytes'] / 1024:.1f} KB, "
-             f"latency about {m['latency_estimate_ms']:.1f} ms."]
+             f"latency about {m['latency_estimate_ms']:.1f} ms"
+             + (f" (this C library at least {m['latency_floor_ms']:.1f} ms on the emulated core)"
+                if m.get("latency_floor_ms") else "") + "."]
     weak = m.get("weakest_class")
     if weak:
         lines.append(f"Weakest class: {weak['name']} (recall {100 * weak['recall']:.1f} %, "

@@ -271,8 +271,9 @@ def run_build(args: RunBuildArgs, state: dict, ctx: Context) -> ToolOutcome:
     if metrics["meets_accuracy_floor"] is not None:
         checks.append({"check": "accuracy_floor", "ok": metrics["meets_accuracy_floor"],
                        "message": f"int8 accuracy {metrics['student_int8_test_accuracy']:.3f}, floor {metrics['accuracy_floor']}"})
-    compact = {k: metrics[k] for k in ("student_int8_test_accuracy", "oracle_int8_test_accuracy", "weight_bytes",
-                                        "sram_estimate_bytes", "latency_estimate_ms", "evaluated_on")}
+    compact = {k: metrics.get(k) for k in ("student_int8_test_accuracy", "oracle_int8_test_accuracy", "weight_bytes",
+                                            "sram_estimate_bytes", "latency_estimate_ms", "latency_floor_ms",
+                                            "evaluated_on")}
     compact["weakest_class"] = weakest_class(metrics.get("per_class"))
     compact["next"] = review_hint(metrics, run.id)
     compact["report"] = str(run.dir / "report.html")
