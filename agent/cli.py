@@ -370,6 +370,20 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def print_layer_floors(layers: list[dict], instructions: list[int], device) -> None:
+    """Each layer's instructions on the emulated core beside its MACs, and the floor they set on the device."""
+    if len(layers) != len(instructions):
+        return
+    print(f"\nper layer on the emulated {device.emulated_core.replace('cortex-m', 'Cortex-M')} "
+          f"(floor: at {device.clock_mhz:g} MHz, {device.issue_width} per cycle)")
+    width = max(len(row["name"]) for row in layers)
+    print(f"{'#':>3}  {'layer':<{width}}  {'kind':<8} {'MACs':>10} {'instructions':>13} {'per MAC':>8} {'floor ms':>9}")
+    for i, (row, n) in enumerate(zip(layers, instructions)):
+        per_mac = f"{n / row['macs']:.1f}" if row["macs"] else "-"
+        print(f"{i:>3}  {row['name']:<{width}}  {row['kind']:<8} {row['macs']:>10,} {n:>13,} {per_mac:>8} "
+              f"{device.latency_floor_ms(n):>9.2f}")
+
+
 def cmd_verify(args) -> int:
     from agent.pipeline import open_run
     from agent.runs import RunStore
@@ -395,10 +409,11 @@ def cmd_verify(args) -> int:
     device = ctx.device
     emulated = (figures.get("cortex_m") or {}).get(device.emulated_core or "")
     if isinstance(emulated, dict) and emulated.get("instructions"):
+        core = device.emulated_core.replace("cortex-m", "Cortex-M")
         print(f"{'latency floor, ' + device.name:<34} {device.latency_floor_ms(emulated['instructions']):.1f} ms "
-              f"({emulated['instructions']:,} instructions per inference on the emulated "
-              f"{device.emulated_core.replace('cortex-m', 'Cortex-M')}, at most "
+              f"({emulated['instructions']:,} instructions per inference on the emulated {core}, at most "
               f"{device.issue_width} per cycle at {device.clock_mhz:g} MHz)")
+        print_layer_floors(compiled.summary["layers"], emulated.get("layer_instructions") or [], device)
     exact = [figures.get(k) for k in ("c_vs_reference_bitexact", "tflm_vs_c_bitexact", "litert_vs_c_bitexact")]
     exact.append((figures.get("frames") or {}).get("frames_bitexact"))
     for v in (figures.get("cortex_m") or {}).values():

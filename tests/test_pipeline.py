@@ -127,6 +127,22 @@ def test_compile_stage_is_exact_and_verified(built):
     assert "nf_labels[nf_argmax(output)];  /* circle, square, triangle, other */" in report  # this model, in a firmware
 
 
+def test_verify_prints_every_check_and_the_floor_per_layer(built, capsys):
+    """`nanofactory verify RUN` checks the compiled run again and says what each layer costs on the
+    device's core; it exits 0 only when everything it compared is bit-exact."""
+    store, run_id = built
+    run_dir = store.path(run_id)
+    assert main(["verify", run_id, "--runs-dir", str(run_dir.parent), "--samples", "50"]) == 0
+    out = capsys.readouterr().out
+    figures = dict(line.split(None, 1) for line in out.splitlines() if line[:1].isalpha() and " " in line)
+    assert figures["c_vs_reference_bitexact"].strip() == "1.0" and figures["tflm_vs_c_bitexact"].strip() == "1.0"
+    if shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc"):
+        layers = json.loads((run_dir / "compiled" / "compile.json").read_text())["layers"]
+        assert "latency floor, nRF52840" in out and "per layer on the emulated Cortex-M4 (floor: at 64 MHz" in out
+        table = out.split("per layer on the emulated Cortex-M4")[1].splitlines()[2:]
+        assert [line.split()[1] for line in table if line.strip()] == [row["name"] for row in layers]
+
+
 def test_manifest_covers_every_sample(built, shapes_data):
     store, run_id = built
     lines = [json.loads(x) for x in (store.path(run_id) / "data" / "manifest.jsonl").read_text().splitlines()]
