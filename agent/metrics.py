@@ -70,8 +70,8 @@ def assemble_metrics(ctx) -> dict:
     student, oracle = evaluate["student_int8_test_accuracy"], evaluate["oracle_int8_test_accuracy"]
     step = ctx.student
     compiled = _compiled(run, cost)
-    instructions = ((compiled or {}).get("cortex_m") or {}).get(ctx.device.emulated_core or "", {})
-    instructions = instructions.get("instructions") if isinstance(instructions, dict) else None
+    emulated = ((compiled or {}).get("cortex_m") or {}).get(ctx.device.emulated_core or "")
+    instructions = emulated.get("instructions") if isinstance(emulated, dict) else None
     floor = ctx.device.latency_floor_ms(instructions) if instructions else None
     meets_latency = None if latency_budget is None else \
         cost["latency_ms"] <= latency_budget and (floor is None or floor <= latency_budget)

@@ -142,6 +142,11 @@ def pct(x) -> str:
     return "-" if x is None else f"{100 * x:.0f}%"
 
 
+def published(pub) -> str:
+    """An MLPerf Tiny latency (low, high) as printed: one figure, a range, or '-'."""
+    return "-" if pub is None else f"{pub[0]}" if pub[0] == pub[1] else f"{pub[0]}-{pub[1]}"
+
+
 def render(rows: list[dict]) -> str:
     def table(title, header, body):
         widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
@@ -168,8 +173,8 @@ def render(rows: list[dict]) -> str:
         for core in CORES:
             e = r["mcu"][core]
             pub = e.get("published_ms")
-            cells += [f"{e['estimate_ms']:.1f}", "-" if pub is None else (f"{pub[0]}" if pub[0] == pub[1] else
-                      f"{pub[0]}-{pub[1]}"), "-" if pub is None else f"{100 * e['rel_error_vs_mid']:+.0f}%"]
+            cells += [f"{e['estimate_ms']:.1f}", published(pub),
+                      "-" if pub is None else f"{100 * e['rel_error_vs_mid']:+.0f}%"]
         mcu.append(cells)
     chip = []
     for r in ok:
@@ -177,12 +182,10 @@ def render(rows: list[dict]) -> str:
         if not all(isinstance(emulated.get(f"cortex-{core}"), dict) for core in CORES):
             continue
         cells = [r["name"]]
-        for core, (device, mhz) in CORES.items():
+        for core, (device, _) in CORES.items():
             dsp, portable = emulated[f"cortex-{core}"]["instructions"], r["portable_instructions"][f"cortex-{core}"]
-            width = get_device(device).issue_width  # the floor is instructions / (width x clock)
-            pub = PUBLISHED_MS.get(r["name"], {}).get(core)
-            cells += [f"{dsp / 1e6:.2f}M", f"{portable / 1e6:.2f}M", f"{dsp / (width * mhz * 1e3):.1f}",
-                      "-" if pub is None else (f"{pub[0]}" if pub[0] == pub[1] else f"{pub[0]}-{pub[1]}")]
+            cells += [f"{dsp / 1e6:.2f}M", f"{portable / 1e6:.2f}M", f"{get_device(device).latency_floor_ms(dsp):.1f}",
+                      published(PUBLISHED_MS.get(r["name"], {}).get(core))]
         chip.append(cells)
     m4, m7 = (f"{get_device(d).macs_per_cycle:.2f} MAC/cyc @{mhz} MHz" for d, mhz in CORES.values())
     parts = [

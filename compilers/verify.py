@@ -8,8 +8,8 @@
 * accuracy of the int8 C library against the fp32 model, when labels are given;
 * Cortex-M4/M7 text/data/bss from arm-none-eabi-size, when the cross-compiler is installed;
 * the library built for Cortex-M4 and M7 and run bare metal on QEMU's MPS2 boards: bit-exact with
-  the host build or not, and the instructions one inference executes (QEMU's -icount), when
-  qemu-system-arm is installed too;
+  the host build or not, and the instructions one inference, each layer and one camera frame's
+  conversion execute (QEMU's -icount), when qemu-system-arm is installed too;
 * host latency of the C library against onnxruntime int8, one thread.
 """
 
