@@ -101,7 +101,7 @@ static inline void nf_dsp_group(uint32_t x02, uint32_t x13, const int8_t *f, int
 
 /* nf_conv_out with the output's parameters in registers (an int8 store may alias *p) */
 static inline int8_t nf_dsp_out(int32_t acc, int32_t mult, int32_t shift, int32_t zp, int32_t lo, int32_t hi) {
-  return nf_clamp(nf_requant(acc, mult, shift) + zp, lo, hi);
+  return nf_clamp(nf_requant_fast(acc, mult, shift) + zp, lo, hi);
 }
 
 /* nf_conv_s8 on the DSP extension: returns the output channels done (all of them, or 0 when the
@@ -129,15 +129,15 @@ static int32_t nf_conv_dsp(const nf_conv_params *p, const int8_t *in, const int8
     if (direct && n % 4 == 0 && px + 1 < pixels) { /* two pixels at once when their windows match */
       const nf_window next = nf_window_at(p, (px + 1) / p->out_w, (px + 1) % p->out_w);
       if (next.ky0 == win.ky0 && next.ky1 == win.ky1 && next.kx0 == win.kx0 && next.kx1 == win.kx1) {
-        const int8_t *y0 = in + ((int64_t)(next.iy0 + next.ky0) * in_w + next.ix0 + next.kx0) * in_c;
+        const int32_t dxy = (int32_t)(in + ((int64_t)(next.iy0 + next.ky0) * in_w + next.ix0 + next.kx0) * in_c - x0);
         for (int32_t cb = 0; cb < n; cb += 4) {
           int32_t a0 = bias[cb], a1 = bias[cb + 1], a2 = bias[cb + 2], a3 = bias[cb + 3];
           int32_t b0 = a0, b1 = a1, b2 = a2, b3 = a3;
           for (int32_t r = 0; r < rows; ++r) {
-            const int8_t *x = x0 + (int64_t)r * in_w * in_c, *y = y0 + (int64_t)r * in_w * in_c, *end = x + run;
+            const int8_t *x = x0 + (int64_t)r * in_w * in_c, *end = x + run;
             const int8_t *f = w + 4 * cb + (int64_t)(g0 + r * k_w * in_c / 4) * 4 * n;
-            for (; x < end; x += 4, y += 4, f += 4 * n) {
-              const uint32_t u = nf_load4(x), v = nf_load4(y);
+            for (; x < end; x += 4, f += 4 * n) {
+              const uint32_t u = nf_load4(x), v = nf_load4(x + dxy);
               const uint32_t xa02 = nf_sxtab16(zp2, u), xa13 = nf_sxtab16_ror8(zp2, u);
               const uint32_t xb02 = nf_sxtab16(zp2, v), xb13 = nf_sxtab16_ror8(zp2, v);
               NF_DSP_GROUP2X2(xa02, xa13, xb02, xb13, f, a0, a1, b0, b1);
@@ -184,8 +184,8 @@ static int32_t nf_conv_dsp(const nf_conv_params *p, const int8_t *in, const int8
           }
         } else {
           const int8_t *f = fb;
-          for (int32_t g = 0; g < groups; ++g, f += 4 * n) {
-            const uint32_t x02 = nf_load4(cols + 4 * g), x13 = nf_load4(cols + 4 * g + 2);
+          for (const int16_t *c = cols, *end = cols + 4 * groups; c < end; c += 4, f += 4 * n) {
+            const uint32_t x02 = nf_load4(c), x13 = nf_load4(c + 2);
             NF_DSP_GROUP4(x02, x13, f, a0, a1, a2, a3);
           }
         }
@@ -217,6 +217,18 @@ static int32_t nf_conv_dsp(const nf_conv_params *p, const int8_t *in, const int8
   return n;
 }
 
+/* one depthwise tap for 4 channels: their 4 inputs and 4 weights are one load each */
+#define NF_DSP_DWTAP(x, f, zp2, a0, a1, a2, a3)                                     \
+  do {                                                                            \
+    const uint32_t v_ = nf_load4(x), g_ = nf_load4(f);                            \
+    const uint32_t x02_ = nf_sxtab16(zp2, v_), x13_ = nf_sxtab16_ror8(zp2, v_);   \
+    const uint32_t w02_ = nf_sxtb16(g_), w13_ = nf_sxtb16_ror8(g_);               \
+    a0 = nf_smlabb(x02_, w02_, a0);                                               \
+    a2 = nf_smlatt(x02_, w02_, a2);                                               \
+    a1 = nf_smlabb(x13_, w13_, a1);                                               \
+    a3 = nf_smlatt(x13_, w13_, a3);                                               \
+  } while (0)
+
 /* nf_dwconv_s8 with depth multiplier 1 on the DSP extension, 4 channels at a time: a tap's 4
  * inputs and 4 weights are one load each, and SMLABB / SMLATT multiply the halves channel by
  * channel. Returns the channels done (out_c rounded down to a multiple of 4). */
@@ -225,22 +237,24 @@ static int32_t nf_dwconv_dsp(const nf_conv_params *p, const int8_t *in, const in
   const int32_t n = p->out_c, done = n / 4 * 4, in_c = p->in_c, in_w = p->in_w, k_w = p->k_w;
   const int32_t ozp = p->out_zero_point, lo = p->act_min, hi = p->act_max;
   const uint32_t zp2 = ((uint32_t)(-p->in_zero_point) & 0xFFFFu) * 0x10001u;
+  const int32_t row_x = in_w * in_c, row_f = k_w * n;
   for (int32_t px = 0; px < p->out_h * p->out_w; ++px) {
     const nf_window win = nf_window_at(p, px / p->out_w, px % p->out_w);
+    const int8_t *x0 = in + ((int64_t)(win.iy0 + win.ky0) * in_w + win.ix0 + win.kx0) * in_c;
+    const int8_t *f0 = w + (int64_t)(win.ky0 * k_w + win.kx0) * n;
+    const int32_t rows = win.ky1 - win.ky0, cols = win.kx1 - win.kx0;
     int8_t *o = out + (int64_t)px * n;
     for (int32_t cb = 0; cb < done; cb += 4) {
       int32_t a0 = bias[cb], a1 = bias[cb + 1], a2 = bias[cb + 2], a3 = bias[cb + 3];
-      for (int32_t ky = win.ky0; ky < win.ky1; ++ky) {
-        const int8_t *x = in + ((int64_t)(win.iy0 + ky) * in_w + win.ix0 + win.kx0) * in_c + cb;
-        const int8_t *f = w + (int64_t)(ky * k_w + win.kx0) * n + cb;
-        for (int32_t kx = win.kx0; kx < win.kx1; ++kx, x += in_c, f += n) {
-          const uint32_t v = nf_load4(x), g = nf_load4(f);
-          const uint32_t x02 = nf_sxtab16(zp2, v), x13 = nf_sxtab16_ror8(zp2, v);
-          const uint32_t w02 = nf_sxtb16(g), w13 = nf_sxtb16_ror8(g);
-          a0 = nf_smlabb(x02, w02, a0);
-          a2 = nf_smlatt(x02, w02, a2);
-          a1 = nf_smlabb(x13, w13, a1);
-          a3 = nf_smlatt(x13, w13, a3);
+      const int8_t *xr = x0 + cb, *fr = f0 + cb;
+      for (int32_t r = 0; r < rows; ++r, xr += row_x, fr += row_f) {
+        const int8_t *x = xr, *f = fr;
+        if (cols == 3) { /* a 3-wide kernel inside the input: most taps of the usual layers */
+          NF_DSP_DWTAP(x, f, zp2, a0, a1, a2, a3);
+          NF_DSP_DWTAP(x + in_c, f + n, zp2, a0, a1, a2, a3);
+          NF_DSP_DWTAP(x + 2 * in_c, f + 2 * n, zp2, a0, a1, a2, a3);
+        } else {
+          for (int32_t kx = 0; kx < cols; ++kx, x += in_c, f += n) NF_DSP_DWTAP(x, f, zp2, a0, a1, a2, a3);
         }
       }
       o[cb] = nf_dsp_out(a0, mult[cb], shift[cb], ozp, lo, hi);
