@@ -79,29 +79,39 @@ static void nf_line(const uint8_t *row, int32_t x0, int32_t x1, int32_t format, 
 }
 
 void nf_image_to_input(const nf_image_t *image, const uint8_t *frame, int8_t *input) {
+  enum { NF_ROW = NF_INPUT_W * NF_INPUT_C };
   const int32_t stride = image->width * image->format;
   const int32_t x_lo = image->first[0], x_hi = image->first[NF_INPUT_W - 1] + image->count[NF_INPUT_W - 1];
   uint8_t line[NF_IMAGE_MAX_SIDE * NF_INPUT_C]; /* the crop columns the filter reads, in the model's channels */
+  uint8_t ring[NF_IMAGE_TAPS][NF_ROW]; /* crop rows resized horizontally, the last NF_IMAGE_TAPS of them */
+  int32_t next = 0;                    /* the first crop row not yet resized */
   for (int oy = 0; oy < NF_INPUT_H; ++oy) {
-    int32_t sum[NF_INPUT_W * NF_INPUT_C];
-    for (int i = 0; i < NF_INPUT_W * NF_INPUT_C; ++i) sum[i] = 1 << (NF_PREC - 1);
-    /* each source row the output row spans, resized horizontally (rounded to 8 bits, as Pillow's
-     * first pass stores it), weighted into the output row */
-    for (int j = 0; j < image->count[oy]; ++j) {
-      const uint8_t *row = frame + (int32_t)(image->top + image->first[oy] + j) * stride;
-      const int32_t wy = image->weight[oy][j];
-      nf_line(row, image->left + x_lo, image->left + x_hi, image->format, line);
+    const int32_t first = image->first[oy], count = image->count[oy]; /* first never decreases */
+    if (next < first) next = first;
+    /* each crop row the output row spans, once: resized horizontally and rounded to 8 bits, as
+     * Pillow's first pass stores it (the next output row reuses the rows they share) */
+    for (; next < first + count; ++next) {
+      uint8_t *h = ring[next % NF_IMAGE_TAPS];
+      nf_line(frame + (int32_t)(image->top + next) * stride, image->left + x_lo, image->left + x_hi, image->format, line);
       for (int ox = 0; ox < NF_INPUT_W; ++ox) {
         const int32_t *wx = image->weight[ox];
         const uint8_t *px = line + (image->first[ox] - x_lo) * NF_INPUT_C;
         for (int c = 0; c < NF_INPUT_C; ++c) {
-          int32_t h = 1 << (NF_PREC - 1);
-          for (int i = 0; i < image->count[ox]; ++i) h += (int32_t)px[i * NF_INPUT_C + c] * wx[i];
-          sum[ox * NF_INPUT_C + c] += (int32_t)nf_clip8(h) * wy;
+          int32_t sum = 1 << (NF_PREC - 1);
+          for (int i = 0; i < image->count[ox]; ++i) sum += (int32_t)px[i * NF_INPUT_C + c] * wx[i];
+          h[ox * NF_INPUT_C + c] = nf_clip8(sum);
         }
       }
     }
-    for (int i = 0; i < NF_INPUT_W * NF_INPUT_C; ++i) input[oy * NF_INPUT_W * NF_INPUT_C + i] = nf_pixel_lut[nf_clip8(sum[i])];
+    /* then vertically: the spanned rows weighted into the output row */
+    const int32_t *wy = image->weight[oy];
+    const uint8_t *rows[NF_IMAGE_TAPS];
+    for (int j = 0; j < count; ++j) rows[j] = ring[(first + j) % NF_IMAGE_TAPS];
+    for (int i = 0; i < NF_ROW; ++i) {
+      int32_t sum = 1 << (NF_PREC - 1);
+      for (int j = 0; j < count; ++j) sum += (int32_t)rows[j][i] * wy[j];
+      input[oy * NF_ROW + i] = nf_pixel_lut[nf_clip8(sum)];
+    }
   }
 }
 

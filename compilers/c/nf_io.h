@@ -49,9 +49,11 @@ typedef struct {
  * side exceeds NF_IMAGE_MAX_SIDE or the arguments are not a frame. */
 int nf_image_init(nf_image_t *image, int32_t width, int32_t height, int32_t format);
 
-/* One frame (width * height * format bytes) -> NF_INPUT_SIZE int8 values for nf_invoke. Stack: one
- * frame row in the model's channels (NF_IMAGE_MAX_SIDE * NF_INPUT_C bytes) and one output row's
- * sums (4 * NF_INPUT_W * NF_INPUT_C bytes). */
+/* One frame (width * height * format bytes) -> NF_INPUT_SIZE int8 values for nf_invoke; each crop
+ * row is read and resized horizontally once. Stack: one frame row in the model's channels
+ * (NF_IMAGE_MAX_SIDE * NF_INPUT_C bytes) and the resized rows an output row spans (NF_IMAGE_TAPS *
+ * (NF_INPUT_W * NF_INPUT_C + 4) bytes): 1.7 KB for a 28 x 28 gray model, 4.7 KB for 96 x 96 RGB at
+ * the default NF_IMAGE_MAX_SIDE; a smaller NF_IMAGE_MAX_SIDE takes less. */
 void nf_image_to_input(const nf_image_t *image, const uint8_t *frame, int8_t *input);
 
 /* Pixels already at the model's size and channels (NF_INPUT_H x NF_INPUT_W x NF_INPUT_C, uint8) -> input. */
