@@ -1,5 +1,5 @@
 """The quantized IR as a self-contained C99 library: model.h/model.c, the kernels, a host
-test harness and a Makefile (host build, and Cortex-M4/M7 objects with their sizes).
+test harness and a Makefile (host build, and Cortex-M4/M7/M0+ objects with their sizes).
 
 ``nf_invoke(const int8_t *input, int8_t *output)`` copies the input into a static arena at
 its planned offset, runs one kernel call per op with every parameter a literal, and copies
@@ -91,6 +91,9 @@ class _Emitter:
         if op.is_weighted:
             if (op.extra["multiplier"] < 0).any():  # nf_requant8 relies on it (TFLite's are in [2^30, 2^31))
                 raise ValueError(f"{op.name} has a negative requantization multiplier")
+            if (op.extra["shift"] > 31).any():  # nf_requant_fast shifts by at most 31 (TFLite by at most 30)
+                raise ValueError(f"{op.name} scales its sums up by 2^31 or more: its output scale is broken; "
+                                 "calibrate the model again")
             weights = conv_weights(op.qweight) if op.kind == "conv" else op.qweight
             bias = folded_bias(g, op) if op.kind == "fc" else op.qbias
             self.consts.append(_array("int8_t", f"op{i}_w", weights))
@@ -354,8 +357,8 @@ int main(int argc, char **argv) {
 }
 """
 
-MAKEFILE = """# Nanofactory int8 library: `make` builds the host test harness, `make m4` / `make m7` build
-# Cortex-M objects with arm-none-eabi-gcc and print their sizes (text = flash, bss = RAM).
+MAKEFILE = """# Nanofactory int8 library: `make` builds the host test harness, `make m4` / `make m7` / `make m0plus`
+# build Cortex-M objects with arm-none-eabi-gcc and print their sizes (text = flash, bss = RAM).
 # Host CFLAGS: -march=native lets the kernels use the host's SIMD (nf_avx2.h on x86); never on ARM.
 CC ?= gcc
 CFLAGS ?= -std=c99 -O3 -march=native -Wall -Wextra -Werror
@@ -381,10 +384,16 @@ m7:
 \t$(ARM_SIZE) -t $(addprefix build-m7/,$(SRCS:.c=.o))
 \t$(if $(EXTRAS),$(ARM_SIZE) $(addprefix build-m7/,$(EXTRAS:.c=.o)))
 
-clean:
-\trm -rf nf_test nf_frames build-m4 build-m7
+m0plus:
+\tmkdir -p build-m0plus
+\tcd build-m0plus && $(ARM_CC) $(ARM_CFLAGS) -mcpu=cortex-m0plus -mfloat-abi=soft -I.. $(addprefix ../,$(SRCS) $(EXTRAS)) -c
+\t$(ARM_SIZE) -t $(addprefix build-m0plus/,$(SRCS:.c=.o))
+\t$(if $(EXTRAS),$(ARM_SIZE) $(addprefix build-m0plus/,$(EXTRAS:.c=.o)))
 
-.PHONY: m4 m7 clean
+clean:
+\trm -rf nf_test nf_frames build-m4 build-m7 build-m0plus
+
+.PHONY: m4 m7 m0plus clean
 """
 CMAKE = """# Nanofactory int8 library {name}: for CMake projects (Pico SDK, STM32 CMake, Zephyr apps:
 # add_subdirectory(this folder), then target_link_libraries(app nanofactory_model)), and an ESP-IDF

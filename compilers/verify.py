@@ -6,10 +6,11 @@
   bit-exact with the C library or not;
 * the arena: ours against the allocation TFLM records for the same model;
 * accuracy of the int8 C library against the fp32 model, when labels are given;
-* Cortex-M4/M7 text/data/bss from arm-none-eabi-size, when the cross-compiler is installed;
-* the library built for Cortex-M4 and M7 and run bare metal on QEMU's MPS2 boards: bit-exact with
-  the host build or not, and the instructions one inference, each layer and one camera frame's
-  conversion execute (QEMU's -icount), when qemu-system-arm is installed too;
+* Cortex-M4/M7/M0+ text/data/bss from arm-none-eabi-size, when the cross-compiler is installed;
+* the library built for Cortex-M4, M7 and M0+ and run bare metal on QEMU's MPS2 boards: bit-exact
+  with the host build or not, the instructions one inference, each layer and one camera frame's
+  conversion execute (QEMU's -icount), and the most stack each used, when qemu-system-arm is
+  installed too;
 * host latency of the C library against onnxruntime int8, one thread.
 """
 
@@ -28,6 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from compilers.build import Compiled, nchw_to_nhwc
+from knowledge.devices import core_name
 from knowledge.errors import NanofactoryError
 
 log = logging.getLogger(__name__)
@@ -174,17 +176,17 @@ def run_litert(tflite: bytes, inputs: np.ndarray, reference_kernels: bool = True
 
 
 def arm_sizes(c_dir: Path) -> dict:
-    """text/data/bss of the library for Cortex-M4 and M7 (arm-none-eabi-size), or why not: the model's
+    """text/data/bss of the library for Cortex-M4, M7 and M0+ (arm-none-eabi-size), or why not: the model's
     objects in all, and each optional part (``extras``: the self-test, camera frames) on its own."""
     if shutil.which("arm-none-eabi-gcc") is None:
         return {"skipped": "arm-none-eabi-gcc is not installed (apt-get install gcc-arm-none-eabi)"}
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copytree(c_dir, tmp, dirs_exist_ok=True)
-        for core in ("m4", "m7"):
+        for core in ("m4", "m7", "m0plus"):
             proc = subprocess.run(["make", "-s", core], cwd=tmp, check=False, capture_output=True, text=True)
             if proc.returncode:
-                raise RuntimeError(f"the Cortex-{core.upper()} build failed:\n{proc.stderr[-4000:]}")
+                raise RuntimeError(f"the {core_name('cortex-' + core)} build failed:\n{proc.stderr[-4000:]}")
             lines = proc.stdout.splitlines()
             end = next(i for i, line in enumerate(lines) if "(TOTALS)" in line)
             total = lines[end].split()
@@ -194,10 +196,14 @@ def arm_sizes(c_dir: Path) -> dict:
     return out
 
 
-# Cortex-M cores QEMU emulates on its MPS2 boards, with the float ABI the Makefile's m4/m7 builds use
+# Cortex-M cores QEMU emulates on its MPS2 boards, with the float ABI the Makefile's m4/m7/m0plus builds
+# use. QEMU has no Cortex-M0+ board with the RAM for this harness, so the M0+ build (ARMv6-M code: no
+# DSP extension, no 32x32->64 multiply, soft float) runs on the M4 board, which executes the ARMv6-M
+# instruction set as a subset: the instructions counted are the ones an M0+ executes.
 QEMU_CORES = {
     "cortex-m4": ("mps2-an386", "-mcpu=cortex-m4 -mfloat-abi=hard -mfpu=fpv4-sp-d16"),
     "cortex-m7": ("mps2-an500", "-mcpu=cortex-m7 -mfloat-abi=hard -mfpu=fpv5-d16"),
+    "cortex-m0plus": ("mps2-an386", "-mcpu=cortex-m0plus -mfloat-abi=soft"),
 }
 QEMU_INPUT_BYTES = 1536 * 1024  # of the board's 4 MB RAM: the arena and the stack keep the rest
 QEMU_INPUTS = 500  # per core: about 3 s of emulation for the demo's student
@@ -212,6 +218,7 @@ class Emulated(NamedTuple):
     outputs: np.ndarray  # (N, out_size) int8: what the harness wrote for each item
     instructions: np.ndarray  # (min(N, 4096),) instructions the core executed for each item
     layers: np.ndarray | None = None  # with layers=True: each layer's instructions, mean over the items
+    stack: int | None = None  # the most stack the measured calls took, bytes (painted and read back)
 
 
 def _on_qemu(c_dir: Path, core: str, header: list[int], payload: np.ndarray, out_size: int, frames: bool,
@@ -249,7 +256,8 @@ def _on_qemu(c_dir: Path, core: str, header: list[int], payload: np.ndarray, out
         per_tick = QEMU_CALIBRATION / ticks[0]  # instructions per SysTick tick (40 on QEMU's 25 MHz boards)
         per_layer = np.fromfile(tmp / "layers.bin", np.uint32) * per_tick / header[0] if layers else None
         return Emulated(np.fromfile(tmp / "outputs.bin", np.int8).reshape(header[0], out_size),
-                        np.round(ticks[1:] * per_tick).astype(np.int64), per_layer)
+                        np.round(ticks[1:] * per_tick).astype(np.int64), per_layer,
+                        int(np.fromfile(tmp / "stack.bin", np.uint32)[0]))
 
 
 def emulate_cortex_m(c_dir: Path, inputs: np.ndarray, output_size: int, core: str = "cortex-m4",
@@ -286,7 +294,7 @@ def frames_on_cortex_m(c_dir: Path, frames: np.ndarray, input_size: int, core: s
 
 
 def cortex_m_check(compiled: Compiled, xq: np.ndarray, c_out: np.ndarray) -> dict:
-    """The C library on emulated Cortex-M4 and M7 against the host build's outputs, on the first
+    """The C library on emulated Cortex-M4, M7 and M0+ against the host build's outputs, on the first
     QEMU_INPUTS inputs (fewer when the board's RAM holds fewer), or why not."""
     missing = [tool for tool in ("arm-none-eabi-gcc", "qemu-system-arm") if shutil.which(tool) is None]
     if missing:
@@ -295,11 +303,12 @@ def cortex_m_check(compiled: Compiled, xq: np.ndarray, c_out: np.ndarray) -> dic
     out = {}
     for core, (board, _) in QEMU_CORES.items():
         started = time.perf_counter()
-        got, instructions, _ = emulate_cortex_m(compiled.dir / "c", xq[:n], c_out.shape[1], core)
+        run = emulate_cortex_m(compiled.dir / "c", xq[:n], c_out.shape[1], core)
         layers = emulate_cortex_m(compiled.dir / "c", xq[:QEMU_LAYER_INPUTS], c_out.shape[1], core, layers=True).layers
-        out[core] = {"board": f"qemu {board}", "inputs": n, "bitexact": float((got == c_out[:n]).all(axis=1).mean()),
-                     "instructions": int(np.median(instructions)),
-                     "layer_instructions": [int(v) for v in np.round(layers)]}
+        out[core] = {"board": f"qemu {board}", "inputs": n, "bitexact": float((run.outputs == c_out[:n]).all(axis=1).mean()),
+                     "instructions": int(np.median(run.instructions)),
+                     "layer_instructions": [int(v) for v in np.round(layers)],
+                     "stack_bytes": run.stack}
         if compiled.graph.image is not None:  # camera frames to inputs, with the core's own double arithmetic
             size = compiled.graph.tensors[compiled.graph.input].size
             figures = check_frames(compiled.graph, lambda f, core=core: frames_on_cortex_m(compiled.dir / "c", f, size, core),
@@ -307,8 +316,9 @@ def cortex_m_check(compiled: Compiled, xq: np.ndarray, c_out: np.ndarray) -> dic
             out[core]["frames_checked"], out[core]["frames_bitexact"] = figures["frames_checked"], figures["frames_bitexact"]
             width, height, channels = QEMU_FRAME_TIMED  # what converting one camera frame costs there
             frame = np.random.default_rng(0).integers(0, 256, (2, height, width, channels), np.uint8)
-            out[core]["frame_instructions"] = {f"{width}x{height}x{channels}": int(np.median(
-                emulate_frames(compiled.dir / "c", frame, size, core).instructions))}
+            timed = emulate_frames(compiled.dir / "c", frame, size, core)
+            out[core]["frame_instructions"] = {f"{width}x{height}x{channels}": int(np.median(timed.instructions))}
+            out[core]["frame_stack_bytes"] = timed.stack
         out[core]["seconds"] = round(time.perf_counter() - started, 1)
     return out
 

@@ -51,21 +51,26 @@ class Device:
     @property
     def emulated_core(self) -> str | None:
         """The core verify runs the C library on (QEMU, compilers.verify.QEMU_CORES), if it is this one's."""
-        for core in ("cortex-m4", "cortex-m7"):
+        for core in ("cortex-m4", "cortex-m7", "cortex-m0+"):
             if self.core.lower().startswith(core):
-                return core
+                return core.replace("+", "plus")
         return None
 
     @property
     def issue_width(self) -> int | None:
-        """Instructions the emulated core issues per cycle at most: 1 on a Cortex-M4, 2 on an M7."""
-        return {"cortex-m4": 1, "cortex-m7": 2}.get(self.emulated_core or "")
+        """Instructions the emulated core issues per cycle at most: 1 on a Cortex-M4 and M0+, 2 on an M7."""
+        return {"cortex-m4": 1, "cortex-m7": 2, "cortex-m0plus": 1}.get(self.emulated_core or "")
 
     def latency_floor_ms(self, instructions: int) -> float | None:
         """The least time ``instructions`` take on this device's core, at its issue width; memory wait
         states and multi-cycle loads only add."""
         width = self.issue_width
         return instructions / (width * self.clock_mhz * 1e6) * 1e3 if width else None
+
+
+def core_name(core: str) -> str:
+    """An emulated core's name as people write it: 'cortex-m0plus' -> 'Cortex-M0+'."""
+    return core.replace("cortex-m", "Cortex-M").replace("plus", "+")
 
 
 DEVICES: tuple[Device, ...] = (

@@ -11,7 +11,11 @@
  * the instructions the core executed (SysTick has 24 bits: up to 671 M instructions an item); the
  * calibration turns ticks into instructions. Built with NF_QEMU_LAYERS (and -include
  * nf_qemu_layers.h) it also writes layers.bin: each layer's ticks summed over the inputs, the
- * self-test's inference left out. */
+ * self-test's inference left out.
+ *
+ * stack.bin (uint32): the most stack the measured calls used, in bytes below main's stack pointer:
+ * NF_QEMU_STACK bytes under it are painted before the first call and the lowest word changed is read
+ * after the last (NF_QEMU_STACK itself when even the last painted word changed). */
 #include <stddef.h>
 #include <stdint.h>
 
@@ -62,6 +66,32 @@ __attribute__((section(".vectors"), used)) static const void *const nf_vectors[2
 
 static uint32_t nf_ticks_since(uint32_t start) { return (start - NF_SYST[2]) & 0xFFFFFFu; }
 
+#define NF_QEMU_STACK (64u * 1024u) /* stack painted under main's frame (the inputs end 512 KB below its top) */
+#define NF_QEMU_PAINT 0xA5C3E18Fu
+
+static uint32_t nf_sp(void) {
+  uint32_t sp;
+  __asm__ volatile("mov %0, sp" : "=r"(sp));
+  return sp;
+}
+
+/* Paints the NF_QEMU_STACK bytes under sp (volatile: the loop stays a loop, not a call to memset,
+ * whose frame would lie in what it paints); returns sp. */
+static uint32_t nf_paint_stack(void) {
+  const uint32_t top = nf_sp() & ~3u;
+  for (volatile uint32_t *p = (volatile uint32_t *)(top - NF_QEMU_STACK); p < (volatile uint32_t *)top - 16; ++p) {
+    *p = NF_QEMU_PAINT;
+  }
+  return top;
+}
+
+/* The bytes under top that something wrote since nf_paint_stack(). */
+static uint32_t nf_stack_used(uint32_t top) {
+  const volatile uint32_t *p = (const volatile uint32_t *)(top - NF_QEMU_STACK);
+  while (p < (const volatile uint32_t *)top - 16 && *p == NF_QEMU_PAINT) ++p;
+  return top - (uint32_t)p;
+}
+
 static uint32_t nf_ticks[4096 + 1]; /* the calibration, then one count per item (the first 4096) */
 
 #ifdef NF_QEMU_LAYERS
@@ -79,7 +109,7 @@ int main(void) {
   NF_SYST[2] = 0;         /* VAL: cleared, reloads */
   NF_SYST[0] = 5u;        /* CTRL: on, the processor clock, no interrupt */
   uint32_t start = NF_SYST[2];
-  __asm__ volatile("mov r0, %0\n1: subs r0, #1\n bne 1b" : : "r"(NF_QEMU_CALIBRATION / 2) : "r0", "cc");
+  __asm__ volatile(".syntax unified\n mov r0, %0\n1: subs r0, #1\n bne 1b" : : "r"(NF_QEMU_CALIBRATION / 2) : "r0", "cc");
   nf_ticks[0] = nf_ticks_since(start);
 #ifdef NF_QEMU_FRAMES
   static nf_image_t image;
@@ -87,6 +117,7 @@ int main(void) {
   const uint8_t *frames = (const uint8_t *)(head + 4);
   const size_t bytes = (size_t)head[1] * head[2] * head[3];
   if (nf_image_init(&image, (int32_t)head[1], (int32_t)head[2], (int32_t)head[3])) return 5;
+  const uint32_t top = nf_paint_stack();
   for (uint32_t i = 0; i < count; ++i) {
     start = NF_SYST[2];
     nf_image_to_input(&image, frames + i * bytes, input);
@@ -97,6 +128,7 @@ int main(void) {
 #else
   static int8_t output[NF_OUTPUT_SIZE];
   const int8_t *inputs = (const int8_t *)(head + 1);
+  const uint32_t top = nf_paint_stack();
 #ifdef NF_SELFTEST
   if (nf_selftest()) return 3;
 #endif
@@ -111,6 +143,7 @@ int main(void) {
     if (nf_semihost(0x05, write_args)) return 4; /* SYS_WRITE: the bytes not written */
   }
 #endif
+  const uint32_t stack[1] = {nf_stack_used(top)};
   uint32_t close_args[1] = {(uint32_t)fd};
   nf_semihost(0x02, close_args); /* SYS_CLOSE */
   static const char ticks_path[] = "ticks.bin";
@@ -120,6 +153,14 @@ int main(void) {
   uint32_t write_args[3] = {(uint32_t)tfd, (uint32_t)nf_ticks, 4 * (1 + (count < 4096 ? count : 4096))};
   if (nf_semihost(0x05, write_args)) return 4;
   close_args[0] = (uint32_t)tfd;
+  nf_semihost(0x02, close_args);
+  static const char stack_path[] = "stack.bin";
+  uint32_t stack_args[3] = {(uint32_t)stack_path, 6, sizeof stack_path - 1};
+  const int sfd = nf_semihost(0x01, stack_args);
+  if (sfd < 0) return 2;
+  uint32_t stack_write[3] = {(uint32_t)sfd, (uint32_t)stack, 4};
+  if (nf_semihost(0x05, stack_write)) return 4;
+  close_args[0] = (uint32_t)sfd;
   nf_semihost(0x02, close_args);
 #ifdef NF_QEMU_LAYERS
   static const char layers_path[] = "layers.bin";
