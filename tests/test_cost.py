@@ -116,10 +116,23 @@ def test_sizing_picks_the_widest_that_fits():
 
 
 def test_latency_budget_is_respected():
-    config, cost = size_student(M4, 28, 1, 5, latency_ms=5.0, max_macs=10**12)
-    assert cost.latency_ms <= 5.0
+    config, cost = size_student(M4, 28, 1, 5, latency_ms=10.0, max_macs=10**12)
+    assert cost.latency_ms <= cost.latency_bound_ms <= 10.0
     loose, _ = size_student(M4, 28, 1, 5, latency_ms=500.0, max_macs=10**12)
     assert loose.stem_channels > config.stem_channels
+
+
+def test_a_latency_budget_counts_the_c_librarys_floor():
+    """On a core verify emulates, the budget must hold for the library's predicted floor too: the demo's
+    w16 student is estimated at 13.7 ms on the STM32F446 but its instructions take at least 23 ms, so a
+    20 ms budget gets a narrower one; the estimate alone would have let w16 through."""
+    wide = estimate_cost(ds_cnn(16, 28, 1, 5), M4)
+    assert wide.latency_ms < 20.0 < wide.floor_ms and wide.latency_bound_ms == wide.floor_ms
+    config, cost = size_student(M4, 28, 1, 5, latency_ms=20.0, max_macs=10**12)
+    assert config.stem_channels < 16 and cost.floor_ms <= 20.0
+    with pytest.raises(NanofactoryError, match=r"ms \(this C library at least [0-9.]+ ms\)"):
+        size_student(M4, 28, 1, 5, latency_ms=0.5)
+    assert estimate_cost(ds_cnn(16, 28, 1, 5), get_device("ESP32-S3")).floor_ms is None  # a core it does not model
 
 
 def test_max_macs_caps_width():
@@ -145,13 +158,15 @@ def test_too_small_flash_raises():
 
 def test_latency_floor_is_instructions_at_the_cores_best_issue_rate():
     """What verify measures on an emulated core turns into a floor on the device: one instruction per
-    cycle on a Cortex-M4, two on an M7 (dual issue); no floor for cores verify does not emulate."""
+    cycle on a Cortex-M4 and M0+, two on an M7 (dual issue); no floor for cores verify does not emulate."""
     assert get_device("STM32F446RE").emulated_core == "cortex-m4"
     assert get_device("STM32F446RE").latency_floor_ms(180_000_000) == pytest.approx(1000.0)
     assert get_device("nRF52840").latency_floor_ms(64_000) == pytest.approx(1.0)
     assert get_device("STM32F746NG").emulated_core == "cortex-m7" and get_device("STM32F746NG").issue_width == 2
     assert get_device("STM32F746NG").latency_floor_ms(432_000_000) == pytest.approx(1000.0)
-    for name in ("ESP32-S3", "RP2040"):
+    assert get_device("RP2040").emulated_core == "cortex-m0plus"
+    assert get_device("RP2040").latency_floor_ms(133_000) == pytest.approx(1.0)
+    for name in ("ESP32-S3", "Raspberry Pi Zero 2 W"):
         assert get_device(name).emulated_core is None and get_device(name).latency_floor_ms(10**6) is None
 
 

@@ -2,7 +2,10 @@
 
 One function, used for sizing and for the report. SRAM is the compiler's memory plan
 of the student's graph (``compilers.planner``): the arena the generated C library
-declares, to the byte, known before anything is trained or compiled.
+declares, to the byte, known before anything is trained or compiled. Latency is the
+catalog's estimate from MACs (what CMSIS-NN class kernels reach) and, on the cores verify
+emulates, the floor this C library's instructions set (LIBRARY_INSTRUCTIONS): a latency
+budget is checked against the longer of the two, before anything is trained.
 """
 
 from __future__ import annotations
@@ -11,6 +14,23 @@ from dataclasses import asdict, dataclass
 
 from knowledge.devices import Device
 
+# Instructions this C library executes per layer on each emulated core, by the kernel path the layer
+# takes: a x MACs + b x output values + c x output pixels + d. Fitted by bench/floor_model.py on 18
+# networks (DS-CNNs from 12 to 48 px, sampled mbnet candidates, the MLPerf Tiny models) measured on
+# QEMU; left out of the fit, a network's total came within 17 % (M4, M7) and 15 % (M0+), mostly
+# above: small networks are overestimated. Refit when the kernels change.
+LIBRARY_INSTRUCTIONS: dict[str, dict[str, tuple[float, float, float, float]]] = {
+    "cortex-m4": {"conv": (1.676, 36.9, 98.0, 5890), "conv_gathered": (2.287, 33.5, 398.2, 0),
+                  "dwconv": (4.583, 37.6, 0, 0), "fc": (2.497, 46.0, 41.3, 0), "add": (0, 72.7, 13.5, 1780),
+                  "pool": (6.245, 22.0, 190.6, 0), "reshape": (0, 0, 3.3, 0)},
+    "cortex-m7": {"conv": (1.676, 36.9, 97.0, 5890), "conv_gathered": (2.293, 33.7, 392.0, 0),
+                  "dwconv": (4.586, 36.7, 0, 0), "fc": (2.508, 45.7, 33.4, 0), "add": (0, 72.7, 13.5, 1780),
+                  "pool": (6.248, 25.0, 163.5, 0), "reshape": (0, 0, 2.9, 0)},
+    "cortex-m0plus": {"conv": (6.478, 109.0, 503.0, 10690), "conv_gathered": (7.319, 105.2, 770.9, 0),
+                      "dwconv": (12.767, 124.2, 383.1, 0), "fc": (6.987, 108.9, 65.8, 0),
+                      "add": (0, 228.7, 3.2, 2290), "pool": (8.491, 92.1, 0, 0), "reshape": (0, 0, 2.8, 0)},
+}
+
 
 @dataclass(frozen=True)
 class Cost:
@@ -18,10 +38,50 @@ class Cost:
     weight_bytes: int  # int8 weights + int32 biases + per-channel requantization (2 x int32 per channel)
     macs: int
     sram_bytes: int
-    latency_ms: float
+    latency_ms: float  # the catalog's estimate from MACs
+    floor_ms: float | None = None  # this C library's predicted floor on the device's core; None off the modeled cores
+
+    @property
+    def latency_bound_ms(self) -> float:
+        """What a latency budget is checked against: the estimate, or the library's floor where longer."""
+        return max(self.latency_ms, self.floor_ms or 0.0)
+
+    def latency_text(self) -> str:
+        """'13.7 ms', or with the library's floor where it is longer: '1.5 ms (this C library at least 6.3 ms)'."""
+        longer = self.floor_ms is not None and self.floor_ms > self.latency_ms
+        return f"{self.latency_ms:.1f} ms" + (f" (this C library at least {self.floor_ms:.1f} ms)" if longer else "")
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def layer_kind(op) -> str:
+    """The kernel path a layer takes in the C library, as LIBRARY_INSTRUCTIONS tells them apart: a
+    convolution on 1 to 3 (or any non-multiple of 4) input channels gathers its window first."""
+    if op.kind == "conv":
+        return "conv" if op.weight.shape[3] % 4 == 0 else "conv_gathered"
+    return "pool" if op.kind in ("avgpool", "maxpool") else op.kind
+
+
+def layer_features(graph) -> list[tuple[str, tuple[float, float, float, float]]]:
+    """Each op's kind and what its instructions grow with: MACs, output values (each one requantized
+    and stored), output pixels (each one's window placed), and 1 (the call)."""
+    out = []
+    for op in graph.ops:
+        shape = graph.tensors[op.output].shape
+        pixels = shape[1] * shape[2] if len(shape) == 4 else 1
+        out.append((layer_kind(op), (float(graph.macs(op)), float(graph.tensors[op.output].size), float(pixels), 1.0)))
+    return out
+
+
+def library_instructions(graph, core: str | None) -> int | None:
+    """Instructions one inference of ``graph`` executes in this C library on ``core``
+    (LIBRARY_INSTRUCTIONS), or None for a core it does not model."""
+    model = LIBRARY_INSTRUCTIONS.get(core or "")
+    if model is None:
+        return None
+    return round(sum(sum(a * f for a, f in zip(model.get(kind, (0, 0, 0, 0)), features))
+                     for kind, features in layer_features(graph)))
 
 
 def graph_cost(graph, device: Device) -> Cost:
@@ -36,8 +96,10 @@ def graph_cost(graph, device: Device) -> Cost:
         elif op.kind == "fc":
             params += op.weight.size + op.bias.size
     macs = int(sum(graph.macs(op) for op in graph.ops))
+    instructions = library_instructions(graph, device.emulated_core)
     return Cost(params=int(params), weight_bytes=int(sum(graph.weight_bytes(op) for op in graph.ops)), macs=macs,
-                sram_bytes=plan_memory(graph).arena_bytes, latency_ms=device.latency_ms(macs))
+                sram_bytes=plan_memory(graph).arena_bytes, latency_ms=device.latency_ms(macs),
+                floor_ms=device.latency_floor_ms(instructions) if instructions else None)
 
 
 def estimate_cost(config, device: Device) -> Cost:

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from knowledge.devices import Device
 from knowledge.io import atomic_path
 from tools.cost import Cost, estimate_cost
-from tools.sizing import DEFAULT_MAX_MACS, DoesNotFit
+from tools.sizing import DEFAULT_MAX_MACS, DoesNotFit, fits
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +78,7 @@ class SearchResult:
 
 
 def _fits(cost: Cost, flash: int, sram: int, latency_ms: float | None, max_macs: int) -> bool:
-    return (cost.weight_bytes <= flash and cost.sram_bytes <= sram and cost.macs <= max_macs
-            and (latency_ms is None or cost.latency_ms <= latency_ms))
+    return cost.macs <= max_macs and fits(cost, flash, sram, latency_ms)
 
 
 class _Normalizer:
@@ -159,7 +158,7 @@ def search(space, device: Device, flash: int, sram: int, latency_ms: float | Non
             f"No architecture in the {config.space} space fits the budget (flash {flash / 1024:.1f} KB, SRAM "
             f"{sram / 1024:.1f} KB{f', latency {latency_ms:g} ms' if latency_ms else ''}) on {device.name}: the "
             f"smallest found needs {smallest.weight_bytes / 1024:.1f} KB flash, {smallest.sram_bytes / 1024:.1f} KB "
-            f"SRAM and {smallest.latency_ms:.1f} ms{macs_note}; raise the budget, lower the input size, or pick a "
+            f"SRAM and {smallest.latency_text()}{macs_note}; raise the budget, lower the input size, or pick a "
             f"larger device.",
             smallest, flash, sram, latency_ms)
     for c in scored:
@@ -227,7 +226,7 @@ def pareto_png(result: SearchResult, device: Device, fixed: Candidate | None = N
     trained = [x for x in c if x.val_accuracy is not None]
     axes_of = (("SRAM (KB, planned arena)", lambda x: x.cost.sram_bytes / 1024),
                ("flash (KB, int8 weights)", lambda x: x.cost.weight_bytes / 1024),
-               (f"latency on {device.name} (ms)", lambda x: x.cost.latency_ms))
+               (f"latency on {device.name} (ms; this C library's floor where longer)", lambda x: x.cost.latency_bound_ms))
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.0))
     handles = []
     for ax, (label, cost_of) in zip(axes, axes_of):

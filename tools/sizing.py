@@ -24,8 +24,8 @@ class DoesNotFit(NanofactoryError):
             out.append(f"needs {s.sram_bytes / 1024:.1f} KB SRAM, the budget is {self.sram / 1024:.1f} KB")
         if s.weight_bytes > self.flash:
             out.append(f"needs {s.weight_bytes / 1024:.1f} KB flash, the budget is {self.flash / 1024:.1f} KB")
-        if self.latency_ms is not None and s.latency_ms > self.latency_ms:
-            out.append(f"needs {s.latency_ms:.1f} ms, the budget is {self.latency_ms:g} ms")
+        if self.latency_ms is not None and s.latency_bound_ms > self.latency_ms:
+            out.append(f"needs {s.latency_bound_ms:.1f} ms, the budget is {self.latency_ms:g} ms")
         return out
 from tools.cost import Cost, estimate_cost
 from tools.student import WIDTHS, StudentConfig, ds_cnn
@@ -41,7 +41,7 @@ def budget_limits(device: Device, flash_bytes: int | None, sram_bytes: int | Non
 
 
 def fits(cost: Cost, flash: int, sram: int, latency_ms: float | None) -> bool:
-    return cost.weight_bytes <= flash and cost.sram_bytes <= sram and (latency_ms is None or cost.latency_ms <= latency_ms)
+    return cost.weight_bytes <= flash and cost.sram_bytes <= sram and (latency_ms is None or cost.latency_bound_ms <= latency_ms)
 
 
 def size_student(
@@ -65,7 +65,7 @@ def size_student(
         raise DoesNotFit(
             f"No student fits the budget ({limits}) on {device.name}: the smallest needs "
             f"{small.weight_bytes / 1024:.1f} KB flash, {small.sram_bytes / 1024:.1f} KB SRAM and "
-            f"{small.latency_ms:.1f} ms; raise the budget, lower the input size, or pick a larger device.",
+            f"{small.latency_text()}; raise the budget, lower the input size, or pick a larger device.",
             small, flash, sram, latency_ms,
         )
     affordable = [(c, cost) for c, cost in fitting if cost.macs <= max_macs] or fitting[:1]
