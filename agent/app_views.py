@@ -20,6 +20,7 @@ import numpy as np
 
 from agent.review import REFRESH_EVERY, ReviewItem, label_names, relabel
 from agent.review import review_queue as _review_queue
+from knowledge.devices import core_name
 
 SAMPLES_PER_CLASS = 5
 REVIEW_LIMIT = REFRESH_EVERY  # samples offered for review at a time (agent.review picks them)
@@ -224,7 +225,7 @@ def _kb(v) -> str:
 
 
 def metrics_rows(run_dir: Path) -> list[list[str]]:
-    from agent.metrics import weakest_class_text
+    from agent.metrics import library_rows, weakest_class_text
 
     path = Path(run_dir) / "metrics.json"
     if not path.is_file():
@@ -239,6 +240,7 @@ def metrics_rows(run_dir: Path) -> list[list[str]]:
             ["int8 / fp32 agreement", _pct(m["int8_fp32_top1_agreement"])],
             ["weights (flash)", f"{_kb(m['weight_bytes'])} of {_kb(m['flash_bytes_budget'])}"],
             ["SRAM (arena)", f"{_kb(m['sram_estimate_bytes'])} of {_kb(m['sram_bytes_budget'])}"],
+            *[list(row) for row in library_rows(m)],
             ["MACs", f"{m['macs']:,}"],
             ["latency estimate", f"{m['latency_estimate_ms']:.1f} ms"
              + (f" (budget {m['latency_budget_ms']:g} ms)" if m.get("latency_budget_ms") else "")],
@@ -253,7 +255,7 @@ def metrics_rows(run_dir: Path) -> list[list[str]]:
         rows.append(["camera frames to inputs in C", f"{_pct(c['frames']['frames_bitexact'])} bit-exact with training"])
     for core, v in (c.get("cortex_m") or {}).items():
         if isinstance(v, dict):
-            rows.append([f"C library on an emulated {core.replace('cortex-m', 'Cortex-M')}",
+            rows.append([f"C library on an emulated {core_name(core)}",
                          f"{_pct(v['bitexact'])} bit-exact ({v['inputs']:,} inputs, QEMU)"])
     return rows
 

@@ -32,6 +32,7 @@ from agent.cli_build import (
     spec_from_args,
 )
 from agent.cli_data import cmd_find, cmd_review
+from knowledge.devices import core_name
 from knowledge.errors import NanofactoryError
 
 EPILOG = """examples:
@@ -127,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="check a compiled run: C vs numpy reference, TFLite Micro, LiteRT; sizes; latency",
                        description="Builds the C library with gcc -O2 -Wall -Wextra -Werror, runs it on the run's "
                        "test inputs and compares with the numpy int8 reference, TFLite Micro and LiteRT bit for bit; "
-                       "reports the arena against TFLM's, Cortex-M4/M7 sizes, int8 accuracy and host latency.")
+                       "reports the arena against TFLM's, Cortex-M4/M7/M0+ sizes, int8 accuracy and host latency, and on "
+                       "emulated Cortex-M4, M7 and M0+ cores (QEMU) bit-exactness, instructions per inference and "
+                       "per layer, and the stack an inference uses.")
     v.add_argument("run", help="run id or run folder")
     v.add_argument("--samples", default="2000", metavar="N|all", help="inputs run through TFLM and LiteRT (default 2000)")
     v.add_argument("--sanitize", action="store_true", help="build with AddressSanitizer and UBSan")
@@ -230,10 +233,14 @@ def cmd_runs(args) -> int:
 def cmd_devices(args) -> int:
     from knowledge.devices import list_devices
 
-    print(f"{'device':<22} {'core':<24} {'MHz':>5} {'SRAM':>9} {'flash':>9} {'MAC/cycle':>9}")
+    print(f"{'device':<22} {'core':<24} {'MHz':>5} {'SRAM':>9} {'flash':>9} {'MAC/cycle':>9}  measured on")
     for d in list_devices():
         print(f"{d.name:<22} {d.core:<24} {d.clock_mhz:>5g} {d.sram_bytes // 1024:>6} KB "
-              f"{d.flash_bytes // 1024:>6} KB {d.macs_per_cycle:>9.2f}")
+              f"{d.flash_bytes // 1024:>6} KB {d.macs_per_cycle:>9.2f}  "
+              + (f"emulated {core_name(d.emulated_core)}" if d.emulated_core else "-"))
+    print("\nverify runs every build's C library on emulated Cortex-M4, M7 and M0+ cores (QEMU, when installed). For a device "
+          "with one of them the build reports the library's latency floor and the flash and RAM it takes, measured "
+          "there, beside the estimates from MACs and the arena; for the others, the estimates.")
     return 0
 
 
@@ -374,7 +381,7 @@ def print_layer_floors(layers: list[dict], instructions: list[int], device) -> N
     """Each layer's instructions on the emulated core beside its MACs, and the floor they set on the device."""
     if len(layers) != len(instructions):
         return
-    print(f"\nper layer on the emulated {device.emulated_core.replace('cortex-m', 'Cortex-M')} "
+    print(f"\nper layer on the emulated {core_name(device.emulated_core)} "
           f"(floor: at {device.clock_mhz:g} MHz, {device.issue_width} per cycle)")
     width = max(len(row["name"]) for row in layers)
     print(f"{'#':>3}  {'layer':<{width}}  {'kind':<8} {'MACs':>10} {'instructions':>13} {'per MAC':>8} {'floor ms':>9}")
@@ -385,6 +392,7 @@ def print_layer_floors(layers: list[dict], instructions: list[int], device) -> N
 
 
 def cmd_verify(args) -> int:
+    from agent.metrics import library_footprint
     from agent.pipeline import open_run
     from agent.runs import RunStore
     from agent.stage_compile import evaluation_inputs
@@ -409,10 +417,17 @@ def cmd_verify(args) -> int:
     device = ctx.device
     emulated = (figures.get("cortex_m") or {}).get(device.emulated_core or "")
     if isinstance(emulated, dict) and emulated.get("instructions"):
-        core = device.emulated_core.replace("cortex-m", "Cortex-M")
+        core = core_name(device.emulated_core)
         print(f"{'latency floor, ' + device.name:<34} {device.latency_floor_ms(emulated['instructions']):.1f} ms "
               f"({emulated['instructions']:,} instructions per inference on the emulated {core}, at most "
               f"{device.issue_width} per cycle at {device.clock_mhz:g} MHz)")
+        library = library_footprint(figures, device)
+        if library:
+            frame = emulated.get("frame_stack_bytes")
+            print(f"{'RAM, this C library':<34} {library['ram_bytes']:,} B "
+                  f"(arena {library['ram_bytes'] - library['stack_bytes']:,} B + at most {library['stack_bytes']:,} B of "
+                  f"stack per inference on the emulated {core}"
+                  + (f"; converting a camera frame takes {frame:,} B of stack" if frame else "") + ")")
         print_layer_floors(compiled.summary["layers"], emulated.get("layer_instructions") or [], device)
     exact = [figures.get(k) for k in ("c_vs_reference_bitexact", "tflm_vs_c_bitexact", "litert_vs_c_bitexact")]
     exact.append((figures.get("frames") or {}).get("frames_bitexact"))

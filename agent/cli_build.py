@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from knowledge.devices import core_name
 from knowledge.errors import NanofactoryError
 
 
@@ -223,7 +224,7 @@ def _fmt(v, kind: str = "pct") -> str:
 
 
 def print_summary(run, m: dict) -> None:
-    from agent.metrics import review_hint, weakest_class_text
+    from agent.metrics import library_rows, review_hint, weakest_class_text
 
     rows = [
         ("device", m["device"]),
@@ -237,6 +238,7 @@ def print_summary(run, m: dict) -> None:
         ("int8 / fp32 top-1 agreement", _fmt(m["int8_fp32_top1_agreement"])),
         ("weights (flash)", f"{_fmt(m['weight_bytes'], 'kb')} of {_fmt(m['flash_bytes_budget'], 'kb')}"),
         ("SRAM (planned arena)", f"{_fmt(m['sram_estimate_bytes'], 'kb')} of {_fmt(m['sram_bytes_budget'], 'kb')}"),
+        *library_rows(m),
         ("MACs", _fmt(m["macs"], "int")),
         ("latency estimate", _fmt(m["latency_estimate_ms"], "ms")
          + (f" (budget {m['latency_budget_ms']:g} ms)" if m["latency_budget_ms"] else "")),
@@ -259,7 +261,7 @@ def print_summary(run, m: dict) -> None:
         emulated = {k: v for k, v in (c.get("cortex_m") or {}).items() if isinstance(v, dict)}
         if emulated:
             rows.insert(at + 1, ("C library on Cortex-M (QEMU)", " · ".join(
-                f"{core.removeprefix('cortex-').upper()} {_fmt(v['bitexact'])} bit-exact" for core, v in emulated.items())
+                f"{core_name(core).removeprefix('Cortex-')} {_fmt(v['bitexact'])} bit-exact" for core, v in emulated.items())
                 + f" ({min(v['inputs'] for v in emulated.values()):,} inputs)"))
         if c.get("frames"):
             f = c["frames"]

@@ -85,7 +85,9 @@ def summary(state: AgentState) -> str:
              f"({m['evaluated_on']}), weights {m['weight_bytes'] / 1024:.1f} KB, SRAM {m['sram_estimate_bytes'] / 1024:.1f} KB, "
              f"latency about {m['latency_estimate_ms']:.1f} ms"
              + (f" (this C library at least {m['latency_floor_ms']:.1f} ms on the emulated core)"
-                if m.get("latency_floor_ms") else "") + "."]
+                if m.get("latency_floor_ms") else "")
+             + (f"; with its code and stack the C library takes {m['library_flash_bytes'] / 1024:.1f} KB of flash "
+                f"and {m['library_ram_bytes'] / 1024:.1f} KB of RAM" if m.get("library_flash_bytes") else "") + "."]
     weak = m.get("weakest_class")
     if weak:
         lines.append(f"Weakest class: {weak['name']} (recall {100 * weak['recall']:.1f} %, "

@@ -4,7 +4,9 @@ Required keys: teacher_label_accuracy, student_fp32_test_accuracy,
 student_int8_test_accuracy, oracle_int8_test_accuracy, int8_fp32_top1_agreement,
 weight_bytes, sram_estimate_bytes, macs, latency_estimate_ms, device, timings_s.
 latency_floor_ms (with instructions_per_inference) is the C library's measured floor on the
-device's core where verify emulates it (Cortex-M4, M7); None elsewhere.
+device's core where verify emulates it (Cortex-M4, M7, M0+); None elsewhere. library_flash_bytes and
+library_ram_bytes (with stack_bytes) are what the library takes there, measured: flash its code and
+weights, RAM its arena and the most stack an inference used.
 """
 
 from __future__ import annotations
@@ -57,6 +59,32 @@ def review_hint(m: dict, run_id: str) -> str | None:
             f"{' and '.join(why)}.")
 
 
+def library_footprint(compiled: dict | None, device) -> dict | None:
+    """What the C library takes on ``device``'s core where verify built it for that core and ran it
+    emulated: flash (text + data: code and weights) and RAM (bss + data: the arena; plus the most
+    stack an inference used, painted and read back). None for other cores or without the cross tools."""
+    core = device.emulated_core or ""
+    arm = ((compiled or {}).get("arm") or {}).get(core)
+    emulated = ((compiled or {}).get("cortex_m") or {}).get(core)
+    if not isinstance(arm, dict) or "text" not in arm or not isinstance(emulated, dict) or emulated.get("stack_bytes") is None:
+        return None
+    return {"flash_bytes": arm["text"] + arm["data"], "stack_bytes": emulated["stack_bytes"],
+            "ram_bytes": arm["bss"] + arm["data"] + emulated["stack_bytes"]}
+
+
+def library_rows(m: dict) -> list[tuple[str, str]]:
+    """The summary tables' rows for what the C library takes on the device's core (metrics.json's
+    library_flash_bytes, library_ram_bytes, stack_bytes); none where it was not measured."""
+    if m.get("library_flash_bytes") is None or m.get("library_ram_bytes") is None:
+        return []
+    stack = m["stack_bytes"]
+    flash = (f"{m['library_flash_bytes'] / 1024:.1f} KB of {m['flash_bytes_budget'] / 1024:.1f} KB "
+             "(code and weights, built for the device's core)")
+    ram = (f"{m['library_ram_bytes'] / 1024:.1f} KB of {m['sram_bytes_budget'] / 1024:.1f} KB (arena "
+           f"{m['library_ram_bytes'] - stack:,} B + stack {stack:,} B, the most an inference used on the emulated core)")
+    return [("flash, this C library", flash), ("RAM, this C library", ram)]
+
+
 def assemble_metrics(ctx) -> dict:
     run, spec = ctx.run, ctx.run.spec
     data, teacher, label = run.result("data"), run.result("teacher"), run.result("label")
@@ -75,6 +103,7 @@ def assemble_metrics(ctx) -> dict:
     floor = ctx.device.latency_floor_ms(instructions) if instructions else None
     meets_latency = None if latency_budget is None else \
         cost["latency_ms"] <= latency_budget and (floor is None or floor <= latency_budget)
+    library = library_footprint(compiled, ctx.device)
     return {
         "run_id": run.id,
         "device": spec.device,
@@ -96,12 +125,15 @@ def assemble_metrics(ctx) -> dict:
         "latency_estimate_ms": cost["latency_ms"],
         "instructions_per_inference": instructions,  # the C library on the device's core, emulated (QEMU)
         "latency_floor_ms": floor,  # those instructions at the core's best rate: the C library cannot be faster
+        "library_flash_bytes": library and library["flash_bytes"],  # code + weights, built for the device's core
+        "library_ram_bytes": library and library["ram_bytes"],  # arena + the most stack an inference used
+        "stack_bytes": library and library["stack_bytes"],
         "flash_bytes_budget": flash,
         "sram_bytes_budget": sram,
         "latency_budget_ms": latency_budget,
         "accuracy_floor": spec.budgets.accuracy_floor,
-        "fits_flash": cost["weight_bytes"] <= flash,
-        "fits_sram": cost["sram_bytes"] <= sram,
+        "fits_flash": cost["weight_bytes"] <= flash and (library is None or library["flash_bytes"] <= flash),
+        "fits_sram": cost["sram_bytes"] <= sram and (library is None or library["ram_bytes"] <= sram),
         "meets_latency": meets_latency,
         "meets_accuracy_floor": None if spec.budgets.accuracy_floor is None else student >= spec.budgets.accuracy_floor,
         "per_class": evaluate["per_class"],

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agent.spec import DesignSpec
+from knowledge.devices import core_name
 from knowledge.io import write_text_atomic
 from knowledge.labeling import ZERO_SHOT_KNOWN
 
@@ -137,9 +138,13 @@ def _verdict(m: dict) -> str:
              f"SRAM {_kib(m.get('sram_estimate_bytes'))} of {_kib(m.get('sram_bytes_budget'))}",
              f"latency {_ms(m.get('latency_estimate_ms'))}"
              + (f" of {_ms(m['latency_budget_ms'])}" if m.get("latency_budget_ms") is not None else " (no limit)")]
+    library = []  # measured on the device's core
+    if m.get("library_flash_bytes") is not None:
+        library += [f"{_kib(m['library_flash_bytes'])} flash", f"{_kib(m.get('library_ram_bytes'))} RAM with its stack"]
     if m.get("latency_floor_ms"):
-        parts.append(f"this C library at least {_ms(m['latency_floor_ms'])}")
-    return f"<p class='verdict {cls}'><b>{word}</b> — {html.escape(', '.join(parts))}</p>"
+        library.append(f"at least {_ms(m['latency_floor_ms'])}")
+    text = ", ".join(parts) + (f"; this C library: {', '.join(library)}" if library else "")
+    return f"<p class='verdict {cls}'><b>{word}</b> — {html.escape(text)}</p>"
 
 
 # ---- tables ------------------------------------------------------------------------------
@@ -171,6 +176,12 @@ def _cost_table(m: dict) -> str:
          _bar(m.get("weight_bytes"), m.get("flash_bytes_budget"))],
         ["SRAM (planned arena)", _kib(m.get("sram_estimate_bytes")), _kib(m.get("sram_bytes_budget")),
          _bar(m.get("sram_estimate_bytes"), m.get("sram_bytes_budget"))],
+        *([["flash, this C library (code and weights, built for the device's core)", _kib(m["library_flash_bytes"]),
+             _kib(m.get("flash_bytes_budget")), _bar(m["library_flash_bytes"], m.get("flash_bytes_budget"))],
+           [(f"RAM, this C library (arena + {_num(m.get('stack_bytes'))} B of stack, the most an inference used "
+             "on the emulated core)"), _kib(m.get("library_ram_bytes")), _kib(m.get("sram_bytes_budget")),
+            _bar(m.get("library_ram_bytes"), m.get("sram_bytes_budget"))]]
+          if m.get("library_flash_bytes") is not None and m.get("library_ram_bytes") is not None else []),
         ["latency (estimate from MACs)", _ms(m.get("latency_estimate_ms")), _ms(m.get("latency_budget_ms")),
          _bar(m.get("latency_estimate_ms"), m.get("latency_budget_ms"))],
         *([[(f"latency, this C library (at least: {m['instructions_per_inference'] / 1e6:.2f} M instructions, "
@@ -190,16 +201,17 @@ def _search_block(inputs: ReportInputs) -> str:
         return f"<p>{html.escape(r['note'])} The fixed student was kept.</p>"
     fixed = r["fixed"]
     rows = [[html.escape(t["name"]), _pct(t.get("val_accuracy")), _kib(t.get("sram_bytes")), _kib(t.get("weight_bytes")),
-             _num(t.get("macs")), _ms(t.get("latency_ms"))] for t in r.get("trained") or []]
+             _num(t.get("macs")), _ms(t.get("latency_ms")), _ms(t.get("floor_ms"))] for t in r.get("trained") or []]
     rows.append([f"fixed: {html.escape(fixed['name'])}", _pct(fixed.get("val_accuracy")),
                  _kib(fixed["cost"]["sram_bytes"]), _kib(fixed["cost"]["weight_bytes"]), _num(fixed["cost"]["macs"]),
-                 _ms(fixed["cost"]["latency_ms"])])
+                 _ms(fixed["cost"]["latency_ms"]), _ms(fixed["cost"].get("floor_ms"))])
     head = (f"<p>{_num(r['scored'])} architectures of the <b>{html.escape(r['space'])}</b> space scored with "
             f"{html.escape(' + '.join(r['proxies']))} in {r['seconds_scoring']:.0f} s under the budgets "
             f"({_num(r['rejected_over_budget'])} over budget were not scored); the top by proxy and the fixed "
             f"student were trained the same short way ({r['seconds_training']:.0f} s). Chosen: "
             f"<b>{html.escape(r['best'])}</b> ({html.escape(r['chosen'])}).</p>")
-    body = head + _table(["candidate", "val acc (short)", "SRAM", "flash", "MACs", "latency"], rows)
+    body = head + _table(["candidate", "val acc (short)", "SRAM", "flash", "MACs", "latency (estimate)",
+                          "this C library at least (predicted)"], rows)
     if inputs.pareto_png:
         body += f"<img class='plot' alt='search pareto' src='data:image/png;base64,{inputs.pareto_png}'>"
     return body + ("<p class='muted'>Short training ranks networks by how fast they learn, and validation on "
@@ -229,10 +241,12 @@ def _deploy_block(inputs: ReportInputs) -> str:
         ["C library vs TFLite Micro", _pct(c.get("tflm_vs_c_bitexact")),
          f"bit-exact, {_num(c.get('runtime_samples'))} inputs"],
         ["C library vs LiteRT (reference kernels)", _pct(c.get("litert_vs_c_bitexact")), "bit-exact"],
-        *[[f"C library on an emulated {html.escape(core.replace('cortex-m', 'Cortex-M'))}", _pct(v["bitexact"]),
+        *[[f"C library on an emulated {html.escape(core_name(core))}", _pct(v["bitexact"]),
            f"bit-exact with the host build, {_num(v['inputs'])} inputs (bare metal, {html.escape(v['board'])})"
            + (f"; {_num(v['instructions'])} instructions per inference" if v.get("instructions") else "")
+           + (f"; {_num(v['stack_bytes'])} B of stack at most" if v.get("stack_bytes") is not None else "")
            + "".join(f"; a {html.escape(size)} camera frame to its input: {_num(n)} instructions"
+                     + (f" and {_num(v['frame_stack_bytes'])} B of stack" if v.get("frame_stack_bytes") is not None else "")
                      for size, n in (v.get("frame_instructions") or {}).items())
            + (f"; camera frames to inputs {_pct(v['frames_bitexact'])} bit-exact with training on {v['frames_checked']} frames"
               if v.get("frames_checked") else "")]
@@ -257,7 +271,7 @@ def _deploy_block(inputs: ReportInputs) -> str:
         if floor:
             body += _na(f"Estimate: MACs at {d.macs_per_cycle:g} MAC/cycle, what CMSIS-NN class kernels reach on this "
                         f"core (MLPerf Tiny). At least: this C library's instructions per layer on the emulated "
-                        f"{d.emulated_core.replace('cortex-m', 'Cortex-M')} at {d.clock_mhz:g} MHz, "
+                        f"{core_name(d.emulated_core)} at {d.clock_mhz:g} MHz, "
                         f"{d.issue_width} per cycle at most; "
                         "flash wait states and multi-cycle loads add to it on the board.")
     if c.get("frames"):

@@ -229,7 +229,9 @@ def plan_build(args: PlanBuildArgs, state: dict, ctx: Context) -> ToolOutcome:
         if args.search else None
     return ToolOutcome({"status": "ok", "student": student.name, "input": input_spec.model_dump(),
                         "cost": {"weight_kb": round(cost.weight_bytes / 1024, 1), "sram_kb": round(cost.sram_bytes / 1024, 1),
-                                 "macs": cost.macs, "latency_ms": round(cost.latency_ms, 2)}, "search": searched},
+                                 "macs": cost.macs, "latency_ms": round(cost.latency_ms, 2),
+                                 **({"library_floor_ms": round(cost.floor_ms, 2)} if cost.floor_ms else {})},
+                        "search": searched},
                        {"plan": json.loads(plan.model_dump_json()), "failed_checks": []})
 
 
@@ -262,6 +264,11 @@ def run_build(args: RunBuildArgs, state: dict, ctx: Context) -> ToolOutcome:
         return ToolOutcome({"status": "partial", "run_id": run.id, "finished": done,
                             args.until: run.result(args.until)}, {"run_id": run.id})
     checks = [{"check": "fits_flash", "ok": metrics["fits_flash"]}, {"check": "fits_sram", "ok": metrics["fits_sram"]}]
+    if metrics.get("library_flash_bytes") is not None:  # measured on the device's core: what a failed check is about
+        checks[0]["message"] = (f"weights {metrics['weight_bytes']:,} B, this C library {metrics['library_flash_bytes']:,} B "
+                                f"with its code, budget {metrics['flash_bytes_budget']:,} B")
+        checks[1]["message"] = (f"arena {metrics['sram_estimate_bytes']:,} B, with the stack an inference used "
+                                f"{metrics['library_ram_bytes']:,} B, budget {metrics['sram_bytes_budget']:,} B")
     if metrics["meets_latency"] is not None:
         floor = metrics.get("latency_floor_ms")
         checks.append({"check": "latency", "ok": metrics["meets_latency"],
@@ -272,7 +279,8 @@ def run_build(args: RunBuildArgs, state: dict, ctx: Context) -> ToolOutcome:
         checks.append({"check": "accuracy_floor", "ok": metrics["meets_accuracy_floor"],
                        "message": f"int8 accuracy {metrics['student_int8_test_accuracy']:.3f}, floor {metrics['accuracy_floor']}"})
     compact = {k: metrics.get(k) for k in ("student_int8_test_accuracy", "oracle_int8_test_accuracy", "weight_bytes",
-                                            "sram_estimate_bytes", "latency_estimate_ms", "latency_floor_ms",
+                                            "sram_estimate_bytes", "library_flash_bytes", "library_ram_bytes",
+                                            "latency_estimate_ms", "latency_floor_ms",
                                             "evaluated_on")}
     compact["weakest_class"] = weakest_class(metrics.get("per_class"))
     compact["next"] = review_hint(metrics, run.id)

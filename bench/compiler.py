@@ -9,11 +9,12 @@ with onnxruntime (the host latency baseline), compile it on random calibration i
 verify the artifacts on ``--samples`` inputs (compilers.verify, no sanitizers: the tests run those).
 
 Prints three tables: correctness and memory (bit-exact C vs numpy reference / TFLite Micro /
-LiteRT reference kernels, arena against TFLM's planned tensors, Cortex-M4 text/bss), host latency
+LiteRT reference kernels, arena against TFLM's planned tensors, Cortex-M4 text/bss and the stack an
+inference used on the emulated M4), host latency
 (C vs onnxruntime int8, one thread) and the MCU latency estimate MACs / (MAC/cycle x clock) with the
 catalog's Cortex-M4 and M7 throughput next to the published MLPerf Tiny v1.x latencies; and, with
 qemu-system-arm, the instructions one inference executes on the emulated M4 and M7 (the DSP loops
-and the portable ones) and the latency floor they set. All figures go to ``--out`` as JSON.
+and the portable ones) and M0+, and the latency floor they set. All figures go to ``--out`` as JSON.
 """
 
 from __future__ import annotations
@@ -162,7 +163,8 @@ def render(rows: list[dict]) -> str:
                         pct(v.get("c_vs_reference_bitexact")), pct(v.get("tflm_vs_c_bitexact")),
                         pct(v.get("litert_vs_c_bitexact")), v["arena_bytes"], v.get("tflm_arena_head_bytes", "-"),
                         v.get("tflm_arena_total_bytes", "-"), f"{v.get('arena_ratio_vs_tflm_head', float('nan')):.2f}",
-                        m4.get("text", "-"), m4.get("bss", "-")])
+                        m4.get("text", "-"), m4.get("bss", "-"),
+                        ((v.get("cortex_m") or {}).get("cortex-m4") or {}).get("stack_bytes", "-")])
     host = [[r["name"], f"{r['verify']['c_latency_us']:.0f}",
              f"{r['verify'].get('onnxruntime_int8_latency_us', float('nan')):.0f}",
              f"{r['verify'].get('c_over_onnxruntime_latency', float('nan')):.2f}",
@@ -186,12 +188,15 @@ def render(rows: list[dict]) -> str:
             dsp, portable = emulated[f"cortex-{core}"]["instructions"], r["portable_instructions"][f"cortex-{core}"]
             cells += [f"{dsp / 1e6:.2f}M", f"{portable / 1e6:.2f}M", f"{get_device(device).latency_floor_ms(dsp):.1f}",
                       published(PUBLISHED_MS.get(r["name"], {}).get(core))]
+        m0 = (emulated.get("cortex-m0plus") or {}).get("instructions")
+        cells += [f"{m0 / 1e6:.2f}M", f"{get_device('RP2040').latency_floor_ms(m0):.1f}"] if m0 else ["-", "-"]
         chip.append(cells)
     m4, m7 = (f"{get_device(d).macs_per_cycle:.2f} MAC/cyc @{mhz} MHz" for d, mhz in CORES.values())
     parts = [
-        table("Correctness and memory (bit-exact: share of inputs with identical int8 outputs; arena in bytes)",
+        table("Correctness and memory (bit-exact: share of inputs with identical int8 outputs; arena in bytes; "
+              "M4 stack: the most an inference used on the emulated core)",
               ["model", "MACs", "params", "C=numpy", "C=TFLM", "C=LiteRT", "arena", "TFLM head", "TFLM total",
-               "ours/head", "M4 text", "M4 bss"], correct),
+               "ours/head", "M4 text", "M4 bss", "M4 stack"], correct),
         table("Host latency, one thread (us per inference: CPU time, median of interleaved rounds; C built with "
               f"{ok[0]['verify'].get('c_latency_flags', '?') if ok else '?'}); compile and verify wall time (s)",
               ["model", "C", "ORT int8", "C/ORT", "compile s", "verify s"], host),
@@ -201,9 +206,10 @@ def render(rows: list[dict]) -> str:
     if chip:
         parts.append(table("This C library on emulated cores (QEMU -icount): instructions per inference with the DSP "
                            "loops (nf_dsp.h) and the portable ones, and the floor they set (ms: one instruction per "
-                           "cycle on the M4 @120 MHz, two on the M7 @216 MHz) beside MLPerf Tiny's published ms",
+                           "cycle on the M4 @120 MHz, two on the M7 @216 MHz) beside MLPerf Tiny's published ms; "
+                           "the ARMv6-M build (portable loops) and its floor on an RP2040's M0+ @133 MHz",
                            ["model", "M4 DSP", "M4 portable", "M4 floor", "M4 pub",
-                            "M7 DSP", "M7 portable", "M7 floor", "M7 pub"], chip))
+                            "M7 DSP", "M7 portable", "M7 floor", "M7 pub", "M0+", "M0+ floor"], chip))
     parts += [f"FAILED {r['name']}: {r['error']}" for r in rows if "error" in r]
     return "\n\n".join(parts)
 

@@ -104,7 +104,10 @@ def test_compile_stage_is_exact_and_verified(built):
     header = (run_dir / "compiled" / "c" / "model.h").read_text()
     assert f"#define NF_ARENA_SIZE {c['arena_bytes']}\n" in header
     if shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc"):  # the library on emulated chips
-        assert {core: v["bitexact"] for core, v in c["cortex_m"].items()} == {"cortex-m4": 1.0, "cortex-m7": 1.0}
+        assert {core: v["bitexact"] for core, v in c["cortex_m"].items()} == {"cortex-m4": 1.0, "cortex-m7": 1.0,
+                                                                               "cortex-m0plus": 1.0}
+        # ARMv6-M code has no DSP loops: more instructions for the same outputs
+        assert c["cortex_m"]["cortex-m0plus"]["instructions"] > c["cortex_m"]["cortex-m4"]["instructions"]
         # the build's device is an M4: its latency floor is the instructions one inference takes there
         instructions = c["cortex_m"]["cortex-m4"]["instructions"]
         assert metrics["instructions_per_inference"] == instructions >= metrics["macs"] / 2
@@ -115,6 +118,14 @@ def test_compile_stage_is_exact_and_verified(built):
         assert len(layers) == len(json.loads((run_dir / "compiled" / "compile.json").read_text())["layers"])
         assert sum(layers) == pytest.approx(instructions, rel=0.02) and min(layers[:-1]) >= 0
         assert c["cortex_m"]["cortex-m4"]["frame_instructions"]["320x240x3"] > 320 * 240  # a camera frame's cost
+        # what the library takes on the M4: its code and weights, its arena and the stack an inference used
+        m4, stack = c["arm"]["cortex-m4"], c["cortex_m"]["cortex-m4"]["stack_bytes"]
+        assert 64 < stack < 4096 and metrics["stack_bytes"] == stack
+        assert metrics["library_ram_bytes"] == c["arena_bytes"] + stack and metrics["fits_sram"]
+        assert metrics["library_flash_bytes"] == m4["text"] + m4["data"] > metrics["weight_bytes"]
+        # the frame's conversion holds a frame row and the resized rows an output row spans
+        assert c["cortex_m"]["cortex-m4"]["frame_stack_bytes"] > 480
+        assert "RAM, this C library (arena +" in (run_dir / "report.html").read_text()
     # camera frames to inputs: the C library prepares frames as training prepared the images
     assert c["frames"]["frames_bitexact"] == 1.0 and c["frames"]["frames_checked"] >= 30
     source = (run_dir / "compiled" / "c" / "nf_io.c").read_text()
@@ -139,6 +150,7 @@ def test_verify_prints_every_check_and_the_floor_per_layer(built, capsys):
     if shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc"):
         layers = json.loads((run_dir / "compiled" / "compile.json").read_text())["layers"]
         assert "latency floor, nRF52840" in out and "per layer on the emulated Cortex-M4 (floor: at 64 MHz" in out
+        assert "B of stack per inference on the emulated Cortex-M4" in figures["RAM,"]
         table = out.split("per layer on the emulated Cortex-M4")[1].splitlines()[2:]
         assert [line.split()[1] for line in table if line.strip()] == [row["name"] for row in layers]
 
