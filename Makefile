@@ -1,6 +1,7 @@
 # Two commands on a fresh clone: `make demo` and `make test`.
 # Each creates .venv, installs torch==2.13.0 first (the local CPU wheel; a looser pin would pull
 # gigabytes of CUDA), then the project, and - when run as root - Debian's Fashion-MNIST package.
+# No pip cache: a fresh machine never reuses it, and a CI run once ran out of disk installing.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -21,8 +22,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --no-cache-dir torch==2.13.0
+	$(BIN)/pip install --quiet --no-cache-dir -e '.[test]'
 	@touch $(STAMP)
 
 data:
