@@ -45,6 +45,19 @@ def conv_weights(qweight: np.ndarray) -> np.ndarray:
     return padded.reshape(-1, 4, out_c).transpose(0, 2, 1)
 
 
+DSP_TAPS_MAX = 256  # nf_dsp.h's default: a larger window takes the portable loops
+DSP_TAPS_LINE = f"#define NF_DSP_TAPS {DSP_TAPS_MAX}\n"
+
+
+def dsp_window_taps(graph: Graph) -> int:
+    """The window the DSP convolution gathers for this model, in int16 taps (twice that in bytes of
+    stack): its largest convolution window on a number of input channels that is not a multiple of
+    4, in whole groups of 4, among those the DSP path takes (at most DSP_TAPS_MAX); 4 when none."""
+    taps = [-(-int(np.prod(op.weight.shape[1:])) // 4) * 4 for op in graph.ops
+            if op.kind == "conv" and op.weight.shape[3] % 4]
+    return max([t for t in taps if t <= DSP_TAPS_MAX] + [4])
+
+
 def _array(ctype: str, name: str, values: np.ndarray) -> str:
     flat = [str(int(v)) for v in np.asarray(values).reshape(-1)]
     lines = [", ".join(flat[i : i + 24]) for i in range(0, len(flat), 24)]
@@ -438,6 +451,10 @@ def emit_c(graph: Graph, plan: MemoryPlan, out_dir: Path, name: str = "model") -
         extras.append("nf_io.c")
     for kernel in kernels:
         files[kernel] = resources.files("compilers").joinpath("c", kernel).read_text()
+    # the gathered window sized to this model: a 3 x 3 first layer on 1 channel keeps 24 B of stack, not 512
+    assert DSP_TAPS_LINE in files["nf_dsp.h"], "nf_dsp.h no longer defines NF_DSP_TAPS as the emitter expects"
+    files["nf_dsp.h"] = files["nf_dsp.h"].replace(
+        DSP_TAPS_LINE, f"#define NF_DSP_TAPS {dsp_window_taps(graph)} /* this model's largest gathered window */\n")
     if graph.image is not None:  # the model's own tables join nf_io.c: the image support in one object
         files["nf_io.c"] += emitter.image_source()
     srcs = " ".join(["model.c"] + [k for k in kernels if k.endswith(".c") and k not in extras])

@@ -20,7 +20,11 @@
 #ifndef NF_DSP_H
 #define NF_DSP_H
 
-#define NF_DSP_TAPS 256 /* window values gathered per pixel when in_c % 4 != 0 (512 B of stack) */
+/* int16 window values gathered per pixel when in_c % 4 != 0: 512 B of stack at most; the C emitter
+ * sets it to the model's largest gathered window (3 x 3 on 1 channel: 12, so 24 B) */
+#ifndef NF_DSP_TAPS
+#define NF_DSP_TAPS 256
+#endif
 
 static inline uint32_t nf_sxtb16(uint32_t x) {
   uint32_t r;

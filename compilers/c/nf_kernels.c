@@ -215,7 +215,7 @@ void nf_add_s8(int32_t n, const int8_t *a, const int8_t *b, int32_t a_zero_point
 
 static void nf_pool_s8(const nf_conv_params *p, const int8_t *in, int8_t *out, int is_max) {
   /* channels innermost, NF_POOL_BLOCK at a time: contiguous loads the compiler vectorizes */
-  enum { NF_POOL_BLOCK = 64 };
+  enum { NF_POOL_BLOCK = 32 }; /* 128 B of sums on the stack */
   int32_t acc[NF_POOL_BLOCK];
   for (int32_t oy = 0; oy < p->out_h; ++oy) {
     for (int32_t ox = 0; ox < p->out_w; ++ox) {
