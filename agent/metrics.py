@@ -133,7 +133,8 @@ def assemble_metrics(ctx) -> dict:
         "latency_budget_ms": latency_budget,
         "accuracy_floor": spec.budgets.accuracy_floor,
         "fits_flash": cost["weight_bytes"] <= flash and (library is None or library["flash_bytes"] <= flash),
-        "fits_sram": cost["sram_bytes"] <= sram and (library is None or library["ram_bytes"] <= sram),
+        # measured where verify ran the library on the core; else the arena and the stack tools.cost predicts
+        "fits_sram": (library["ram_bytes"] if library else cost["sram_bytes"] + (cost.get("stack_bytes") or 0)) <= sram,
         "meets_latency": meets_latency,
         "meets_accuracy_floor": None if spec.budgets.accuracy_floor is None else student >= spec.budgets.accuracy_floor,
         "per_class": evaluate["per_class"],

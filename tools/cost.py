@@ -1,8 +1,9 @@
-"""What a student costs on the target: params, int8 weight bytes, MACs, SRAM, latency.
+"""What a student costs on the target: params, int8 weight bytes, MACs, SRAM, stack, latency.
 
 One function, used for sizing and for the report. SRAM is the compiler's memory plan
 of the student's graph (``compilers.planner``): the arena the generated C library
-declares, to the byte, known before anything is trained or compiled. Latency is the
+declares, to the byte, known before anything is trained or compiled; on the cores verify
+emulates, this C library's stack (LIBRARY_STACK) joins it where an SRAM budget is checked. Latency is the
 catalog's estimate from MACs (what CMSIS-NN class kernels reach) and, on the cores verify
 emulates, the floor this C library's instructions set (LIBRARY_INSTRUCTIONS): a latency
 budget is checked against the longer of the two, before anything is trained.
@@ -31,6 +32,22 @@ LIBRARY_INSTRUCTIONS: dict[str, dict[str, tuple[float, float, float, float]]] = 
                       "add": (0, 228.7, 3.2, 2290), "pool": (8.491, 92.1, 0, 0), "reshape": (0, 0, 2.8, 0)},
 }
 
+# The stack one inference takes in this C library on each emulated core: the deepest kernel's frame
+# (arm-none-eabi-gcc 12 -O2 -fstack-usage, the flags verify builds with) plus "call": nf_invoke's
+# frame and the call into the kernel, the most measured on QEMU over the compiler tests' models (a
+# residual network's Add passes sixteen arguments, most of them on the stack). On the DSP cores
+# nf_conv_s8 also holds the window it gathers (NF_DSP_TAPS int16, sized to the model by the C
+# emitter), so its frame is "window" + 2 bytes per tap where that is more than "conv".
+# tests/test_compiler_runtimes.py checks the frames against the compiler and the total against QEMU.
+LIBRARY_STACK: dict[str, dict[str, int]] = {
+    "cortex-m4": {"call": 112, "conv": 400, "window": 272, "dwconv": 248, "pool": 256, "add": 96,
+                  "softmax": 96, "fc": 64, "concat": 16},
+    "cortex-m7": {"call": 112, "conv": 400, "window": 272, "dwconv": 248, "pool": 248, "add": 96,
+                  "softmax": 96, "fc": 64, "concat": 16},
+    "cortex-m0plus": {"call": 140, "conv": 328, "dwconv": 240, "pool": 272, "add": 104, "softmax": 320,
+                      "fc": 64, "concat": 20},
+}
+
 
 @dataclass(frozen=True)
 class Cost:
@@ -40,6 +57,19 @@ class Cost:
     sram_bytes: int
     latency_ms: float  # the catalog's estimate from MACs
     floor_ms: float | None = None  # this C library's predicted floor on the device's core; None off the modeled cores
+    stack_bytes: int | None = None  # this C library's stack per inference on the device's core; None off the modeled cores
+
+    @property
+    def ram_bytes(self) -> int:
+        """What an SRAM budget is checked against: the arena, and this C library's stack where modeled."""
+        return self.sram_bytes + (self.stack_bytes or 0)
+
+    def ram_text(self) -> str:
+        """'15.3 KB SRAM', or with the library's stack: '8.1 KB SRAM (arena 7.7 KB + stack 0.5 KB)'."""
+        if not self.stack_bytes:
+            return f"{self.sram_bytes / 1024:.1f} KB SRAM"
+        return (f"{self.ram_bytes / 1024:.1f} KB SRAM (arena {self.sram_bytes / 1024:.1f} KB + stack "
+                f"{self.stack_bytes / 1024:.1f} KB)")
 
     @property
     def latency_bound_ms(self) -> float:
@@ -84,6 +114,19 @@ def library_instructions(graph, core: str | None) -> int | None:
                      for kind, features in layer_features(graph)))
 
 
+def library_stack_bytes(graph, core: str | None) -> int | None:
+    """The stack one inference of ``graph`` takes in this C library on ``core`` (LIBRARY_STACK), or
+    None for a core it does not model."""
+    from compilers.c_emitter import dsp_window_taps
+
+    frames = LIBRARY_STACK.get(core or "")
+    if frames is None:
+        return None
+    conv = max(frames["conv"], frames["window"] + 2 * dsp_window_taps(graph)) if "window" in frames else frames["conv"]
+    deepest = max((conv if kind.startswith("conv") else frames.get(kind, 0)) for kind, _ in layer_features(graph))
+    return frames["call"] + deepest
+
+
 def graph_cost(graph, device: Device) -> Cost:
     """Cost of a compiler graph: the same numbers the compiled library has."""
     from compilers.planner import plan_memory
@@ -99,7 +142,8 @@ def graph_cost(graph, device: Device) -> Cost:
     instructions = library_instructions(graph, device.emulated_core)
     return Cost(params=int(params), weight_bytes=int(sum(graph.weight_bytes(op) for op in graph.ops)), macs=macs,
                 sram_bytes=plan_memory(graph).arena_bytes, latency_ms=device.latency_ms(macs),
-                floor_ms=device.latency_floor_ms(instructions) if instructions else None)
+                floor_ms=device.latency_floor_ms(instructions) if instructions else None,
+                stack_bytes=library_stack_bytes(graph, device.emulated_core))
 
 
 def estimate_cost(config, device: Device) -> Cost:

@@ -136,7 +136,7 @@ def search(space, device: Device, flash: int, sram: int, latency_ms: float | Non
                 continue
             seen.add(arch.name)
             cost = estimate_cost(arch, device)
-            if smallest is None or cost.sram_bytes < smallest.sram_bytes:
+            if smallest is None or cost.ram_bytes < smallest.ram_bytes:
                 smallest = cost
             if not _fits(cost, flash, sram, latency_ms, config.max_macs):
                 rejected += 1
@@ -157,8 +157,8 @@ def search(space, device: Device, flash: int, sram: int, latency_ms: float | Non
         raise DoesNotFit(
             f"No architecture in the {config.space} space fits the budget (flash {flash / 1024:.1f} KB, SRAM "
             f"{sram / 1024:.1f} KB{f', latency {latency_ms:g} ms' if latency_ms else ''}) on {device.name}: the "
-            f"smallest found needs {smallest.weight_bytes / 1024:.1f} KB flash, {smallest.sram_bytes / 1024:.1f} KB "
-            f"SRAM and {smallest.latency_text()}{macs_note}; raise the budget, lower the input size, or pick a "
+            f"smallest found needs {smallest.weight_bytes / 1024:.1f} KB flash, {smallest.ram_text()} and "
+            f"{smallest.latency_text()}{macs_note}; raise the budget, lower the input size, or pick a "
             f"larger device.",
             smallest, flash, sram, latency_ms)
     for c in scored:

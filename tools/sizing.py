@@ -20,8 +20,8 @@ class DoesNotFit(NanofactoryError):
     def shortfalls(self) -> list[str]:
         """E.g. ["needs 16.1 KB SRAM, the budget is 8.0 KB"]."""
         s, out = self.smallest, []
-        if s.sram_bytes > self.sram:
-            out.append(f"needs {s.sram_bytes / 1024:.1f} KB SRAM, the budget is {self.sram / 1024:.1f} KB")
+        if s.ram_bytes > self.sram:
+            out.append(f"needs {s.ram_text()}, the budget is {self.sram / 1024:.1f} KB")
         if s.weight_bytes > self.flash:
             out.append(f"needs {s.weight_bytes / 1024:.1f} KB flash, the budget is {self.flash / 1024:.1f} KB")
         if self.latency_ms is not None and s.latency_bound_ms > self.latency_ms:
@@ -41,7 +41,7 @@ def budget_limits(device: Device, flash_bytes: int | None, sram_bytes: int | Non
 
 
 def fits(cost: Cost, flash: int, sram: int, latency_ms: float | None) -> bool:
-    return cost.weight_bytes <= flash and cost.sram_bytes <= sram and (latency_ms is None or cost.latency_bound_ms <= latency_ms)
+    return cost.weight_bytes <= flash and cost.ram_bytes <= sram and (latency_ms is None or cost.latency_bound_ms <= latency_ms)
 
 
 def size_student(
@@ -64,7 +64,7 @@ def size_student(
             f", latency {latency_ms:g} ms" if latency_ms else "")
         raise DoesNotFit(
             f"No student fits the budget ({limits}) on {device.name}: the smallest needs "
-            f"{small.weight_bytes / 1024:.1f} KB flash, {small.sram_bytes / 1024:.1f} KB SRAM and "
+            f"{small.weight_bytes / 1024:.1f} KB flash, {small.ram_text()} and "
             f"{small.latency_text()}; raise the budget, lower the input size, or pick a larger device.",
             small, flash, sram, latency_ms,
         )
