@@ -224,7 +224,7 @@ def pareto_png(result: SearchResult, device: Device, fixed: Candidate | None = N
     c = result.candidates
     fit = np.array([x.fitness for x in c])
     trained = [x for x in c if x.val_accuracy is not None]
-    axes_of = (("SRAM (KB, planned arena)", lambda x: x.cost.sram_bytes / 1024),
+    axes_of = (("SRAM (KB, planned arena + this C library's stack where modeled)", lambda x: x.cost.ram_bytes / 1024),
                ("flash (KB, int8 weights)", lambda x: x.cost.weight_bytes / 1024),
                (f"latency on {device.name} (ms; this C library's floor where longer)", lambda x: x.cost.latency_bound_ms))
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.0))
