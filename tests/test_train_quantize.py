@@ -181,3 +181,43 @@ def test_int8_agrees_with_fp32(data, fp32_onnx: Path, tmp_path: Path):
     int8 = run_onnx(out, evaluation).argmax(1)
     assert (fp32 == int8).mean() >= 0.95
     assert (int8[-len(yv):] == yv).mean() >= 0.9
+
+
+def test_int8_qdq_figures_do_not_depend_on_the_hosts_int8_kernels(tmp_path: Path):
+    """run_onnx (every accuracy a build reports) runs a QDQ model as its quantize/dequantize arithmetic.
+    A 3 x 3 convolution whose int8 inputs and weights are near +-127: onnxruntime's fused integer
+    kernel sums pairs of u8 x s8 products in int16 on x86 CPUs without VNNI and saturates there (it
+    printed 0.01 for 0.66 on an AVX2-only host); the figure must be the QDQ model's own on every host."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from compilers.onnx_export import INPUT_NAME, run_onnx
+
+    c, k = 16, 4
+    w = np.full((k, c, 3, 3), 127, np.int8)
+    w[:, :, 1, 1] = -127
+    consts = {"wq": w, "s": np.array(1 / 127, np.float32), "z": np.array(0, np.int8), "so": np.array(0.01, np.float32),
+              "ws": np.full(k, 1 / 127 / 127, np.float32), "wz": np.zeros(k, np.int8)}
+    nodes = [helper.make_node("QuantizeLinear", [INPUT_NAME, "s", "z"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=0),
+             helper.make_node("Conv", ["xd", "wd"], ["y"], pads=[1, 1, 1, 1]),
+             helper.make_node("QuantizeLinear", ["y", "so", "z"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "so", "z"], ["out"])]
+    graph = helper.make_graph(nodes, "saturating", [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [None, c, 6, 6])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [None, k, 6, 6])],
+                              [numpy_helper.from_array(v, n) for n, v in consts.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    model.ir_version = 9
+    onnx.save(model, str(tmp_path / "qdq.onnx"))
+    x = np.random.default_rng(0).uniform(0.5, 1, (2, c, 6, 6)).astype(np.float32)
+    # the QDQ semantics in numpy: int8 inputs and weights, exact integer sums, one requantization
+    xq = np.clip(np.round(x * 127), -128, 127).astype(np.int64)
+    padded = np.pad(xq, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    acc = np.zeros((2, k, 6, 6), np.int64)
+    for dy in range(3):
+        for dx in range(3):
+            acc += np.einsum("nchw,kc->nkhw", padded[:, :, dy:dy + 6, dx:dx + 6], w[:, :, dy, dx].astype(np.int64))
+    expected = np.clip(np.round(acc / 127 / 127 / 127 / 0.01), -128, 127) * 0.01
+    got = run_onnx(tmp_path / "qdq.onnx", x)
+    assert np.abs(got - expected).max() <= 0.0100001 and np.abs(expected).max() > 0.5
