@@ -18,7 +18,7 @@ class DoesNotFit(NanofactoryError):
         self.smallest, self.flash, self.sram, self.latency_ms = smallest, flash, sram, latency_ms
 
     def shortfalls(self) -> list[str]:
-        """E.g. ["needs 16.1 KB SRAM, the budget is 8.0 KB"]."""
+        """E.g. ["needs 16.6 KB SRAM (arena 16.1 KB + stack 0.5 KB), the budget is 8.0 KB"]."""
         s, out = self.smallest, []
         if s.ram_bytes > self.sram:
             out.append(f"needs {s.ram_text()}, the budget is {self.sram / 1024:.1f} KB")
