@@ -230,7 +230,8 @@ def plan_build(args: PlanBuildArgs, state: dict, ctx: Context) -> ToolOutcome:
     return ToolOutcome({"status": "ok", "student": student.name, "input": input_spec.model_dump(),
                         "cost": {"weight_kb": round(cost.weight_bytes / 1024, 1), "sram_kb": round(cost.sram_bytes / 1024, 1),
                                  "macs": cost.macs, "latency_ms": round(cost.latency_ms, 2),
-                                 **({"library_floor_ms": round(cost.floor_ms, 2)} if cost.floor_ms else {})},
+                                 **({"library_floor_ms": round(cost.floor_ms, 2)} if cost.floor_ms else {}),
+                                 **({"library_stack_bytes": cost.stack_bytes} if cost.stack_bytes else {})},
                         "search": searched},
                        {"plan": json.loads(plan.model_dump_json()), "failed_checks": []})
 

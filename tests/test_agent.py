@@ -167,6 +167,7 @@ def test_llm_can_ask_for_a_search_and_a_mac_cap(ctx, shapes_data):
     assert steps["search"]["search"]["max_macs"] == 300_000 and steps["search"]["search"]["candidates"] == 50
     plain = call_tool("plan_build", {}, {"spec": state["spec"]}, ctx).result
     assert plain["search"] is None and plain["cost"]["macs"] > 300_000  # the default cap sizes a larger student
+    assert 0 < plain["cost"]["library_stack_bytes"] < 1024  # the nRF52840's M4: the library's stack beside the arena
 
 
 def test_llm_clarifying_question_round_trip(ctx):

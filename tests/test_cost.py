@@ -101,7 +101,7 @@ def test_bigger_budget_gives_wider_student():
     widths = []
     for sram_kb in (8, 24, 64, 256):
         config, cost = size_student(M4, 28, 1, 5, sram_bytes=sram_kb * 1024, max_macs=10**12)
-        assert cost.sram_bytes <= sram_kb * 1024 and cost.weight_bytes <= M4.flash_bytes
+        assert cost.ram_bytes <= sram_kb * 1024 and cost.weight_bytes <= M4.flash_bytes
         assert cost == estimate_cost(config, M4)
         widths.append(config.stem_channels)
     assert widths == sorted(widths) and widths[0] < widths[-1], widths
