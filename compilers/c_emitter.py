@@ -126,8 +126,10 @@ class _Emitter:
             (ma, sa), (mb, sb) = op.extra["input_multipliers"]
             mo, so = op.extra["output_multiplier"]
             n = g.tensors[op.output].size
-            call = (f"nf_add_s8({n}, {x}, {self.ptr(op.inputs[1])}, {qa.zero_point}, {ma}, {sa}, {qb.zero_point}, "
-                    f"{mb}, {sb}, {op.extra['left_shift']}, {mo}, {so}, {qo.zero_point}, {lo}, {hi}, {y});")
+            self.consts.append(
+                f"static const nf_add_params op{i}_p = {{{qa.zero_point}, {ma}, {sa}, {qb.zero_point}, {mb}, {sb}, "
+                f"{op.extra['left_shift']}, {mo}, {so}, {qo.zero_point}, {lo}, {hi}}};\n")
+            call = f"nf_add_s8(&op{i}_p, {n}, {x}, {self.ptr(op.inputs[1])}, {y});"
         elif op.kind in ("avgpool", "maxpool"):
             call = f"nf_{op.kind}_s8({self.conv_params(i, op)}, {x}, {y});"
         elif op.kind == "reshape":

@@ -353,16 +353,13 @@ static int32_t nf_dwconv_avx2(const nf_conv_params *p, const int8_t *in, const i
 }
 
 /* nf_add_s8 on 8 elements at a time: the same three requantizations; returns the elements done */
-static int32_t nf_add_avx2(int32_t n, const int8_t *a, const int8_t *b, int32_t a_zero_point, int32_t a_mult,
-                           int32_t a_shift, int32_t b_zero_point, int32_t b_mult, int32_t b_shift,
-                           int32_t left_shift, int32_t out_mult, int32_t out_shift, int32_t out_zero_point,
-                           int32_t act_min, int32_t act_max, int8_t *out) {
-  const nf_requant8_params qa = nf_requant8_prepare(_mm256_set1_epi32(a_mult), _mm256_set1_epi32(a_shift));
-  const nf_requant8_params qb = nf_requant8_prepare(_mm256_set1_epi32(b_mult), _mm256_set1_epi32(b_shift));
-  const nf_requant8_params qo = nf_requant8_prepare(_mm256_set1_epi32(out_mult), _mm256_set1_epi32(out_shift));
-  const nf_output8_params oq = nf_output8_prepare(out_zero_point, act_min, act_max);
-  const __m256i za = _mm256_set1_epi32(a_zero_point), zb = _mm256_set1_epi32(b_zero_point);
-  const __m128i ls = _mm_cvtsi32_si128(left_shift);
+static int32_t nf_add_avx2(const nf_add_params *p, int32_t n, const int8_t *a, const int8_t *b, int8_t *out) {
+  const nf_requant8_params qa = nf_requant8_prepare(_mm256_set1_epi32(p->a_mult), _mm256_set1_epi32(p->a_shift));
+  const nf_requant8_params qb = nf_requant8_prepare(_mm256_set1_epi32(p->b_mult), _mm256_set1_epi32(p->b_shift));
+  const nf_requant8_params qo = nf_requant8_prepare(_mm256_set1_epi32(p->out_mult), _mm256_set1_epi32(p->out_shift));
+  const nf_output8_params oq = nf_output8_prepare(p->out_zero_point, p->act_min, p->act_max);
+  const __m256i za = _mm256_set1_epi32(p->a_zero_point), zb = _mm256_set1_epi32(p->b_zero_point);
+  const __m128i ls = _mm_cvtsi32_si128(p->left_shift);
   int32_t i = 0;
   for (; i + 8 <= n; i += 8) {
     /* out may alias a or b: both are loaded before the store */

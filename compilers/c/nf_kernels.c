@@ -194,22 +194,18 @@ void nf_fc_s8(int32_t in_n, int32_t out_n, const int8_t *in, const int8_t *w, co
   }
 }
 
-void nf_add_s8(int32_t n, const int8_t *a, const int8_t *b, int32_t a_zero_point, int32_t a_mult,
-               int32_t a_shift, int32_t b_zero_point, int32_t b_mult, int32_t b_shift, int32_t left_shift,
-               int32_t out_mult, int32_t out_shift, int32_t out_zero_point, int32_t act_min, int32_t act_max,
-               int8_t *out) {
+void nf_add_s8(const nf_add_params *p, int32_t n, const int8_t *a, const int8_t *b, int8_t *out) {
   int32_t i = 0;
 #if defined(__AVX2__)
-  i = nf_add_avx2(n, a, b, a_zero_point, a_mult, a_shift, b_zero_point, b_mult, b_shift, left_shift, out_mult,
-                  out_shift, out_zero_point, act_min, act_max, out);
+  i = nf_add_avx2(p, n, a, b, out);
 #endif
   for (; i < n; ++i) {
     /* out may alias a or b: each element is read before it is written */
-    const int32_t x = (int32_t)a[i] - a_zero_point, y = (int32_t)b[i] - b_zero_point;
-    const int32_t sx = nf_rdbpot(nf_srdhm(x * (1 << left_shift), a_mult), -a_shift);
-    const int32_t sy = nf_rdbpot(nf_srdhm(y * (1 << left_shift), b_mult), -b_shift);
-    const int32_t raw = nf_rdbpot(nf_srdhm(sx + sy, out_mult), -out_shift) + out_zero_point;
-    out[i] = nf_clamp(raw, act_min, act_max);
+    const int32_t x = (int32_t)a[i] - p->a_zero_point, y = (int32_t)b[i] - p->b_zero_point;
+    const int32_t sx = nf_rdbpot(nf_srdhm(x * (1 << p->left_shift), p->a_mult), -p->a_shift);
+    const int32_t sy = nf_rdbpot(nf_srdhm(y * (1 << p->left_shift), p->b_mult), -p->b_shift);
+    const int32_t raw = nf_rdbpot(nf_srdhm(sx + sy, p->out_mult), -p->out_shift) + p->out_zero_point;
+    out[i] = nf_clamp(raw, p->act_min, p->act_max);
   }
 }
 

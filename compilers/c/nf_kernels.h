@@ -36,10 +36,14 @@ void nf_dwconv_s8(const nf_conv_params *p, const int8_t *in, const int8_t *w, co
 void nf_fc_s8(int32_t in_n, int32_t out_n, const int8_t *in, const int8_t *w, const int32_t *bias,
               const int32_t *mult, const int32_t *shift, int32_t out_zero_point, int32_t act_min,
               int32_t act_max, int8_t *out);
-void nf_add_s8(int32_t n, const int8_t *a, const int8_t *b, int32_t a_zero_point, int32_t a_mult,
-               int32_t a_shift, int32_t b_zero_point, int32_t b_mult, int32_t b_shift, int32_t left_shift,
-               int32_t out_mult, int32_t out_shift, int32_t out_zero_point, int32_t act_min, int32_t act_max,
-               int8_t *out);
+/* an elementwise Add's quantization (TFLite's): each input's offset, multiplier and shift after a common left
+ * shift, then the sum's; in a struct, as the convolutions', so the call passes four pointers, not sixteen values */
+typedef struct {
+  int32_t a_zero_point, a_mult, a_shift, b_zero_point, b_mult, b_shift, left_shift;
+  int32_t out_mult, out_shift, out_zero_point, act_min, act_max;
+} nf_add_params;
+
+void nf_add_s8(const nf_add_params *p, int32_t n, const int8_t *a, const int8_t *b, int8_t *out);
 void nf_avgpool_s8(const nf_conv_params *p, const int8_t *in, int8_t *out);
 void nf_maxpool_s8(const nf_conv_params *p, const int8_t *in, int8_t *out);
 /* concatenation along the innermost `inner` bytes of `outer` rows: copies one input's slice */
