@@ -199,13 +199,14 @@ void nf_add_s8(const nf_add_params *p, int32_t n, const int8_t *a, const int8_t 
 #if defined(__AVX2__)
   i = nf_add_avx2(p, n, a, b, out);
 #endif
+  const nf_add_params q = *p; /* in registers: an int8 store may alias *p */
   for (; i < n; ++i) {
     /* out may alias a or b: each element is read before it is written */
-    const int32_t x = (int32_t)a[i] - p->a_zero_point, y = (int32_t)b[i] - p->b_zero_point;
-    const int32_t sx = nf_rdbpot(nf_srdhm(x * (1 << p->left_shift), p->a_mult), -p->a_shift);
-    const int32_t sy = nf_rdbpot(nf_srdhm(y * (1 << p->left_shift), p->b_mult), -p->b_shift);
-    const int32_t raw = nf_rdbpot(nf_srdhm(sx + sy, p->out_mult), -p->out_shift) + p->out_zero_point;
-    out[i] = nf_clamp(raw, p->act_min, p->act_max);
+    const int32_t x = (int32_t)a[i] - q.a_zero_point, y = (int32_t)b[i] - q.b_zero_point;
+    const int32_t sx = nf_rdbpot(nf_srdhm(x * (1 << q.left_shift), q.a_mult), -q.a_shift);
+    const int32_t sy = nf_rdbpot(nf_srdhm(y * (1 << q.left_shift), q.b_mult), -q.b_shift);
+    const int32_t raw = nf_rdbpot(nf_srdhm(sx + sy, q.out_mult), -q.out_shift) + q.out_zero_point;
+    out[i] = nf_clamp(raw, q.act_min, q.act_max);
   }
 }
 
