@@ -199,7 +199,7 @@ void nf_add_s8(const nf_add_params *p, int32_t n, const int8_t *a, const int8_t 
 #if defined(__AVX2__)
   i = nf_add_avx2(p, n, a, b, out);
 #endif
-  const nf_add_params q = *p; /* in registers: an int8 store may alias *p */
+  const nf_add_params q = *p; /* copied once: an int8 store may alias *p, which would reload it per element */
   for (; i < n; ++i) {
     /* out may alias a or b: each element is read before it is written */
     const int32_t x = (int32_t)a[i] - q.a_zero_point, y = (int32_t)b[i] - q.b_zero_point;

@@ -37,7 +37,7 @@ void nf_fc_s8(int32_t in_n, int32_t out_n, const int8_t *in, const int8_t *w, co
               const int32_t *mult, const int32_t *shift, int32_t out_zero_point, int32_t act_min,
               int32_t act_max, int8_t *out);
 /* an elementwise Add's quantization (TFLite's): each input's offset, multiplier and shift after a common left
- * shift, then the sum's; in a struct, as the convolutions', so the call passes four pointers, not sixteen values */
+ * shift, then the sum's; in a struct, as the convolutions', so a call passes five arguments, not sixteen */
 typedef struct {
   int32_t a_zero_point, a_mult, a_shift, b_zero_point, b_mult, b_shift, left_shift;
   int32_t out_mult, out_shift, out_zero_point, act_min, act_max;
