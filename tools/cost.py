@@ -123,7 +123,7 @@ def library_stack_bytes(graph, core: str | None) -> int | None:
     if frames is None:
         return None
     conv = max(frames["conv"], frames["window"] + 2 * dsp_window_taps(graph)) if "window" in frames else frames["conv"]
-    deepest = max(conv if kind in ("conv", "conv_gathered") else frames.get(kind, 0) for kind, _ in layer_features(graph))
+    deepest = max(conv if op.kind == "conv" else frames.get(layer_kind(op), 0) for op in graph.ops)
     return frames["call"] + deepest
 
 
