@@ -22,6 +22,9 @@ each round (as the label stage of a retrained run does: answers steer the self-t
 keep their label); ``--spot-checks 0 0.5`` compares shares of random images in the queue. Rounds
 every 25 answers (``--active 25 50 75 ... 200``) are what one ``nanofactory review`` session does
 (``agent.review.review_session``, ``--refresh 25``); ``--active 200`` is one round ranked once.
+``--queue balanced margin confused`` compares how the uncertain questions are picked: shared evenly
+over the classes, by margin alone, or part of them (``--targeted``) on the class pairs the session's
+spot checks found confused (tried and left out of the review queue: README).
 
     .venv/bin/python bench/labeler.py --shots 5 --draws 5 --active 50 200 500 --spot-checks 0 0.5
 """
@@ -62,9 +65,13 @@ def main() -> None:
                         help="LabelConfig overrides, key=value[,key=value]; repeat to compare settings")
     parser.add_argument("--active", type=int, nargs="+", default=[],
                         help="after the examples, review rounds answered from the hidden labels up to these totals")
-    parser.add_argument("--queue", choices=["balanced", "margin"], nargs="+", default=["balanced"],
+    parser.add_argument("--queue", choices=["balanced", "margin", "confused"], nargs="+", default=["balanced"],
                         help="how the queue picks its uncertain questions: shared evenly over the classes' "
-                        "boundaries (the default), or by margin alone")
+                        "boundaries (the default), by margin alone, or part of them on the class pairs the "
+                        "spot checks so far found confused (--targeted)")
+    parser.add_argument("--targeted", type=float, default=None,
+                        help="with --queue confused: share of the uncertain questions on confused pairs "
+                        "(default: agent.review.TARGETED_SHARE, 0.5)")
     parser.add_argument("--spot-checks", type=float, nargs="+",
                         help="share of the review queue drawn at random (default: the queue's own)")
     args = parser.parse_args()
@@ -73,7 +80,7 @@ def main() -> None:
 
     from agent.data import hidden_truth
     from agent.pipeline import open_run
-    from agent.review import SPOT_CHECK_SHARE, queue_order
+    from agent.review import SPOT_CHECK, SPOT_CHECK_SHARE, TARGETED_SHARE, queue_order
     from agent.runs import RunStore
     from agent.stages import StageContext
     from knowledge.labeling import LabelConfig, Projection, label_projected
@@ -128,17 +135,26 @@ def main() -> None:
                 accs, recalls = {r: [] for r in rounds}, {r: [] for r in rounds}
                 t, labelings = time.perf_counter(), 0
                 for d, (idx, labels) in enumerate(draws):
-                    asked, probs = np.zeros(0, np.int64), None
+                    asked, probs, spots = np.zeros(0, np.int64), None, []
                     for r in rounds:
                         if r:
+                            misses = None
+                            if queue == "confused":  # what a person's spot checks so far say of the session's
+                                misses = np.zeros((len(names), len(names)), np.int64)  # first labels
+                                np.add.at(misses, (truth[spots], guess[spots]), 1)
+                                misses[np.diag_indices(len(names))] = 0
                             order = queue_order(probs, vectors, r - len(asked), asked, seed=d, spot_checks=share,
-                                                balanced=queue == "balanced")
+                                                balanced=queue != "margin", misses=misses,
+                                                targeted=TARGETED_SHARE if args.targeted is None else args.targeted)
                             asked = np.concatenate([asked, np.array([i for i, _ in order], np.int64)])
+                            spots += [i for i, why in order if why == SPOT_CHECK]
                         probs = label_projected(vectors, projection, vectors[idx], zero_shot, labels, run.spec.other,
                                                 cfg, seed=run.spec.seed, anchor_rows=asked if r else None,
                                                 anchor_labels=truth[asked] if r else None,
                                                 graph=graphs.get(cfg.spread_neighbours)).probs
                         labelings += 1
+                        if not r:
+                            guess = probs.argmax(1)  # the labels a session's spot checks are compared with
                         predicted = probs.argmax(1)
                         predicted[asked] = truth[asked]  # a person's answer is the label
                         accs[r].append(float((predicted == truth).mean()))
@@ -148,7 +164,7 @@ def main() -> None:
                     recall = np.mean(recalls[r], 0)  # per class, over draws
                     worst = int(recall.argmin())
                     setting = name if share is None else \
-                        f"{name}, spot checks {share:g}{', by margin' if queue == 'margin' else ''}, {r} answers"
+                        f"{name}, spot checks {share:g}{'' if queue == 'balanced' else ', ' + queue}, {r} answers"
                     print(f"{f'{k}+{other_k}' if other_k else k:>5} {setting:>40} {np.mean(accs[r]):>7.4f} {np.std(accs[r]):>6.4f} "
                           f"{recall.mean():>7.4f} {f'{names[worst]} {recall[worst]:.3f}':>16}  "
                           f"{' '.join(f'{a:.3f}' for a in accs[r]):<28} {seconds:.1f}", flush=True)

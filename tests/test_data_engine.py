@@ -188,6 +188,31 @@ def test_spot_checks_name_the_class_the_labels_miss():
     assert weakest_class_line(few) is None  # two shirts say nothing yet
 
 
+def test_the_queue_can_ask_more_where_the_spot_checks_found_the_labels_wrong():
+    """Shirts the labels gave to "other" (bench/labeler.py --queue confused): half the uncertain
+    questions go to the confused pairs, most to the shirt / other boundary."""
+    from agent.review import SPOT_CHECK, confused_pairs, queue_order
+
+    misses = np.array([[0, 0, 6], [0, 0, 2], [2, 0, 0]])  # rows: a person's class; columns: the label's
+    assert confused_pairs(misses, 10) == [((0, 2), 8), ((1, 2), 2)]  # 8 of 10 misses either way
+    assert confused_pairs(misses, 0) == [] and confused_pairs(np.zeros((3, 3)), 10) == []
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(3), 3000)
+    vectors = rng.normal(size=(3000, 8)).astype(np.float32)
+    pair = np.sort(np.argsort(-probs, 1)[:, :2], 1)
+    on_shirt_other = (pair == (0, 2)).all(1)
+
+    def asked(misses):
+        order = queue_order(probs, vectors, 60, np.zeros(0, np.int64), seed=1, misses=misses)
+        return np.array([i for i, why in order if why != SPOT_CHECK])
+
+    even, targeted = asked(None), asked(misses)
+    assert len(even) == len(targeted) == 30
+    assert on_shirt_other[even].sum() <= 15 and on_shirt_other[targeted].sum() >= 12 + 5
+    assert np.array_equal(asked(np.zeros((3, 3), np.int64)), even)  # no misses: the even share
+
+
 def test_spot_checks_estimate_the_label_accuracy():
     from agent.review import SPOT_CHECK, spot_check_estimate, spot_check_line
 
