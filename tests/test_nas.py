@@ -105,6 +105,20 @@ def test_pareto_front_and_plot(batch):
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
 
 
+def test_the_search_space_fits_where_the_fixed_student_does():
+    """An 8 KB STM32F446 build (the README's tight budget): the sizing ladder fits a DS-CNN there
+    (w6), so the mbnet space's smallest network must fit too, the library's stack included; with
+    an 8-channel stem at 28 px it needed 8.1 KB and the search had nothing to offer."""
+    from tools.sizing import size_student
+
+    fixed, fixed_cost = size_student(M4, 28, 1, 5, sram_bytes=8 * 1024)
+    space = create_space("mbnet", in_channels=1, num_classes=5, resolutions=[28])
+    smallest = space.decode({"size": 28, "stem": min(space.STEMS),
+                             "stages": [[1, min(w), 1, 3] for w in space.WIDTHS]})
+    cost = estimate_cost(smallest, M4)
+    assert cost.ram_bytes <= fixed_cost.ram_bytes <= 8 * 1024, (cost.ram_text(), fixed_cost.ram_text())
+
+
 def test_impossible_budget_names_the_smallest(batch):
     space = create_space("mbnet", in_channels=1, num_classes=3, resolutions=[16])
     with pytest.raises(DoesNotFit) as info:

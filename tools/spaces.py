@@ -188,7 +188,7 @@ class _Space:
 
 @register_space("mbnet")
 class MBNetSpace(_Space):
-    STEMS = (8, 12, 16, 24)
+    STEMS = (6, 8, 12, 16, 24)  # 6: with 8 at 28 px the smallest arena (7,840 B) and the stack overflow 8 KB
     WIDTHS = ((8, 12, 16), (16, 24, 32), (24, 32, 48), (32, 48, 64))  # per stage
     DEPTHS = (1, 2, 3)
     EXPANDS = (1, 2, 3, 4, 6)
