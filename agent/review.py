@@ -179,10 +179,10 @@ def queue_order(probs: np.ndarray, vectors: np.ndarray, budget: int, labeled: np
     column's; off in the review queue, measured by ``bench/labeler.py --queue confused``): a
     ``targeted`` share of the uncertain questions goes to the images whose two best labels are a
     pair the spot checks found confused, in proportion to its misses; the rest is shared evenly as
-    above. Within one session
-    of 200 answers it lifted the demo's labels from 0.900 to 0.905 over 5 draws, but across review
-    rounds with retraining between them (``bench/labels_needed.py``) it lost 2 points on one draw
-    of three: asked at the shirt / "other" boundary, a person mostly answers "other" (README)."""
+    above. Within one session of 200 answers it lifted the demo's labels from 0.900 to 0.905 over
+    5 draws, but across review rounds with retraining between them (``bench/labels_needed.py``) it
+    lost 2 points on one draw of three: asked at the shirt / "other" boundary, a person mostly
+    answers "other" (README)."""
     from knowledge.selection import uncertainty_diversity
 
     labeled = np.asarray(labeled, np.int64)
