@@ -111,7 +111,7 @@ def test_the_search_space_fits_where_the_fixed_student_does():
     an 8-channel stem at 28 px it needed 8.1 KB and the search had nothing to offer."""
     from tools.sizing import size_student
 
-    fixed, fixed_cost = size_student(M4, 28, 1, 5, sram_bytes=8 * 1024)
+    _, fixed_cost = size_student(M4, 28, 1, 5, sram_bytes=8 * 1024)
     space = create_space("mbnet", in_channels=1, num_classes=5, resolutions=[28])
     smallest = space.decode({"size": 28, "stem": min(space.STEMS),
                              "stages": [[1, min(w), 1, 3] for w in space.WIDTHS]})
