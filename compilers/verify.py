@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -164,7 +165,12 @@ def run_litert(tflite: bytes, inputs: np.ndarray, reference_kernels: bool = True
 
     resolver = OpResolverType.BUILTIN_REF if reference_kernels else OpResolverType.AUTO
     interpreter = Interpreter(model_content=tflite, experimental_op_resolver_type=resolver, num_threads=1)
-    interpreter.allocate_tensors()
+    # applying the default delegate prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." to fd 2,
+    # in the middle of a build's progress; anything else it writes there is passed on
+    said = _captured_stderr(interpreter.allocate_tensors)
+    rest = "".join(line for line in said.splitlines(keepends=True) if not line.startswith("INFO: Created TensorFlow Lite"))
+    if rest:
+        sys.stderr.write(rest)
     src = interpreter.get_input_details()[0]["index"]
     dst = interpreter.get_output_details()[0]["index"]
     outs = []

@@ -211,6 +211,22 @@ def test_litert_and_tflm_fully_connected_agree(tmp_path, kind):
     np.testing.assert_array_equal(litert, tflm)
 
 
+
+def test_litert_default_kernels_print_nothing_in_a_build(tmp_path, capfd):
+    """verify runs LiteRT's default (XNNPACK) kernels too, for a figure; creating that delegate prints
+    an INFO line on file descriptor 2, which used to land in the middle of a build's progress."""
+    pytest.importorskip("ai_edge_litert")
+    from compilers.build import CompileConfig
+    from compilers.verify import run_litert
+
+    path = M.save(M.linear_as(np.random.default_rng(7), "gemm"), tmp_path / "gemm.onnx")
+    calibration = np.random.default_rng(8).standard_normal((64, *M.input_shape(path))).astype(np.float32)
+    compiled = compile_onnx(path, calibration, tmp_path / "gemm", config=CompileConfig(backends=["tflite"]))
+    xq = compiled.graph.tensors[compiled.graph.input].quant.quantize(nchw_to_nhwc(calibration[:4]))
+    out = run_litert((compiled.dir / "model.tflite").read_bytes(), xq, reference_kernels=False)
+    assert out.shape == (4, 8)
+    assert "XNNPACK" not in capfd.readouterr().err
+
 # ---- camera frames to inputs (nf_io.c) -----------------------------------------------------------
 
 
