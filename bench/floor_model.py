@@ -36,7 +36,8 @@ def networks(seed: int) -> list[tuple[str, object, tuple[int, int, int]]]:
     from tools.student import ds_cnn
 
     out = []
-    for width, size, channels in ((4, 16, 1), (8, 12, 3), (8, 28, 1), (16, 28, 1), (32, 28, 1), (12, 32, 3), (24, 48, 1)):
+    for width, size, channels in ((4, 16, 1), (8, 12, 3), (6, 28, 1), (8, 28, 1), (16, 28, 1), (32, 28, 1), (12, 32, 3),
+                                  (24, 48, 1)):
         config = ds_cnn(width, size, channels, 5)
         out.append((config.name, build_model(config), (channels, size, size)))
     rng = np.random.default_rng(seed)

@@ -403,7 +403,7 @@ def test_the_floor_model_is_fitted_to_these_kernels(tmp_path):
 def test_the_stack_model_holds_on_the_emulated_core(zoo, core):
     """tools.cost.LIBRARY_STACK (what sizing and the search add to the arena for an SRAM budget) against
     the stack the emulated core's inferences took, painted and read back, on every model of the zoo:
-    never under, and at most 16 B over. The gathered window is sized to the model: simd_shapes gathers
+    never under, and over by at most what nf_invoke's frame varies between networks (24 B). The gathered window is sized to the model: simd_shapes gathers
     192 taps (3 x 3 on 21 channels), the other models at most 28, and on the DSP cores its stack is the
     larger by about the 2 bytes per tap."""
     from compilers.c_emitter import dsp_window_taps
@@ -417,11 +417,39 @@ def test_the_stack_model_holds_on_the_emulated_core(zoo, core):
         size = run_int8(compiled.graph, xq[:1]).size
         measured[name] = emulate_cortex_m(compiled.dir / "c", xq, size, core).stack
         predicted = library_stack_bytes(compiled.graph, core)
-        assert measured[name] <= predicted <= measured[name] + 16, (name, measured[name], predicted)
+        assert measured[name] <= predicted <= measured[name] + 24, (name, measured[name], predicted)
     assert dsp_window_taps(zoo.compiled("simd_shapes").graph) == 192 and dsp_window_taps(zoo.compiled("student").graph) <= 28
     if core != "cortex-m0plus":
         assert measured["simd_shapes"] >= measured["student"] + 2 * (192 - 64), measured
 
+
+@needs_qemu
+@pytest.mark.parametrize("core", ["cortex-m4", "cortex-m0plus"])
+def test_the_stack_model_holds_for_a_searched_network(tmp_path, core):
+    """nf_invoke's own frame grows with the network (the kernels' arguments GCC keeps in registers
+    across calls): 56 or 64 B for DS-CNNs, 72 B for this residual network, which an 8 KB
+    STM32F446 search picked (run 20261123-230025-shirt measured 488 B of stack where the model said
+    480). LIBRARY_STACK's "call" is sized for the deepest frame bench/stack_frames.py found."""
+    import torch
+
+    from compilers.onnx_export import export_onnx
+    from compilers.verify import emulate_cortex_m
+    from tools.cost import library_stack_bytes
+    from tools.spaces import build_model, create_space
+
+    genome = {"size": 28, "stem": 6, "stages": [[1, 16, 1, 3], [1, 16, 1, 3], [3, 24, 4, 5], [3, 48, 4, 7]]}
+    config = create_space("mbnet", in_channels=1, num_classes=5, resolutions=[28]).decode(genome)
+    assert config.name == "mbnet-28x28x1-s6-e1k3c16s-e1k3c16s-e4k5c24s-e4k5c24-e4k5c24-e4k7c48-e4k7c48-e4k7c48"
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    M._randomize_batchnorm(model, (1, 28, 28), 0)
+    path = export_onnx(model, (1, 28, 28), tmp_path / "searched.onnx")
+    rng = np.random.default_rng(0)
+    compiled = compile_onnx(path, rng.uniform(-1, 1, (32, 1, 28, 28)).astype(np.float32), tmp_path / "out")
+    xq = compiled.graph.tensors[compiled.graph.input].quant.quantize(
+        nchw_to_nhwc(rng.uniform(-1, 1, (2, 1, 28, 28)).astype(np.float32)))
+    measured = emulate_cortex_m(compiled.dir / "c", xq, 5, core).stack
+    assert measured <= library_stack_bytes(compiled.graph, core) <= measured + 24, measured
 
 @needs_arm
 @pytest.mark.parametrize("core", ["cortex-m4", "cortex-m7", "cortex-m0plus"])
