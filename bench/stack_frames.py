@@ -86,8 +86,9 @@ def main() -> None:
                  for j in range(len(cores))]
         print(f"{space_name:<8}" + "".join(f"{cell:>28}" for cell in cells))
     most = np.concatenate([np.array(rows) for rows in frames.values()]).max(0)
+    calls = ", ".join(f"{core} {LIBRARY_STACK[core]['call']} B" for core in cores)
     print("most: " + ", ".join(f"{core} {m} B" for core, m in zip(cores, most))
-          + "; LIBRARY_STACK's call (the frame and the calls around it): " + ", ".join(f"{core} {LIBRARY_STACK[core]['call']} B" for core in cores))
+          + f"; LIBRARY_STACK's call (the frame and the calls around it): {calls}")
 
 
 if __name__ == "__main__":

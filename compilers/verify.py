@@ -168,7 +168,8 @@ def run_litert(tflite: bytes, inputs: np.ndarray, reference_kernels: bool = True
     # applying the default delegate prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." to fd 2,
     # in the middle of a build's progress; anything else it writes there is passed on
     said = _captured_stderr(interpreter.allocate_tensors)
-    rest = "".join(line for line in said.splitlines(keepends=True) if not line.startswith("INFO: Created TensorFlow Lite"))
+    rest = "".join(line for line in said.splitlines(keepends=True)
+                   if not line.startswith("INFO: Created TensorFlow Lite"))
     if rest:
         sys.stderr.write(rest)
     src = interpreter.get_input_details()[0]["index"]

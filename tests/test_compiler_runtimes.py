@@ -211,7 +211,6 @@ def test_litert_and_tflm_fully_connected_agree(tmp_path, kind):
     np.testing.assert_array_equal(litert, tflm)
 
 
-
 def test_litert_default_kernels_print_nothing_in_a_build(tmp_path, capfd):
     """verify runs LiteRT's default (XNNPACK) kernels too, for a figure; creating that delegate prints
     an INFO line on file descriptor 2, which used to land in the middle of a build's progress."""
@@ -226,6 +225,7 @@ def test_litert_default_kernels_print_nothing_in_a_build(tmp_path, capfd):
     out = run_litert((compiled.dir / "model.tflite").read_bytes(), xq, reference_kernels=False)
     assert out.shape == (4, 8)
     assert "XNNPACK" not in capfd.readouterr().err
+
 
 # ---- camera frames to inputs (nf_io.c) -----------------------------------------------------------
 
@@ -403,9 +403,9 @@ def test_the_floor_model_is_fitted_to_these_kernels(tmp_path):
 def test_the_stack_model_holds_on_the_emulated_core(zoo, core):
     """tools.cost.LIBRARY_STACK (what sizing and the search add to the arena for an SRAM budget) against
     the stack the emulated core's inferences took, painted and read back, on every model of the zoo:
-    never under, and over by at most what nf_invoke's frame varies between networks (24 B). The gathered window is sized to the model: simd_shapes gathers
-    192 taps (3 x 3 on 21 channels), the other models at most 28, and on the DSP cores its stack is the
-    larger by about the 2 bytes per tap."""
+    never under, and over by at most what nf_invoke's frame varies between networks (24 B). The
+    gathered window is sized to the model: simd_shapes gathers 192 taps (3 x 3 on 21 channels), the
+    other models at most 28, and on the DSP cores its stack is the larger by about the 2 bytes per tap."""
     from compilers.c_emitter import dsp_window_taps
     from compilers.verify import emulate_cortex_m
     from tools.cost import library_stack_bytes
@@ -450,6 +450,7 @@ def test_the_stack_model_holds_for_a_searched_network(tmp_path, core):
         nchw_to_nhwc(rng.uniform(-1, 1, (2, 1, 28, 28)).astype(np.float32)))
     measured = emulate_cortex_m(compiled.dir / "c", xq, 5, core).stack
     assert measured <= library_stack_bytes(compiled.graph, core) <= measured + 24, measured
+
 
 @needs_arm
 @pytest.mark.parametrize("core", ["cortex-m4", "cortex-m7", "cortex-m0plus"])

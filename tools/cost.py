@@ -129,7 +129,8 @@ def layer_features(graph) -> list[tuple[str, tuple[float, float, float, float]]]
     for op in graph.ops:
         shape = graph.tensors[op.output].shape
         pixels = shape[1] * shape[2] if len(shape) == 4 else 1
-        out.append((layer_kind(op), (executed_macs(graph, op), float(graph.tensors[op.output].size), float(pixels), 1.0)))
+        features = (executed_macs(graph, op), float(graph.tensors[op.output].size), float(pixels), 1.0)
+        out.append((layer_kind(op), features))
     return out
 
 
