@@ -1,6 +1,6 @@
 """How much stack nf_invoke takes of its own, over networks the search can pick.
 
-    .venv/bin/python bench/stack_frames.py [--samples 40] [--seed 0] [--sizes 28 48 96]
+    .venv/bin/python bench/stack_frames.py [--samples 50] [--seed 0] [--sizes 28 32 48 64 96]
 
 ``tools/cost.py``'s LIBRARY_STACK predicts the stack one inference takes before anything is trained:
 the deepest kernel's frame plus "call", nf_invoke's frame and the calls around it. The kernels are
@@ -40,7 +40,7 @@ def invoke_frame(c_dir: Path, cpu_flags: str, tmp: Path) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--samples", type=int, default=40, help="networks per search space (default 40)")
+    parser.add_argument("--samples", type=int, default=50, help="networks per search space (default 50)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sizes", type=int, nargs="+", default=[28, 32, 48, 64, 96], help="input sizes to sample")
     args = parser.parse_args()
