@@ -48,18 +48,21 @@ def export_onnx(model, input_shape: tuple[int, int, int], path: Path) -> Path:
     return Path(path)
 
 
-def run_onnx(path: Path, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+def run_onnx(path: Path, x: np.ndarray, batch_size: int = 1024, fused: bool = False) -> np.ndarray:
     """Outputs of an ONNX model on float NCHW inputs, single-threaded for reproducible figures.
 
     Basic graph optimizations only, so an int8 QDQ model runs as its quantize and dequantize
-    arithmetic: the same figures on every host. Fused into onnxruntime's integer kernels, it
-    saturates on x86 CPUs without VNNI (AVX2 sums pairs of u8 x s8 products in int16): the demo's
-    student lost 1.2 points of test accuracy that way on an AVX2-only host, where its C library lost none.
+    arithmetic: the same figures on every host. Fused into onnxruntime's integer kernels, outputs
+    may differ by a rounding step, and an s8 model saturates on x86 CPUs without VNNI (AVX2 sums
+    pairs of u8 x s8 products in int16; the demo's student lost 1.2 points that way), which is why
+    ``quantize_int8`` writes its models in uint8. ``fused``: all graph optimizations, as a user's
+    onnxruntime runs the model by default.
     """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if fused
+                                        else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
     options.intra_op_num_threads = 1
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -221,3 +221,32 @@ def test_int8_qdq_figures_do_not_depend_on_the_hosts_int8_kernels(tmp_path: Path
     expected = np.clip(np.round(acc / 127 / 127 / 127 / 0.01), -128, 127) * 0.01
     got = run_onnx(tmp_path / "qdq.onnx", x)
     assert np.abs(got - expected).max() <= 0.0100001 and np.abs(expected).max() > 0.5
+    # the uint8 form quantize_int8 writes (every int8 tensor and zero point + 128) computes the same
+    from tools.quantize import offset_int8_to_uint8
+
+    offset_int8_to_uint8(model)
+    assert {i.data_type for i in model.graph.initializer} == {TensorProto.FLOAT, TensorProto.UINT8}
+    onnx.save(model, str(tmp_path / "qdq_u8.onnx"))
+    assert np.array_equal(run_onnx(tmp_path / "qdq_u8.onnx", x), got)
+
+
+def test_int8_onnx_runs_exactly_in_onnxruntimes_fused_kernels(tmp_path: Path):
+    """model_int8.onnx is what a user loads into their own onnxruntime, which fuses it into integer
+    kernels. The convolution above, quantized by quantize_int8: int8 inputs and weights near +-127
+    saturated the fused kernel on x86 CPUs without VNNI (up to 5 logits apart on the demo's student);
+    the model must give its QDQ arithmetic there too, within one output step of rounding."""
+    import torch
+
+    from compilers.onnx_export import export_onnx, run_onnx
+    from tools.quantize import QuantizeConfig, quantize_int8
+
+    conv = torch.nn.Conv2d(16, 4, 3, padding=1, bias=False)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        conv.weight[:, :, 1, 1] = -1.0
+    fp32 = export_onnx(conv.eval(), (16, 6, 6), tmp_path / "conv.onnx")
+    x = np.random.default_rng(0).uniform(0.5, 1, (64, 16, 6, 6)).astype(np.float32)
+    int8 = quantize_int8(fp32, tmp_path / "conv_int8.onnx", x, QuantizeConfig(calibration_samples=64))
+    fused, qdq = run_onnx(int8, x, fused=True), run_onnx(int8, x)
+    step = np.abs(np.diff(np.unique(qdq))).min()  # the output's quantization step
+    assert np.abs(fused - qdq).max() <= step * 1.001 and np.abs(qdq).max() > 50 * step
