@@ -256,6 +256,8 @@ def _deploy_block(inputs: ReportInputs) -> str:
             f"({', '.join(c['frames']['frame_sizes'])}; {', '.join(c['frames'].get('formats') or ['gray', 'rgb'])})"]]
           if c.get("frames") else []),
         ["int8 C library accuracy", _pct(c.get("c_int8_accuracy")), f"fp32 model {_pct(c.get('fp32_accuracy'))}"],
+        ["model_int8.onnx in onnxruntime's fused kernels", _pct(c.get("onnxruntime_fused_vs_qdq_top1_agreement")),
+         f"top-1 agreement with its QDQ arithmetic (the reported int8 accuracy), {_num(c.get('samples'))} inputs"],
         ["host latency, one thread", f"C {_num(c.get('c_latency_us'), '{:.0f}')} µs",
          f"onnxruntime int8 {_num(c.get('onnxruntime_int8_latency_us'), '{:.0f}')} µs"],
     ]

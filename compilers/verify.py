@@ -423,6 +423,14 @@ def verify(compiled: Compiled, x: np.ndarray, labels: np.ndarray | None = None, 
             fp32 = run_onnx(fp32_onnx, x.astype(np.float32)).argmax(1)
             report["fp32_accuracy"] = float((fp32 == labels).mean())
             report["c_int8_vs_fp32_top1_agreement"] = float((pred == fp32).mean())
+    if int8_onnx is not None and Path(int8_onnx).is_file():
+        from compilers.onnx_export import run_onnx
+
+        # the int8 ONNX as a user's onnxruntime runs it (its fused integer kernels) against its
+        # QDQ arithmetic, the figures every accuracy is reported from
+        fused = run_onnx(Path(int8_onnx), x.astype(np.float32), fused=True).argmax(1)
+        report["onnxruntime_fused_vs_qdq_top1_agreement"] = float(
+            (fused == run_onnx(Path(int8_onnx), x.astype(np.float32)).argmax(1)).mean())
     if arm:
         report["arm"] = arm_sizes(compiled.dir / "c")
         report["cortex_m"] = cortex_m_check(compiled, xq[:n_rt], c_out[:n_rt])

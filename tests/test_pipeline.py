@@ -99,6 +99,7 @@ def test_compile_stage_is_exact_and_verified(built):
     assert c["litert_vs_c_bitexact"] >= 0.9
     assert c["arena_bytes"] <= c["tflm_arena_head_bytes"]
     assert abs(c["c_int8_accuracy"] - metrics["student_int8_test_accuracy"]) <= 0.05
+    assert c["onnxruntime_fused_vs_qdq_top1_agreement"] >= 0.98  # model_int8.onnx as a user's onnxruntime runs it
     for name in ("model.tflite", "compile.json", "verify.json", "c/model.c", "c/model.h", "c/nf_kernels.c", "c/Makefile"):
         assert (run_dir / "compiled" / name).is_file(), name
     header = (run_dir / "compiled" / "c" / "model.h").read_text()
