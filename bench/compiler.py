@@ -11,7 +11,8 @@ verify the artifacts on ``--samples`` inputs (compilers.verify, no sanitizers: t
 Prints three tables: correctness and memory (bit-exact C vs numpy reference / TFLite Micro /
 LiteRT reference kernels, arena against TFLM's planned tensors, Cortex-M4 text/bss and the stack an
 inference used on the emulated M4), host latency
-(C vs onnxruntime int8, one thread) and the MCU latency estimate MACs / (MAC/cycle x clock) with the
+(C vs onnxruntime int8, one thread; and the same model with int8 rather than uint8 tensors, which
+onnxruntime runs faster on some x86 hosts and saturates on those without VNNI) and the MCU latency estimate MACs / (MAC/cycle x clock) with the
 catalog's Cortex-M4 and M7 throughput next to the published MLPerf Tiny v1.x latencies; and, with
 qemu-system-arm, the instructions one inference executes on the emulated M4 and M7 (the DSP loops
 and the portable ones) and M0+, and the latency floor they set. All figures go to ``--out`` as JSON.
@@ -123,7 +124,34 @@ def bench_case(case: dict, folder: Path) -> dict:
     return {"name": case["name"], "source": case["source"], "macs": summary["macs"], "params": summary["params"],
             "weight_bytes": summary["weight_bytes"], "ops": summary["ops"], "compile_s": t1 - t0,
             "verify_s": verify_s, "verify": report, "mcu": mcu_estimates(case["name"], summary["macs"]),
-            "portable_instructions": portable_instructions(compiled, case["test"][:4], report)}
+            "portable_instructions": portable_instructions(compiled, case["test"][:4], report),
+            "onnxruntime_s8": onnxruntime_s8(case["int8"], case["test"], folder)}
+
+
+def onnxruntime_s8(int8: Path, x: np.ndarray, folder: Path, rounds: int = 7) -> dict:
+    """The int8 model with int8 activations and weights (what quantize_int8 wrote before it offset
+    them into uint8) in onnxruntime's fused kernels: its time beside the uint8 model's, in turns,
+    and how often its top-1 matches the QDQ arithmetic (below 100 % where u8 x s8 products saturate)."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    from compilers.onnx_export import run_onnx
+    from compilers.verify import ort_timer
+
+    model = onnx.load(str(int8))
+    for init in model.graph.initializer:
+        if init.data_type == TensorProto.UINT8:
+            shifted = (numpy_helper.to_array(init).astype(np.int16) - 128).astype(np.int8)
+            init.CopyFrom(numpy_helper.from_array(shifted, init.name))
+    s8 = folder / "model_int8_s8.onnx"
+    onnx.save(model, str(s8))
+    time_u8, time_s8 = ort_timer(int8, x), ort_timer(s8, x)
+    u8_us, s8_us = [], []
+    for _ in range(rounds):
+        u8_us.append(time_u8())
+        s8_us.append(time_s8())
+    agree = (run_onnx(s8, x, fused=True).argmax(1) == run_onnx(int8, x).argmax(1)).mean()
+    return {"u8_us": float(np.median(u8_us)), "s8_us": float(np.median(s8_us)), "s8_fused_vs_qdq_top1_agreement": float(agree)}
 
 
 def portable_instructions(compiled, x: np.ndarray, report: dict) -> dict:
@@ -168,6 +196,8 @@ def render(rows: list[dict]) -> str:
     host = [[r["name"], f"{r['verify']['c_latency_us']:.0f}",
              f"{r['verify'].get('onnxruntime_int8_latency_us', float('nan')):.0f}",
              f"{r['verify'].get('c_over_onnxruntime_latency', float('nan')):.2f}",
+             f"{r['onnxruntime_s8']['s8_us'] / r['onnxruntime_s8']['u8_us']:.2f}",
+             pct(r["onnxruntime_s8"]["s8_fused_vs_qdq_top1_agreement"]),
              f"{r['compile_s']:.1f}", f"{r['verify_s']:.1f}"] for r in ok]
     mcu = []
     for r in ok:
@@ -198,8 +228,10 @@ def render(rows: list[dict]) -> str:
               ["model", "MACs", "params", "C=numpy", "C=TFLM", "C=LiteRT", "arena", "TFLM head", "TFLM total",
                "ours/head", "M4 text", "M4 bss", "M4 stack"], correct),
         table("Host latency, one thread (us per inference: CPU time, median of interleaved rounds; C built with "
-              f"{ok[0]['verify'].get('c_latency_flags', '?') if ok else '?'}); compile and verify wall time (s)",
-              ["model", "C", "ORT int8", "C/ORT", "compile s", "verify s"], host),
+              f"{ok[0]['verify'].get('c_latency_flags', '?') if ok else '?'}; ORT int8: model_int8.onnx, uint8; "
+              "s8/u8: the same model with int8 activations and weights, its time over the uint8 one's, and its "
+              "top-1 agreement with the QDQ arithmetic in onnxruntime's fused kernels); compile and verify wall time (s)",
+              ["model", "C", "ORT int8", "C/ORT", "s8/u8", "s8 top-1", "compile s", "verify s"], host),
         table(f"MCU latency estimate (ms) vs MLPerf Tiny v1.x published; M4: {m4}, M7: {m7}",
               ["model", "M4 est", "M4 pub", "M4 err", "M7 est", "M7 pub", "M7 err"], mcu),
     ]
