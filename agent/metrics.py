@@ -175,7 +175,8 @@ def _compiled(run, cost: dict) -> dict | None:
     c = run.result("compile")
     v = c["verify"]
     keys = ("samples", "runtime_samples", "c_vs_reference_bitexact", "tflm_vs_c_bitexact", "litert_vs_c_bitexact",
-            "litert_optimized_vs_c_bitexact", "tflm_arena_head_bytes", "tflm_arena_total_bytes",
+            "litert_optimized_vs_c_bitexact", "litert_optimized_vs_c_top1_agreement", "litert_optimized_vs_c_max_steps",
+            "tflm_arena_head_bytes", "tflm_arena_total_bytes",
             "arena_ratio_vs_tflm_head", "c_int8_accuracy", "fp32_accuracy", "c_int8_vs_fp32_top1_agreement",
             "c_latency_us", "onnxruntime_int8_latency_us", "c_over_onnxruntime_latency",
             "onnxruntime_fused_vs_qdq_top1_agreement", "arm", "c_flags", "frames", "cortex_m")

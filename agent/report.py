@@ -241,6 +241,9 @@ def _deploy_block(inputs: ReportInputs) -> str:
         ["C library vs TFLite Micro", _pct(c.get("tflm_vs_c_bitexact")),
          f"bit-exact, {_num(c.get('runtime_samples'))} inputs"],
         ["C library vs LiteRT (reference kernels)", _pct(c.get("litert_vs_c_bitexact")), "bit-exact"],
+        ["model.tflite in LiteRT's default kernels (XNNPACK)", _pct(c.get("litert_optimized_vs_c_top1_agreement")),
+         f"top-1 agreement with the C library; they round differently: {_pct(c.get('litert_optimized_vs_c_bitexact'))} "
+         f"bit-exact, outputs at most {_num(c.get('litert_optimized_vs_c_max_steps'))} step(s) apart"],
         *[[f"C library on an emulated {html.escape(core_name(core))}", _pct(v["bitexact"]),
            f"bit-exact with the host build, {_num(v['inputs'])} inputs (bare metal, {html.escape(v['board'])})"
            + (f"; {_num(v['instructions'])} instructions per inference" if v.get("instructions") else "")

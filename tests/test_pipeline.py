@@ -97,6 +97,8 @@ def test_compile_stage_is_exact_and_verified(built):
     # LiteRT's reference fully connected kernel rounds its requantization once where TFLM rounds
     # twice: the two runtimes differ by one step on a few inputs, and we follow TFLM
     assert c["litert_vs_c_bitexact"] >= 0.9
+    # LiteRT's default kernels (XNNPACK) round differently again: a step or so apart, the same class
+    assert c["litert_optimized_vs_c_top1_agreement"] >= 0.9 and 0 <= c["litert_optimized_vs_c_max_steps"] <= 8
     assert c["arena_bytes"] <= c["tflm_arena_head_bytes"]
     assert abs(c["c_int8_accuracy"] - metrics["student_int8_test_accuracy"]) <= 0.05
     assert c["onnxruntime_fused_vs_qdq_top1_agreement"] >= 0.98  # model_int8.onnx as a user's onnxruntime runs it
