@@ -25,6 +25,11 @@ MIN_OPSET = 13
 NCHW_TO_NHWC_AXIS = {0: 0, 1: 3, 2: 1, 3: 2}
 
 
+# ops of a model quantized already (QDQ, or onnxruntime's integer operators)
+QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+                 "ConvInteger", "MatMulInteger"}
+
+
 class UnsupportedModel(NanofactoryError):
     """The ONNX file is valid but uses something the int8 runtime does not run."""
 
@@ -101,6 +106,13 @@ class _Reader:
         if opset < MIN_OPSET:
             raise UnsupportedModel(f"Cannot compile {self.source}: opset {opset} is older than {MIN_OPSET}; "
                                    f"re-export with opset {MIN_OPSET} or newer.")
+        quantized = [n.op_type for n in self.graph.node if n.op_type in QUANTIZED_OPS]
+        if quantized:
+            kinds = "/".join(sorted(set(quantized)))
+            raise UnsupportedModel(
+                f"Cannot compile {self.source}: it is already quantized ({len(quantized)} {kinds} nodes), and the "
+                f"compiler quantizes with TFLite's conventions itself; pass the float model it came from (a run's "
+                f"model.onnx, not model_int8.onnx) and calibration inputs.")
         for init in self.graph.initializer:
             self.consts[init.name] = onnx.numpy_helper.to_array(init)
         inputs = [i for i in self.graph.input if i.name not in self.consts]

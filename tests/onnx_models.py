@@ -182,6 +182,19 @@ def clip_negative(rng):
     return _model(nodes, inits, (2, 5, 5), (4, 3, 3))
 
 
+def already_quantized(rng):
+    """A QDQ convolution, as onnxruntime's quantize_static writes one: int8 weights behind a
+    DequantizeLinear, the input quantized and dequantized."""
+    inits: dict = {"s": np.array(0.02, np.float32), "z": np.array(0, np.uint8),
+                   "wq": rng.integers(0, 256, (4, 2, 3, 3)).astype(np.uint8), "ws": np.array(0.01, np.float32),
+                   "wz": np.array(128, np.uint8)}
+    nodes = [_node("QuantizeLinear", ["input", "s", "z"], "xq", "quant_in"),
+             _node("DequantizeLinear", ["xq", "s", "z"], "xd", "dequant_in"),
+             _node("DequantizeLinear", ["wq", "ws", "wz"], "w", "dequant_w"),
+             _node("Conv", ["xd", "w"], "output", "conv")]
+    return _model(nodes, inits, (2, 5, 5), (4, 3, 3))
+
+
 def old_opset(rng):
     inits: dict = {}
     nodes = [_conv(rng, inits, "conv", "input", "c", 2, 4, 3), _node("Relu", ["c"], "output", "relu")]

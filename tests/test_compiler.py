@@ -102,6 +102,8 @@ ERRORS = {
     "dilation": (M.dilated_conv, ["'dilated'", "(Conv)", "dilation"]),
     "clip_min_-1": (M.clip_negative, ["'clip_neg'", "(Clip)", "-1.0"]),
     "opset_11": (M.old_opset, ["opset 11", "13"]),
+    "already_quantized": (M.already_quantized, ["already quantized", "3 DequantizeLinear/QuantizeLinear nodes",
+                                                "float model", "model.onnx, not model_int8.onnx"]),
 }
 
 
