@@ -10,9 +10,9 @@ verify the artifacts on ``--samples`` inputs (compilers.verify, no sanitizers: t
 
 Prints three tables: correctness and memory (bit-exact C vs numpy reference / TFLite Micro /
 LiteRT reference kernels, arena against TFLM's planned tensors, Cortex-M4 text/bss and the stack an
-inference used on the emulated M4), host latency
-(C vs onnxruntime int8, one thread; and the same model with int8 rather than uint8 tensors, which
-onnxruntime runs faster on some x86 hosts and saturates on those without VNNI) and the MCU latency estimate MACs / (MAC/cycle x clock) with the
+inference used on the emulated M4), host latency (C vs onnxruntime int8, one thread; and the same
+model with int8 rather than uint8 tensors, which onnxruntime runs faster on some x86 hosts and
+saturates on those without VNNI) and the MCU latency estimate MACs / (MAC/cycle x clock) with the
 catalog's Cortex-M4 and M7 throughput next to the published MLPerf Tiny v1.x latencies; and, with
 qemu-system-arm, the instructions one inference executes on the emulated M4 and M7 (the DSP loops
 and the portable ones) and M0+, and the latency floor they set. All figures go to ``--out`` as JSON.
@@ -151,7 +151,8 @@ def onnxruntime_s8(int8: Path, x: np.ndarray, folder: Path, rounds: int = 7) -> 
         u8_us.append(time_u8())
         s8_us.append(time_s8())
     agree = (run_onnx(s8, x, fused=True).argmax(1) == run_onnx(int8, x).argmax(1)).mean()
-    return {"u8_us": float(np.median(u8_us)), "s8_us": float(np.median(s8_us)), "s8_fused_vs_qdq_top1_agreement": float(agree)}
+    return {"u8_us": float(np.median(u8_us)), "s8_us": float(np.median(s8_us)),
+            "s8_fused_vs_qdq_top1_agreement": float(agree)}
 
 
 def portable_instructions(compiled, x: np.ndarray, report: dict) -> dict:
@@ -230,7 +231,8 @@ def render(rows: list[dict]) -> str:
         table("Host latency, one thread (us per inference: CPU time, median of interleaved rounds; C built with "
               f"{ok[0]['verify'].get('c_latency_flags', '?') if ok else '?'}; ORT int8: model_int8.onnx, uint8; "
               "s8/u8: the same model with int8 activations and weights, its time over the uint8 one's, and its "
-              "top-1 agreement with the QDQ arithmetic in onnxruntime's fused kernels); compile and verify wall time (s)",
+              "top-1 agreement with the QDQ arithmetic in onnxruntime's fused kernels); "
+              "compile and verify wall time (s)",
               ["model", "C", "ORT int8", "C/ORT", "s8/u8", "s8 top-1", "compile s", "verify s"], host),
         table(f"MCU latency estimate (ms) vs MLPerf Tiny v1.x published; M4: {m4}, M7: {m7}",
               ["model", "M4 est", "M4 pub", "M4 err", "M7 est", "M7 pub", "M7 err"], mcu),

@@ -33,6 +33,7 @@ class QuantizeConfig(BaseModel):
 
 def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, config: QuantizeConfig) -> Path:
     """Write the int8 QDQ model for ``fp32_path``, calibrated on ``calibration`` (float NCHW)."""
+    import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -67,8 +68,6 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, conf
                 calibrate_method=method,
                 extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
             )
-            import onnx
-
             model = onnx.load(str(tmp))
             offset_int8_to_uint8(model)
             onnx.save(model, str(tmp))
