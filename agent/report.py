@@ -95,7 +95,7 @@ def _pct(v: Any) -> str:
 
 
 def _kib(v: Any) -> str:
-    return DASH if v is None else f"{v / 1024:,.1f} KiB"
+    return DASH if v is None else f"{v / 1024:,.1f}\u00a0KiB"  # no break between number and unit
 
 
 def _ms(v: Any) -> str:
@@ -122,8 +122,8 @@ def _bar(used: Any, budget: Any) -> str:
         return DASH
     frac = used / budget
     cls = "over" if frac > 1 else "warn" if frac > 0.8 else "ok"
-    return (f"<div class='bar'><div class='{cls}' style='width:{min(frac, 1) * 100:.1f}%'></div></div>"
-            f"<span class='barlabel'>{frac:.0%}</span>")
+    return (f"<span class='nowrap'><span class='bar'><span class='{cls}' style='width:{min(frac, 1) * 100:.1f}%'>"
+            f"</span></span><span class='barlabel'>{frac:.0%}</span></span>")
 
 
 def _verdict(m: dict) -> str:
@@ -562,8 +562,8 @@ th,td{padding:4px 12px;border-bottom:1px solid #eef0f4;text-align:left;vertical-
 th{font-weight:600;color:#5a6476;font-size:12px;text-transform:uppercase;letter-spacing:.03em}
 .bar{display:inline-block;width:160px;height:10px;background:#eef0f4;border-radius:5px;overflow:hidden;
 vertical-align:middle;margin-right:8px}
-.bar div{height:100%}.bar .ok{background:#3c9a5f}.bar .warn{background:#e0a526}.bar .over{background:#c0392b}
-.barlabel{font-size:12px;color:#5a6476}img.plot{max-width:100%;height:auto;display:block}
+.bar span{display:block;height:100%}.bar .ok{background:#3c9a5f}.bar .warn{background:#e0a526}.bar .over{background:#c0392b}
+.barlabel{font-size:12px;color:#5a6476}.nowrap{white-space:nowrap}img.plot{max-width:100%;height:auto;display:block}
 .samplerow{display:flex;align-items:flex-start;gap:12px;margin:6px 0}
 .samplelabel{width:110px;flex:none;font-weight:600;padding-top:4px;overflow-wrap:anywhere}
 .samples{display:flex;flex-wrap:wrap;gap:6px}figure{margin:0;text-align:center}
