@@ -117,6 +117,34 @@ def test_distillation_learns_from_soft_targets_alone(single_thread, data):
     assert np.isfinite([h["train_loss"] for h in result.history]).all()
 
 
+def test_reverse_ce_adds_a_bounded_term():
+    """Symmetric cross-entropy: CE plus weight x 9.21 x (1 - p_label), the reverse CE against the
+    one-hot label clipped to 1e-4, which stays below 9.21 x weight however wrong the label is."""
+    import torch
+
+    from tools.train import distillation_loss
+
+    logits = torch.tensor([[4.0, 0.0, -2.0], [0.0, 0.0, 0.0], [-30.0, 30.0, 0.0]])
+    labels = torch.tensor([0, 2, 0])  # right and confident, unsure, wrong and confident
+    ce = distillation_loss(logits, labels, None, TRAIN)
+    sce = distillation_loss(logits, labels, None, TRAIN.model_copy(update={"reverse_ce": 2.0}))
+    p_label = torch.softmax(logits, 1)[torch.arange(3), labels]
+    assert torch.isclose(sce - ce, 2.0 * 9.2103 * (1 - p_label).mean(), rtol=1e-5)
+    assert float(sce - ce) < 2.0 * 9.2103 < float(ce)  # the wrong label's CE is 60, its reverse term at most 9.21
+
+
+def test_reverse_ce_learns_through_wrong_labels(single_thread, data):
+    """A third of the training labels moved to the next class: the student with reverse CE still
+    finds the classes."""
+    x, y, xv, yv = data
+    noisy = y.copy()
+    moved = np.random.default_rng(0).random(len(y)) < 0.33
+    noisy[moved] = (y[moved] + 1) % CLASSES
+    config = TRAIN.model_copy(update={"reverse_ce": 1.0, "epochs": 8})
+    result = train_student(STUDENT, x, noisy, None, xv, yv, config, seed=0, progress=False)
+    assert result.history[-1]["val_accuracy"] >= 0.9
+
+
 def test_feature_distillation_leaves_a_plain_student(single_thread, data):
     """Teacher features (one direction per class) train through an adapter that is gone afterwards:
     no hook left, the same state keys as a plain student, different weights, and it still learns."""

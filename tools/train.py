@@ -38,6 +38,8 @@ class TrainConfig(BaseModel):
     temperature: float = Field(4.0, gt=0, description="distillation temperature T")
     alpha: float = Field(0.7, ge=0, le=1, description="weight of the distillation term")
     feature_weight: float = Field(0.0, ge=0, description="weight of the feature-distillation term (0: off)")
+    reverse_ce: float = Field(0.0, ge=0, description="weight of the reverse cross-entropy on the hard labels "
+                              "(symmetric cross-entropy, robust to wrong labels; 0: off)")
     augment: AugmentConfig | None = Field(default_factory=AugmentConfig)
 
 
@@ -55,11 +57,23 @@ def soft_targets_at(soft: np.ndarray, temperature: float):
     return torch.softmax(log_p / temperature, dim=1)
 
 
+# log(1e-4): the one-hot label's zeros clipped to 1e-4, so that their logarithm is finite
+REVERSE_CE_LOG_ZERO = -9.2103
+
+
 def distillation_loss(logits, labels, soft_t, config: TrainConfig):
-    """CE on the hard labels, mixed with KL to the softened teacher at T when ``soft_t`` is given."""
+    """CE on the hard labels (plus, with ``reverse_ce``, the reverse CE of symmetric cross-entropy),
+    mixed with KL to the softened teacher at T when ``soft_t`` is given.
+
+    Reverse CE (Wang et al., ICCV 2019) swaps the roles: -sum_k p_k log y_k over the student's
+    probabilities p and the one-hot label y, whose zeros are clipped to 1e-4; that is 9.21 x (1 - p_label),
+    bounded, so a wrong label pulls at most that hard where CE grows without bound."""
     import torch.nn.functional as F
 
     loss = F.cross_entropy(logits, labels)
+    if config.reverse_ce > 0:
+        p_label = F.softmax(logits, 1).gather(1, labels[:, None]).squeeze(1)
+        loss = loss + config.reverse_ce * -REVERSE_CE_LOG_ZERO * (1 - p_label).mean()
     if soft_t is None:
         return loss
     kd = F.kl_div(F.log_softmax(logits / config.temperature, 1), soft_t, reduction="batchmean")
