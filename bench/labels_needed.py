@@ -1,7 +1,7 @@
 """How few human labels does the student need? Measured on the demo task.
 
     .venv/bin/python bench/labels_needed.py [--pool 60000] [--shots 1 5 20] [--budgets 50 200 500] \
-        [--seed N] [--set key=value[,key=value]]
+        [--seed N] [--set key=value[,key=value]] [--train key=value[,key=value]]
 
 The demo's smart-closet task (shirt, trouser, sneaker, bag, other) on the 60,000 Fashion-MNIST
 train images used unlabeled, tested on the 10,000 test images. Every row is a full build to the
@@ -19,7 +19,8 @@ its weakest class's recall, which accuracy on a pool mostly of "other" can hide.
                  review` does (0: ranked once per round, from the run's labels)
 
 Writes bench/out/labels_needed.json and .png (labels_needed-seedN.* for --seed N > 0 and
-labels_needed[-seedN]-set.* with --set, -refreshN with another --refresh, so none replaces the README's plot); prints a table.
+labels_needed[-seedN]-set.* with --set, -train with --train, -refreshN with another --refresh, so
+none replaces the README's plot); prints a table.
 About 11 minutes on 2 cores once the teacher's embeddings are cached (the first build adds ~3).
 """
 
@@ -42,8 +43,10 @@ def _step(plan, kind: str, **updates):
     return plan.model_copy(update={"steps": steps})
 
 
-def build(spec, store, oracle: bool, parent=None, quiet: bool = True, label: dict | None = None) -> dict:
-    """One build to the evaluate stage; with ``parent``, on its human labels; ``label`` overrides LabelConfig."""
+def build(spec, store, oracle: bool, parent=None, quiet: bool = True, label: dict | None = None,
+          train: dict | None = None) -> dict:
+    """One build to the evaluate stage; with ``parent``, on its human labels; ``label`` overrides
+    LabelConfig, ``train`` TrainConfig (the student's and the oracle's alike)."""
     import shutil
 
     from agent.data import load_pool, native_shape
@@ -53,6 +56,9 @@ def build(spec, store, oracle: bool, parent=None, quiet: bool = True, label: dic
 
     plan = offline_plan(spec, default_input(spec, *native_shape(load_pool(spec))), generate=GenerateStep(mode="off"))
     plan = _step(plan, "train", oracle=oracle)
+    if train:
+        config = plan.step("train").train
+        plan = _step(plan, "train", train=type(config)(**{**config.model_dump(), **train}))
     if label:
         config = plan.step("label").label
         plan = _step(plan, "label", label=type(config)(**{**config.model_dump(), **label}))
@@ -86,11 +92,13 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--set", dest="label", default="",
                         help="LabelConfig overrides for every build, key=value[,key=value] (as bench/labeler.py)")
+    parser.add_argument("--train", default="", help="TrainConfig overrides for every build (student and fully-labeled "
+                        "student alike), key=value[,key=value], e.g. reverse_ce=3")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))
     from labeler import overrides
 
-    label = overrides(args.label)
+    label, train = overrides(args.label), overrides(args.train)
     logging.basicConfig(level=logging.WARNING)
 
     from agent.demo import demo_spec
@@ -103,7 +111,7 @@ def main() -> None:
     base = None
     for k in sorted(args.shots):
         spec = demo_spec(root / f"shots-{k}", pool_limit=args.pool, seed=args.seed, examples_per_class=k)
-        r = build(spec, store, oracle=full is None, label=label)
+        r = build(spec, store, oracle=full is None, label=label, train=train)
         full = full if full is not None else r["oracle_int8"]
         named = len(spec.classes)
         rows.append({"setting": f"{k} shots", "human_labels": k * named, **{x: r[x] for x in ROW_KEYS}})
@@ -117,7 +125,7 @@ def main() -> None:
         for budget in sorted(args.budgets):
             oracle_review(run.dir, budget - given, seed=args.seed, refresh=args.refresh)
             given = budget
-            r = build(spec, store, oracle=False, parent=run, label=label)
+            r = build(spec, store, oracle=False, parent=run, label=label, train=train)
             run = r["run"]
             rows.append({"setting": f"active {budget}", "human_labels": 5 * len(spec.classes) + budget,
                          **{x: r[x] for x in ROW_KEYS}})
@@ -135,11 +143,12 @@ def main() -> None:
               f"{row['int8']:>10.4f} {row['ratio_to_full']:>7.3f} {f'>= {t:.2f}' if t else '':>7}"
               f" {row['mean_f1']:>8.3f}  {row['weakest_class']} {row['weakest_recall']:.3f}")
     OUT.mkdir(exist_ok=True)
-    # seed 0 with the default settings is the README's plot; another draw or --set does not replace it
+    # seed 0 with the default settings is the README's plot; another draw, --set or --train does not replace it
     stem = ("labels_needed" + (f"-seed{args.seed}" if args.seed else "") + ("-set" if label else "")
+            + ("-train" if train else "")
             + (f"-refresh{args.refresh}" if args.refresh != REFRESH_EVERY else ""))
     (OUT / f"{stem}.json").write_text(json.dumps({"full_int8": full, "rows": rows, "pool": args.pool,
-                                                 "seed": args.seed, "label_settings": label,
+                                                 "seed": args.seed, "label_settings": label, "train_settings": train,
                                                  "refresh": args.refresh}, indent=2))
     _plot(rows, full, OUT / f"{stem}.png")
     print(f"\nwrote {OUT / f'{stem}.json'} and {OUT / f'{stem}.png'}")
