@@ -51,7 +51,7 @@ def build_options(p: argparse.ArgumentParser) -> None:
                    "off by default (see the README's ablation)")
     p.add_argument("--reverse-ce", type=float, metavar="WEIGHT", help="add symmetric cross-entropy's reverse term "
                    "on the auto-labels, at this weight: bounded, so labels the teacher got wrong pull less "
-                   "(e.g. 1; off by default, see the README's ablation)")
+                   "(e.g. 3; off by default, see the README's ablation)")
     p.add_argument("--clean-labels", action="store_true", help="train twice, the second time without the auto-labels "
                    "the first student confidently contradicts (confident learning; logged in data/label_issues.jsonl)")
     p.add_argument("--generate-model", metavar="ID_OR_PATH", help="a diffusers text-to-image pipeline: a hub id "
@@ -173,7 +173,7 @@ def run_build(spec, args, store) -> dict:
                             device=getattr(args, "teacher_device", None) or "auto")
     if teacher.device == "cuda":
         torch_device(teacher)  # no GPU: one sentence before a run folder exists
-    for flag, example in (("feature_distill", "0.5"), ("reverse_ce", "1")):
+    for flag, example in (("feature_distill", "0.5"), ("reverse_ce", "3")):
         if getattr(args, flag, None) is not None and getattr(args, flag) < 0:
             raise NanofactoryError(f"--{flag.replace('_', '-')} takes a weight of 0 or more, e.g. {example}.")
     train = TrainConfig(**{k: v for k, v in (("epochs", args.epochs),

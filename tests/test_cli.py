@@ -206,7 +206,7 @@ def test_max_macs_reads_counts_and_refuses_nonsense(capsys, shapes_data, tmp_pat
 
 def test_negative_loss_weights_are_one_sentence(capsys, shapes_data, tmp_path):
     runs = tmp_path / "runs"
-    for flag, example in (("--feature-distill", "0.5"), ("--reverse-ce", "1")):
+    for flag, example in (("--feature-distill", "0.5"), ("--reverse-ce", "3")):
         assert main(["build", REQUEST, "--images", str(shapes_data["pool"]), "--runs-dir", str(runs), flag, "-1"]) == 1
         assert f"{flag} takes a weight of 0 or more, e.g. {example}." in _error(capsys)
     assert not runs.exists() or not any(runs.iterdir())
