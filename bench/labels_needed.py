@@ -46,7 +46,7 @@ def _step(plan, kind: str, **updates):
 def build(spec, store, oracle: bool, parent=None, quiet: bool = True, label: dict | None = None,
           train: dict | None = None) -> dict:
     """One build to the evaluate stage; with ``parent``, on its human labels; ``label`` overrides
-    LabelConfig, ``train`` TrainConfig (the student's and the oracle's alike)."""
+    LabelConfig, ``train`` TrainConfig."""
     import shutil
 
     from agent.data import load_pool, native_shape
@@ -92,8 +92,8 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--set", dest="label", default="",
                         help="LabelConfig overrides for every build, key=value[,key=value] (as bench/labeler.py)")
-    parser.add_argument("--train", default="", help="TrainConfig overrides for every build (student and fully-labeled "
-                        "student alike), key=value[,key=value], e.g. reverse_ce=3")
+    parser.add_argument("--train", default="", help="TrainConfig overrides for every build, key=value[,key=value], "
+                        "e.g. reverse_ce=3 (which the fully-labeled student, on true labels, leaves out)")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))
     from labeler import overrides
