@@ -183,7 +183,7 @@ def clip_negative(rng):
 
 
 def already_quantized(rng):
-    """A QDQ convolution, as onnxruntime's quantize_static writes one: int8 weights behind a
+    """A QDQ convolution, as onnxruntime's quantize_static writes one: 8-bit weights behind a
     DequantizeLinear, the input quantized and dequantized."""
     inits: dict = {"s": np.array(0.02, np.float32), "z": np.array(0, np.uint8),
                    "wq": rng.integers(0, 256, (4, 2, 3, 3)).astype(np.uint8), "ws": np.array(0.01, np.float32),
