@@ -5,7 +5,7 @@ after `make demo`), trains both architectures with the run's training config, se
 auto-labels (distillation included), compiles each with the int8 compiler, and prints test
 accuracy of the int8 build next to SRAM (the exact arena), flash, MACs and the latency estimate.
 
-    .venv/bin/python bench/nas.py [--run runs/<id>] [--best-searched] [--seeds 3]
+    .venv/bin/python bench/nas.py [--run runs/<id>] [--best-searched] [--seeds 3] [--train reverse_ce=3]
 
 With ``--seeds N`` each architecture is trained N times (seeds run seed .. run seed + N - 1) and
 the table shows the mean int8 test accuracy, its spread, and the difference per seed: two
@@ -51,7 +51,12 @@ def main() -> None:
     parser.add_argument("--no-searched", action="store_true", help="leave the searched network out")
     parser.add_argument("--short", action="store_true",
                         help="train each architecture only the search's short way and show what its pick sees")
+    parser.add_argument("--train", default="", help="TrainConfig overrides for both, key=value[,key=value], "
+                        "e.g. reverse_ce=3 (which --oracle's true labels, as the build's oracle, train without)")
     args = parser.parse_args()
+    from labeler import overrides
+
+    train_overrides = overrides(args.train)
 
     from agent.pipeline import open_run
     from agent.runs import RunStore
@@ -79,6 +84,7 @@ def main() -> None:
         print(f"the search kept the fixed student; comparing with its best searched candidate {best['name']}")
         chosen = config_from_dict(best["config"])
     train_cfg = run.plan.step("train").train
+    train_cfg = type(train_cfg)(**{**train_cfg.model_dump(), **train_overrides})
     inputs, x, y, soft, val, val_y = _training_data(ctx)
     if args.oracle:
         from agent.data import hidden_truth
@@ -88,15 +94,17 @@ def main() -> None:
             sys.exit(f"Run {folder.name}'s pool has no hidden labels for every image; --oracle needs them (the demo's pool has).")
         train_idx = np.setdiff1d(np.arange(len(truth)), val)
         x, y, soft, val_y = inputs[train_idx], truth[train_idx], None, truth[val]
+        train_cfg = train_cfg.model_copy(update={"reverse_ce": 0.0})  # as the build's oracle
     calib = calibration_inputs(ctx, 512)
     tx, ty = evaluation_inputs(ctx)
     print(f"run {folder.name}: {len(x)} training images ({'true labels' if args.oracle else 'auto-labels'}), evaluation on {len(ty)} images; "
-          f"{train_cfg.epochs} epochs, seed {run.spec.seed}")
+          f"{train_cfg.epochs} epochs, seed {run.spec.seed}"
+          + (f", reverse CE {train_cfg.reverse_ce:g}" if train_cfg.reverse_ce else ""))
     archs = [("fixed DS-CNN", fixed)] + ([] if args.no_searched else [("searched", chosen)])
     archs += [(f"DS-CNN w{w}", ds_cnn(w, fixed.input_size, fixed.in_channels, fixed.num_classes))
               for w in args.widths]
     if args.short:
-        return short_training(ctx, archs, inputs, x, y, soft, val, val_y, tx, ty)
+        return short_training(ctx, archs, inputs, x, y, soft, val, val_y, tx, ty, train_cfg)
     seeds = [run.spec.seed + i for i in range(max(1, args.seeds))]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -135,7 +143,7 @@ def main() -> None:
     print(f"(search chose: {search.get('chosen')}; {search.get('scored')} scored in {search.get('seconds_scoring')} s)")
 
 
-def short_training(ctx, archs, inputs, x, y, soft, val, val_y, tx, ty) -> None:
+def short_training(ctx, archs, inputs, x, y, soft, val, val_y, tx, ty, train_cfg) -> None:
     """Each architecture trained as ``tools.search.pick_by_training`` trains the search's candidates."""
     import torch
 
@@ -148,7 +156,7 @@ def short_training(ctx, archs, inputs, x, y, soft, val, val_y, tx, ty) -> None:
     truth = hidden_truth(ctx.pool, run.spec)
     val_truth = None if truth is None or (truth[val] < 0).any() else truth[val]
     take = np.random.default_rng(run.spec.seed).choice(len(x), min(len(x), cfg.train_samples), replace=False)
-    short = run.plan.step("train").train.model_copy(update={"epochs": cfg.train_epochs})
+    short = train_cfg.model_copy(update={"epochs": cfg.train_epochs})
     xv, xt = to_input(inputs[val]), torch.from_numpy(np.asarray(tx, np.float32))
     print(f"short training as the search's pick does: {len(take)} images, {cfg.train_epochs} epochs, seed {run.spec.seed}")
     print(f"\n{'':<14} {'val (labels)':>12} {'val (hidden)':>12} {'test fp32':>9} {'MACs':>8}  arch")
