@@ -49,9 +49,9 @@ def build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--feature-distill", type=float, metavar="WEIGHT", help="also pull the student's features toward "
                    "the teacher's embeddings (cosine, through an adapter dropped after training), at this weight; "
                    "off by default (see the README's ablation)")
-    p.add_argument("--reverse-ce", type=float, metavar="WEIGHT", help="add symmetric cross-entropy's reverse term "
-                   "on the auto-labels, at this weight: bounded, so labels the teacher got wrong pull less "
-                   "(e.g. 3; off by default, see the README's ablation)")
+    p.add_argument("--reverse-ce", type=float, metavar="WEIGHT", help="weight of symmetric cross-entropy's reverse "
+                   "term on the auto-labels: bounded, so labels the teacher got wrong pull less (default 3; 0 turns "
+                   "it off; see the README's ablation)")
     p.add_argument("--clean-labels", action="store_true", help="train twice, the second time without the auto-labels "
                    "the first student confidently contradicts (confident learning; logged in data/label_issues.jsonl)")
     p.add_argument("--generate-model", metavar="ID_OR_PATH", help="a diffusers text-to-image pipeline: a hub id "
@@ -173,12 +173,14 @@ def run_build(spec, args, store) -> dict:
                             device=getattr(args, "teacher_device", None) or "auto")
     if teacher.device == "cuda":
         torch_device(teacher)  # no GPU: one sentence before a run folder exists
+    if args.epochs is not None and args.epochs < 1:
+        raise NanofactoryError(f"--epochs takes 1 or more (the default is {TrainConfig().epochs}).")
     for flag, example in (("feature_distill", "0.5"), ("reverse_ce", "3")):
         if getattr(args, flag, None) is not None and getattr(args, flag) < 0:
             raise NanofactoryError(f"--{flag.replace('_', '-')} takes a weight of 0 or more, e.g. {example}.")
     train = TrainConfig(**{k: v for k, v in (("epochs", args.epochs),
                                             ("feature_weight", getattr(args, "feature_distill", None)),
-                                            ("reverse_ce", getattr(args, "reverse_ce", None))) if v})
+                                            ("reverse_ce", getattr(args, "reverse_ce", None))) if v is not None})
     train = train if train.model_fields_set else None
     from tools.search import SearchConfig
 

@@ -93,7 +93,8 @@ def main() -> None:
     parser.add_argument("--set", dest="label", default="",
                         help="LabelConfig overrides for every build, key=value[,key=value] (as bench/labeler.py)")
     parser.add_argument("--train", default="", help="TrainConfig overrides for every build, key=value[,key=value], "
-                        "e.g. reverse_ce=3 (which the fully-labeled student, on true labels, leaves out)")
+                        "e.g. reverse_ce=0 to train without the default reverse CE (which the fully-labeled student, on "
+                        "true labels, always leaves out)")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))
     from labeler import overrides

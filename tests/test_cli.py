@@ -212,6 +212,22 @@ def test_negative_loss_weights_are_one_sentence(capsys, shapes_data, tmp_path):
     assert not runs.exists() or not any(runs.iterdir())
 
 
+def test_reverse_ce_is_on_by_default_and_zero_turns_it_off(capsys, monkeypatch, shapes_data, tmp_path):
+    """The build trains with reverse CE 3 unless told otherwise; --reverse-ce 0 is a setting, not a
+    missing flag; --epochs 0 is one sentence."""
+    import agent.cli_build
+
+    weights = []
+    monkeypatch.setattr(agent.cli_build, "execute_run",
+                        lambda run, store, args: weights.append(run.plan.step("train").train.reverse_ce) or {})
+    build = ["build", REQUEST, "--images", str(shapes_data["pool"]), "--runs-dir", str(tmp_path / "runs")]
+    for extra in ([], ["--reverse-ce", "0"], ["--reverse-ce", "1.5"]):
+        assert main(build + extra) == 0
+    assert weights == [3.0, 0.0, 1.5]
+    assert main(build + ["--epochs", "0"]) == 1
+    assert "--epochs takes 1 or more (the default is 8)." in _error(capsys)
+
+
 def test_max_macs_bounds_the_student_and_the_search():
     from agent.parse import spec_from_request
     from agent.plan import InputSpec, offline_plan

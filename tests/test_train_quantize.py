@@ -18,7 +18,7 @@ from tools.train import TrainConfig, predict, split_validation, to_input, train_
 SIZE, SQUARE, CLASSES = 16, 8, 3
 STUDENT = ds_cnn(4, SIZE, 1, CLASSES)
 # 5 short epochs: 0.35 s on one core, and val accuracy reaches 1.0 on every seed tried (0-4)
-TRAIN = TrainConfig(epochs=5, batch_size=16, lr=1e-2)
+TRAIN = TrainConfig(epochs=5, batch_size=16, lr=1e-2, reverse_ce=0.0)  # plain CE unless a test adds it
 
 
 def squares(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
