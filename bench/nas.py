@@ -5,7 +5,7 @@ after `make demo`), trains both architectures with the run's training config, se
 auto-labels (distillation included), compiles each with the int8 compiler, and prints test
 accuracy of the int8 build next to SRAM (the exact arena), flash, MACs and the latency estimate.
 
-    .venv/bin/python bench/nas.py [--run runs/<id>] [--best-searched] [--seeds 3] [--train reverse_ce=3]
+    .venv/bin/python bench/nas.py [--run runs/<id>] [--best-searched] [--seeds 3] [--train reverse_ce=0]
 
 With ``--seeds N`` each architecture is trained N times (seeds run seed .. run seed + N - 1) and
 the table shows the mean int8 test accuracy, its spread, and the difference per seed: two
@@ -52,7 +52,8 @@ def main() -> None:
     parser.add_argument("--short", action="store_true",
                         help="train each architecture only the search's short way and show what its pick sees")
     parser.add_argument("--train", default="", help="TrainConfig overrides for both, key=value[,key=value], "
-                        "e.g. reverse_ce=3 (which --oracle's true labels, as the build's oracle, train without)")
+                        "e.g. reverse_ce=0 to train without the default reverse CE (which --oracle's true labels, as the "
+                        "build's oracle, always leave out)")
     args = parser.parse_args()
     from labeler import overrides
 

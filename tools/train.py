@@ -38,7 +38,8 @@ class TrainConfig(BaseModel):
     temperature: float = Field(4.0, gt=0, description="distillation temperature T")
     alpha: float = Field(0.7, ge=0, le=1, description="weight of the distillation term")
     feature_weight: float = Field(0.0, ge=0, description="weight of the feature-distillation term (0: off)")
-    # 3: +0.55 point int8 on the demo's auto-labels over three seeds, and on every labels_needed draw (README)
+    # 3: +0.55 point int8 on the demo's auto-labels over three seeds; +0.35 on average over bench/labels_needed.py's
+    # three draws (ten of twelve students, README)
     reverse_ce: float = Field(3.0, ge=0, description="weight of the reverse cross-entropy on the hard labels "
                               "(symmetric cross-entropy, robust to wrong labels; 0: off)")
     augment: AugmentConfig | None = Field(default_factory=AugmentConfig)
