@@ -219,7 +219,7 @@ def load_student(path: Path):
 
 
 def stage_train(ctx: StageContext) -> dict:
-    from tools.train import train_student
+    from tools.train import train_student, true_label_config
 
     step, spec = ctx.run.plan.step("train"), ctx.run.spec
     generated = synthesize(ctx)
@@ -248,10 +248,8 @@ def stage_train(ctx: StageContext) -> dict:
     truth = hidden_truth(pool, spec) if step.oracle else None
     if truth is not None and (truth >= 0).all():  # the reference: same student, same pool, the true labels
         train_idx = np.setdiff1d(np.arange(len(pool)), val)
-        # reverse CE is there for wrong labels, which true labels do not have (it cost the demo's oracle
-        # 0.5 point): the reference trains the usual way
         oracle = train_student(student, inputs[train_idx], truth[train_idx], None, inputs[val], truth[val],
-                               step.train.model_copy(update={"reverse_ce": 0.0}), seed=spec.seed,
+                               true_label_config(step.train), seed=spec.seed,
                                desc="oracle (true labels)", progress=ctx.show_bars)
         _save_student(ctx.dir / "oracle" / "oracle.pt", oracle.model, student)
         out["oracle_history"] = oracle.history

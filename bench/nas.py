@@ -69,7 +69,7 @@ def main() -> None:
     from tools.cost import estimate_cost
     from tools.spaces import config_from_dict
     from tools.student import ds_cnn
-    from tools.train import train_student
+    from tools.train import train_student, true_label_config
 
     folder = args.run or max((p for p in Path("runs").glob("2*") if (p / "stages" / "search.json").is_file()),
                              key=lambda p: p.stat().st_mtime, default=None)
@@ -95,7 +95,7 @@ def main() -> None:
             sys.exit(f"Run {folder.name}'s pool has no hidden labels for every image; --oracle needs them (the demo's pool has).")
         train_idx = np.setdiff1d(np.arange(len(truth)), val)
         x, y, soft, val_y = inputs[train_idx], truth[train_idx], None, truth[val]
-        train_cfg = train_cfg.model_copy(update={"reverse_ce": 0.0})  # as the build's oracle
+        train_cfg = true_label_config(train_cfg)  # as the build's oracle
     calib = calibration_inputs(ctx, 512)
     tx, ty = evaluation_inputs(ctx)
     print(f"run {folder.name}: {len(x)} training images ({'true labels' if args.oracle else 'auto-labels'}), evaluation on {len(ty)} images; "

@@ -24,7 +24,7 @@ from knowledge.pools import load_fashion_mnist
 from tools.cost import estimate_cost
 from tools.proxies import Batch, list_proxies, rank_combination, score_all
 from tools.spaces import create_space
-from tools.train import TrainConfig, predict, to_input, train_student
+from tools.train import TrainConfig, predict, to_input, train_student, true_label_config
 
 SRAM, MAX_MACS = 128 * 1024, 1_500_000
 
@@ -85,7 +85,7 @@ def main() -> None:
             scores[n].append(s[n])
         started = time.perf_counter()
         result = train_student(config, x_tr, y_tr, None, x_te[:500], y_te[:500],
-                               TrainConfig(epochs=args.epochs, augment=None, reverse_ce=0.0), seed=args.seed, progress=False)
+                               true_label_config(TrainConfig(epochs=args.epochs, augment=None)), seed=args.seed, progress=False)
         acc = float((predict(result.model, to_input(x_te)) == y_te).mean())
         accs.append(acc)
         print(f"{i + 1:3d}/{len(candidates)} {config.name[:70]:<70} {cost.macs / 1e6:5.2f} M MACs "

@@ -133,6 +133,15 @@ def test_reverse_ce_adds_a_bounded_term():
     assert float(sce - ce) < 2.0 * 9.2103 < float(ce)  # the wrong label's CE is 60, its reverse term at most 9.21
 
 
+def test_true_labels_train_without_reverse_ce():
+    """The oracle reference and bench/proxies.py train on true labels: reverse CE off, the rest kept."""
+    from tools.train import true_label_config
+
+    config = TrainConfig(epochs=4, lr=2e-3)
+    assert config.reverse_ce == 3.0  # the build's default, for auto-labels
+    assert true_label_config(config) == config.model_copy(update={"reverse_ce": 0.0})
+
+
 def test_reverse_ce_learns_through_wrong_labels(single_thread, data):
     """A third of the training labels moved to the next class: the student with reverse CE still
     finds the classes."""
