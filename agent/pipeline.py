@@ -84,11 +84,30 @@ def create_run(spec: DesignSpec, plan: Plan, store: RunStore, decisions: dict | 
     return Run(id=run_id, dir=run_dir, spec=spec, plan=plan)
 
 
+# Fields a run's design.json lacks when the run was made before they existed, with the value that
+# reproduces how it was made: (step kind, its config's key) -> {field: value}. A plan written by hand
+# gets today's default for what it leaves out; a saved run is a full dump, so a missing field is an old run.
+# train.reverse_ce: added off, made 3 by default later, so a run saved without it trained without it.
+FIELDS_ADDED_LATER = {("train", "train"): {"reverse_ce": 0.0}}
+
+
+def saved_plan(plan: dict) -> Plan:
+    """A run's saved plan as it was run: fields added since keep the values the run had (FIELDS_ADDED_LATER),
+    so ``--resume`` and the benches retrain an old run the way it was built, not with today's defaults."""
+    steps = []
+    for step in plan.get("steps", []):
+        for (kind, key), added in FIELDS_ADDED_LATER.items():
+            if isinstance(step, dict) and step.get("kind") == kind and isinstance(step.get(key, {}), dict):
+                step = {**step, key: {**added, **step.get(key, {})}}
+        steps.append(step)
+    return Plan.model_validate({**plan, "steps": steps})
+
+
 def open_run(store: RunStore, run_id: str) -> Run:
     run_dir = store.path(run_id)
     design = json.loads((run_dir / "design.json").read_text())
     spec = DesignSpec.from_dict(design["spec"], source=f"{run_dir}/design.json")
-    plan = Plan.model_validate(design["plan"])
+    plan = saved_plan(design["plan"])
     return Run(id=run_id, dir=run_dir, spec=spec, plan=plan)
 
 
@@ -148,7 +167,8 @@ def replay(path: Path, store: RunStore, show_bars: bool) -> tuple[Run, dict]:
         raise NanofactoryError(f"Plan file {path} needs a `spec` and a `plan` (a run's design.json has both).")
     spec = DesignSpec.from_dict(data["spec"], source=str(path))
     try:
-        plan = Plan.model_validate(data["plan"])
+        # a run's design.json replays the way that run was built; a plan written by hand gets today's defaults
+        plan = saved_plan(data["plan"]) if path.name == "design.json" else Plan.model_validate(data["plan"])
     except ValidationError as e:
         raise NanofactoryError(describe_validation_error(e, f"{path} plan")) from None
     run = create_run(spec, plan, store, {"planner": f"replay of {path}", "changes": []})

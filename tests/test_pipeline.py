@@ -205,6 +205,23 @@ def test_design_replays(built):
                                      "report"]
 
 
+def test_a_run_saved_before_a_field_existed_reopens_as_it_was_built(built, tmp_path):
+    """A field added later (reverse CE, made the default after runs without it existed) keeps the value the run
+    had when its design.json lacks it: --resume and --retrain must not retrain an old run with new defaults."""
+    from agent.pipeline import saved_plan
+
+    store, run_id = built
+    design = json.loads((store.path(run_id) / "design.json").read_text())
+    assert open_run(store, run_id).plan.step("train").train.reverse_ce == 3.0  # today's runs record it
+    train = next(s for s in design["plan"]["steps"] if s["kind"] == "train")
+    del train["train"]["reverse_ce"]
+    old = saved_plan(design["plan"])
+    assert old.step("train").train.reverse_ce == 0.0 and old.step("train").train.epochs == 30
+    (tmp_path / run_id).mkdir()
+    (tmp_path / run_id / "design.json").write_text(json.dumps(design))
+    assert open_run(RunStore(tmp_path), run_id).plan.step("train").train.reverse_ce == 0.0
+
+
 def test_runs_lists_and_shows(built, capsys):
     store, run_id = built
     assert main(["runs", "--runs-dir", str(store.root)]) == 0
