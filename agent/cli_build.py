@@ -162,6 +162,7 @@ def run_build(spec, args, store) -> dict:
     from agent.data import load_examples, load_pool, native_shape
     from agent.pipeline import create_run
     from agent.plan import default_input, offline_plan
+    from knowledge.pools import check_folder
     from knowledge.teachers.base import TeacherConfig, torch_device
     from tools.train import TrainConfig
 
@@ -169,6 +170,8 @@ def run_build(spec, args, store) -> dict:
         spec = spec.model_copy(update={"seed": args.seed})
     pool = load_pool(spec)  # fail fast on bad folders, before a run folder exists
     load_examples(spec)
+    if spec.data.test is not None and spec.data.test.kind == "folder":
+        check_folder(spec.data.test.path, "--test")  # the test set is read after training; its folder is checked now
     teacher = TeacherConfig(name=args.teacher or "efficientnet-lite", model=args.teacher_model,
                             device=getattr(args, "teacher_device", None) or "auto")
     if teacher.device == "cuda":

@@ -16,10 +16,11 @@ from knowledge.pools import ImagePool, concat, image_files, load_fashion_mnist, 
 log = logging.getLogger(__name__)
 
 
-def load_source(source: PoolSource) -> ImagePool:
+def load_source(source: PoolSource, flag: str = "--images") -> ImagePool:
+    """The images of one source; ``flag``: the option that named it, for the error when a folder has none."""
     if source.kind == "fashion-mnist":
         return load_fashion_mnist(source.split, source.limit)
-    return load_folder(source.path, source.limit)
+    return load_folder(source.path, source.limit, flag)
 
 
 def load_pool(spec: DesignSpec) -> ImagePool:
@@ -126,7 +127,7 @@ def load_test(spec: DesignSpec) -> tuple[ImagePool, np.ndarray] | None:
     source = spec.data.test
     if source is None:
         return None
-    pool = load_source(source)
+    pool = load_source(source, "--test")
     if source.kind == "folder":
         pool.hidden_labels = [Path(uid).parts[0] if len(Path(uid).parts) > 1 else None for uid in pool.uids]
     y = hidden_truth(pool, spec)

@@ -116,20 +116,29 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def load_folder(folder: Path, limit: int | None = None) -> ImagePool:
-    """Every readable image under ``folder``; unreadable ones are skipped and counted."""
-    from PIL import Image, UnidentifiedImageError
-
+def check_folder(folder: Path, flag: str = "--images") -> list[Path]:
+    """The image files under ``folder``, or one sentence naming ``flag`` (the option that gave it) when there are none."""
     folder = Path(folder)
     if not folder.exists():
-        raise NanofactoryError(f"Image folder {folder} does not exist; pass an existing folder with --images.")
+        raise NanofactoryError(f"Image folder {folder} does not exist; pass an existing folder with {flag}.")
     if not folder.is_dir():
-        raise NanofactoryError(f"{folder} is a file, not a folder; pass the folder that holds the images.")
+        raise NanofactoryError(f"{folder} is a file, not a folder; pass the folder that holds the images with {flag}.")
     files = image_files(folder)
     if not files:
         raise NanofactoryError(
-            f"Image folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); add some or pick another folder."
+            f"Image folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); add some or pass another "
+            f"folder with {flag}."
         )
+    return files
+
+
+def load_folder(folder: Path, limit: int | None = None, flag: str = "--images") -> ImagePool:
+    """Every readable image under ``folder``; unreadable ones are skipped and counted. ``flag``: the option that
+    named the folder, for the error when it has no images."""
+    from PIL import Image, UnidentifiedImageError
+
+    folder = Path(folder)
+    files = check_folder(folder, flag)
     uids, sha1, paths, skipped = [], [], [], []
     for path in files:
         data = path.read_bytes()

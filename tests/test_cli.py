@@ -43,6 +43,16 @@ def test_missing_folder(capsys, tmp_path):
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
+def test_missing_test_folder_names_the_test_option_before_a_run_exists(capsys, shapes_data, tmp_path):
+    """The test set is read after training; a wrong --test path is still one sentence up front, naming --test."""
+    code = main(["build", REQUEST, "--images", str(shapes_data["pool"]), "--examples", str(shapes_data["examples"]),
+                 "--test", str(tmp_path / "nope"), "--runs-dir", str(tmp_path / "runs")])
+    assert code == 1
+    line = _error(capsys)
+    assert "does not exist" in line and "--test" in line and "--images" not in line
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
 def test_empty_folder(capsys, tmp_path):
     (tmp_path / "empty").mkdir()
     assert main(["build", REQUEST, "--images", str(tmp_path / "empty"), "--runs-dir", str(tmp_path / "runs")]) == 1
