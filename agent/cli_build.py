@@ -147,14 +147,26 @@ def generate_step(spec, args):
                                    f"'all' or some of: {', '.join(known)}.")
         fields |= {"mode": "on", "classes": [known[i] for i in found]}
     if args.generate_model:
-        path = Path(args.generate_model).expanduser()
-        fields["text_to_image"] = {"model": str(path.resolve()) if path.exists() else args.generate_model}
+        fields["text_to_image"] = {"model": model_id_or_path(args.generate_model, "--generate-model")}
     if args.generate_minutes is not None:
         fields["ddpm"] = {"budget_minutes": args.generate_minutes}
     try:
         return GenerateStep.model_validate(fields)
     except ValidationError as e:
         raise NanofactoryError(describe_validation_error(e, "generate options")) from None
+
+
+def model_id_or_path(value: str, flag: str) -> str:
+    """A model named on the command line: an existing local folder, resolved (so a resumed run finds it from
+    anywhere), or a hub id ("name" or "org/name"). Something written as a path that is not there is one sentence
+    now, before a run folder exists, instead of a hub error at the stage that loads it."""
+    path = Path(value).expanduser()
+    if path.exists():
+        return str(path.resolve())
+    if value.startswith(("/", ".", "~")) or value.count("/") > 1 or "\\" in value:
+        raise NanofactoryError(f"{flag} {value}: no such folder; pass a model folder saved with save_pretrained, "
+                               "or a hub id such as org/name when online.")
+    return value
 
 
 def run_build(spec, args, store) -> dict:
@@ -172,7 +184,8 @@ def run_build(spec, args, store) -> dict:
     load_examples(spec)
     if spec.data.test is not None and spec.data.test.kind == "folder":
         check_folder(spec.data.test.path, "--test")  # the test set is read after training; its folder is checked now
-    teacher = TeacherConfig(name=args.teacher or "efficientnet-lite", model=args.teacher_model,
+    teacher_model = model_id_or_path(args.teacher_model, "--teacher-model") if args.teacher_model else None
+    teacher = TeacherConfig(name=args.teacher or "efficientnet-lite", model=teacher_model,
                             device=getattr(args, "teacher_device", None) or "auto")
     if teacher.device == "cuda":
         torch_device(teacher)  # no GPU: one sentence before a run folder exists

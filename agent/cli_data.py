@@ -72,7 +72,14 @@ def data_engine_options(plan, args):
                                              "balance": getattr(args, "balance", None),
                                              "max_samples": getattr(args, "max_samples", None)})
     except ValidationError as e:
-        raise NanofactoryError(describe_validation_error(e, "data options")) from None
+        field = str(e.errors()[0]["loc"][0]) if e.errors()[0]["loc"] else ""
+        flag = {"dedup_threshold": "--dedup", "balance": "--balance", "max_samples": "--max-samples"}.get(field)
+        if flag is None:
+            raise NanofactoryError(describe_validation_error(e, "data options")) from None
+        what = {"--dedup": "a cosine similarity above 0 and at most 1, e.g. 0.985, or 'off'",
+                "--balance": "a ratio of 1 or more, e.g. 3 (each class at most 3 x the smallest)",
+                "--max-samples": "a count of 10 or more"}[flag]
+        raise NanofactoryError(f"{flag} takes {what}; got {getattr(args, flag[2:].replace('-', '_'), None)!r}.") from None
     steps = [s.model_copy(update={"label": config}) if s.kind == "label" else
              s.model_copy(update={"clean_labels": bool(getattr(args, "clean_labels", False))}) if s.kind == "train"
              else s for s in plan.steps]

@@ -53,6 +53,19 @@ def test_missing_test_folder_names_the_test_option_before_a_run_exists(capsys, s
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
+@pytest.mark.parametrize("flags, says", [
+    (["--teacher", "clip", "--teacher-model", "/models/no-such-clip"], "--teacher-model /models/no-such-clip: no such folder"),
+    (["--generate-model", "./no-such-sd"], "--generate-model ./no-such-sd: no such folder"),
+    (["--dedup", "2"], "--dedup takes a cosine similarity above 0 and at most 1"),
+    (["--balance", "0.5"], "--balance takes a ratio of 1 or more"),
+])
+def test_bad_model_paths_and_data_options_are_one_sentence_before_a_run(capsys, shapes_data, tmp_path, flags, says):
+    code = main(["build", REQUEST, "--images", str(shapes_data["pool"]), "--runs-dir", str(tmp_path / "runs"), *flags])
+    assert code == 1
+    assert says in _error(capsys)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
 def test_empty_folder(capsys, tmp_path):
     (tmp_path / "empty").mkdir()
     assert main(["build", REQUEST, "--images", str(tmp_path / "empty"), "--runs-dir", str(tmp_path / "runs")]) == 1
