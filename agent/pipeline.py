@@ -54,7 +54,18 @@ class Run:
         return self.dir / "stages" / f"{stage}.json"
 
     def is_done(self, stage: str) -> bool:
-        return self.stage_file(stage).is_file()
+        """Whether ``stage`` finished: its record (and, for the report, metrics.json) is there and reads as JSON.
+        A record cut short or edited into bad JSON counts as not done, so --resume runs that stage again."""
+        files = [self.stage_file(stage)] + ([self.dir / "metrics.json"] if stage == "report" else [])
+        for path in files:
+            if not path.is_file():
+                return False
+            try:
+                json.loads(path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                log.warning("%s is not readable JSON; stage %s runs again", path, stage)
+                return False
+        return True
 
     def result(self, stage: str) -> dict:
         return json.loads(self.stage_file(stage).read_text())
@@ -118,11 +129,13 @@ def execute(run: Run, store: RunStore, progress: Progress | None = None, show_ba
 
     ctx = StageContext(run=run, show_bars=show_bars)
     store.record(run.id, "running")
+    redo = False  # once a stage runs again, every stage after it does too: they were made from its old output
     try:
         for stage in STAGES:
-            if run.is_done(stage):
+            if not redo and run.is_done(stage):
                 log.info("stage %s already done", stage)
             else:
+                redo = True
                 if progress:
                     progress(stage, "start")
                 started = time.perf_counter()

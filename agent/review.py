@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from knowledge.errors import NanofactoryError
 from knowledge.io import write_json_atomic
 
 HUMAN_LABELS = Path("data") / "human_labels.json"
@@ -53,7 +54,16 @@ class ReviewItem:
 
 def load_human_labels(run_dir: Path) -> dict[str, dict]:
     path = Path(run_dir) / HUMAN_LABELS
-    return json.loads(path.read_text())["labels"] if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        labels = json.loads(path.read_text())["labels"]
+        if not isinstance(labels, dict):
+            raise TypeError
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        raise NanofactoryError(f"{path} holds the answers given so far but is not readable (it needs valid JSON "
+                               "with a \"labels\" object); fix it, or move it away to start the answers again.") from None
+    return labels
 
 
 def save_human_label(run_dir: Path, item: ReviewItem, label: str, source: str = "person") -> int:
@@ -323,7 +333,6 @@ def oracle_review(run_dir: Path, budget: int, seed: int = 0, refresh: int = REFR
 def oracle(run_dir: Path) -> Callable[[ReviewItem], str]:
     """A person who knows the truth: answers an item with its hidden label (benchmarks only)."""
     from agent.data import hidden_truth, load_pool
-    from knowledge.errors import NanofactoryError
 
     spec = run_spec(run_dir)
     truth = hidden_truth(load_pool(spec), spec)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from knowledge.errors import NanofactoryError
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -120,4 +123,8 @@ class RunStore:
 
     def metrics(self, run_id: str) -> dict:
         path = self.path(run_id) / "metrics.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        try:
+            return json.loads(path.read_text()) if path.is_file() else {}
+        except (json.JSONDecodeError, UnicodeDecodeError):  # --resume makes it again (Run.is_done)
+            log.warning("%s is not readable JSON; `nanofactory build --resume %s` makes it again", path, run_id)
+            return {}

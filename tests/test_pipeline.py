@@ -264,6 +264,37 @@ def test_interrupt_leaves_nothing_half_written_and_resumes(built, monkeypatch, c
     assert store.get(run_id).status == "done"
 
 
+def test_a_stage_record_cut_short_runs_again_on_resume(built, capsys):
+    """A stage record or metrics.json that no longer reads as JSON (a disk filled up, a hand edit) is not a finished
+    stage: --resume runs that stage and every one after it again, and `runs show` still answers meanwhile."""
+    store, run_id = built
+    run_dir = store.path(run_id)
+    (run_dir / "stages" / "evaluate.json").write_text('{"student_int8_test_accuracy": 0.')
+    (run_dir / "metrics.json").write_text("{")
+    compiled_before = (run_dir / "stages" / "compile.json").stat().st_mtime_ns
+    assert main(["runs", "show", run_id, "--runs-dir", str(store.root)]) == 0
+    capsys.readouterr()
+    assert main(["build", "--resume", run_id, "--runs-dir", str(store.root), "--quiet"]) == 0
+    assert json.loads((run_dir / "stages" / "evaluate.json").read_text())["seconds"] >= 0
+    assert json.loads((run_dir / "metrics.json").read_text())["device"] == "nRF52840"
+    assert (run_dir / "stages" / "compile.json").stat().st_mtime_ns != compiled_before  # after evaluate: made again
+    assert store.get(run_id).status == "done"
+
+
+def test_unreadable_answers_are_one_sentence_and_kept(built, capsys):
+    store, run_id = built
+    answers = store.path(run_id) / "data" / "human_labels.json"
+    before = answers.read_text() if answers.is_file() else None
+    answers.write_text('{"labels": ')
+    try:
+        assert main(["review", run_id, "--budget", "0", "--runs-dir", str(store.root)]) == 1
+        err = capsys.readouterr().err
+        assert "human_labels.json" in err and "move it away" in err and "Traceback" not in err
+        assert answers.read_text() == '{"labels": '  # nothing overwritten
+    finally:
+        answers.write_text(before) if before is not None else answers.unlink()
+
+
 def test_build_from_saved_spec(shapes_data, tmp_path, capsys):
     """`nanofactory spec --save` then `build --spec FILE --images DIR` runs the saved spec."""
     spec_file = tmp_path / "shapes.yaml"
