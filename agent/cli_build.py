@@ -169,6 +169,20 @@ def model_id_or_path(value: str, flag: str) -> str:
     return value
 
 
+def budget_notes(spec) -> list[str]:
+    """A line for each budget the request sets above what the device has: the build holds to the device's
+    (tools.sizing.budget_limits), and says so rather than quietly using less than was asked for."""
+    from knowledge.devices import get_device
+
+    device, notes = get_device(spec.device), []
+    for what, asked, has in (("flash", spec.budgets.flash_bytes, device.flash_bytes),
+                             ("RAM", spec.budgets.sram_bytes, device.sram_bytes)):
+        if asked and asked > has:
+            notes.append(f"note: the request allows {asked / 1024:,.0f} KB of {what}, but the {device.name} has "
+                         f"{has / 1024:,.0f} KB; the build holds to the {has / 1024:,.0f} KB.")
+    return notes
+
+
 def run_build(spec, args, store) -> dict:
     from agent.cli_data import data_engine_options
     from agent.data import load_examples, load_pool, native_shape
@@ -184,6 +198,8 @@ def run_build(spec, args, store) -> dict:
     load_examples(spec)
     if spec.data.test is not None and spec.data.test.kind == "folder":
         check_folder(spec.data.test.path, "--test")  # the test set is read after training; its folder is checked now
+    for line in budget_notes(spec):
+        say(line)
     teacher_model = model_id_or_path(args.teacher_model, "--teacher-model") if args.teacher_model else None
     teacher = TeacherConfig(name=args.teacher or "efficientnet-lite", model=teacher_model,
                             device=getattr(args, "teacher_device", None) or "auto")

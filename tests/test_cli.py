@@ -66,6 +66,13 @@ def test_bad_model_paths_and_data_options_are_one_sentence_before_a_run(capsys, 
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
+def test_a_budget_above_the_device_says_the_build_holds_to_the_device(capsys, shapes_data, tmp_path):
+    request = "tells apart circles, squares and everything else on an nRF52840 with 2 MB RAM"
+    main(["build", request, "--images", str(shapes_data["pool"]), "--dedup", "2", "--runs-dir", str(tmp_path)])
+    err = capsys.readouterr().err  # the bad --dedup stops the build right after the note
+    assert "allows 2,048 KB of RAM, but the nRF52840 has 256 KB; the build holds to the 256 KB" in err
+
+
 def test_empty_folder(capsys, tmp_path):
     (tmp_path / "empty").mkdir()
     assert main(["build", REQUEST, "--images", str(tmp_path / "empty"), "--runs-dir", str(tmp_path / "runs")]) == 1
