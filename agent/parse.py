@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agent.spec import DataSpec, DesignSpec
 from knowledge.devices import Device, find_device, list_devices
 from knowledge.devices import normalize_device_name as _key
-from knowledge.errors import MissingInformation
+from knowledge.errors import MissingInformation, NanofactoryError
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -105,6 +105,9 @@ def find_latency_ms(text: str) -> float | None:
     for m in _LATENCY.finditer(text.lower()):
         value, unit = float(m.group(1)), m.group(2)
         if unit == "fps":
+            if value == 0:
+                raise NanofactoryError("The request asks for 0 fps; name a frame rate above 0 (10 fps leaves 100 ms "
+                                       "per frame), or leave it out.")
             values.append(1000.0 / value)  # "10 fps" leaves 100 ms per frame
         else:
             values.append(value if unit.startswith("m") else value * 1000.0)

@@ -89,6 +89,13 @@ def test_latency(text: str, latency: float | None) -> None:
     assert parse_request(text).latency_ms == (pytest.approx(latency) if latency else None)
 
 
+def test_zero_fps_is_one_sentence() -> None:
+    from knowledge.errors import NanofactoryError
+
+    with pytest.raises(NanofactoryError, match="0 fps"):
+        parse_request("sort shirts on an STM32F446 at 0 fps")
+
+
 @pytest.mark.parametrize(
     "text, floor",
     [("at least 90% accuracy", 0.90), ("accuracy of 0.85", 0.85), ("90 % accurate", 0.90),
