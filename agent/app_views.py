@@ -63,7 +63,10 @@ def stage_names() -> list[str]:
 
 def _stage_result(run_dir: Path, stage: str) -> dict | None:
     path = Path(run_dir) / "stages" / f"{stage}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError):  # unfinished, as --resume sees it (Run.is_done)
+        return None
 
 
 def stage_rows(run_dir: Path, running: bool, status: str | None = None) -> list[StageRow]:
