@@ -21,6 +21,7 @@ import numpy as np
 from agent.review import REFRESH_EVERY, ReviewItem, label_names, relabel
 from agent.review import review_queue as _review_queue
 from knowledge.devices import core_name
+from knowledge.io import read_json_or_none
 
 SAMPLES_PER_CLASS = 5
 REVIEW_LIMIT = REFRESH_EVERY  # samples offered for review at a time (agent.review picks them)
@@ -62,11 +63,7 @@ def stage_names() -> list[str]:
 
 
 def _stage_result(run_dir: Path, stage: str) -> dict | None:
-    path = Path(run_dir) / "stages" / f"{stage}.json"
-    try:
-        return json.loads(path.read_text()) if path.is_file() else None
-    except (json.JSONDecodeError, UnicodeDecodeError):  # unfinished, as --resume sees it (Run.is_done)
-        return None
+    return read_json_or_none(Path(run_dir) / "stages" / f"{stage}.json")  # unreadable: unfinished, as for --resume
 
 
 def stage_rows(run_dir: Path, running: bool, status: str | None = None) -> list[StageRow]:

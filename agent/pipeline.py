@@ -22,7 +22,7 @@ from agent.plan import Plan
 from agent.runs import RunStore
 from agent.spec import DesignSpec
 from knowledge.errors import NanofactoryError
-from knowledge.io import write_json_atomic
+from knowledge.io import read_json_or_none, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +58,9 @@ class Run:
         A record cut short or edited into bad JSON counts as not done, so --resume runs that stage again."""
         files = [self.stage_file(stage)] + ([self.dir / "metrics.json"] if stage == "report" else [])
         for path in files:
-            if not path.is_file():
-                return False
-            try:
-                json.loads(path.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                log.warning("%s is not readable JSON; stage %s runs again", path, stage)
+            if read_json_or_none(path) is None:
+                if path.is_file():
+                    log.warning("%s is not readable JSON; stage %s runs again", path, stage)
                 return False
         return True
 

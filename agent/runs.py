@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from knowledge.errors import NanofactoryError
+from knowledge.io import read_json_or_none
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +123,7 @@ class RunStore:
 
     def metrics(self, run_id: str) -> dict:
         path = self.path(run_id) / "metrics.json"
-        try:
-            return json.loads(path.read_text()) if path.is_file() else {}
-        except (json.JSONDecodeError, UnicodeDecodeError):  # --resume makes it again (Run.is_done)
+        metrics = read_json_or_none(path)
+        if metrics is None and path.is_file():  # --resume makes it again (Run.is_done)
             log.warning("%s is not readable JSON; `nanofactory build --resume %s` makes it again", path, run_id)
-            return {}
+        return metrics or {}

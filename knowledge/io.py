@@ -35,6 +35,18 @@ def write_json_atomic(path: Path, data) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
+def read_json_or_none(path: Path):
+    """The JSON in ``path``; None when the file is missing or no longer reads as JSON (cut short, edited), which
+    callers treat as "not written": a run's stage records, its metrics."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
 # ---- .npy files in chunks: memory that does not grow with the pool ---------------------------
 
 
