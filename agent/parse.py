@@ -87,6 +87,13 @@ _ACCURACY_BEFORE = re.compile(
 )
 
 
+def _refuse_negative(text: str, m: re.Match, what: str) -> None:
+    """One sentence for a budget written with a minus ("-5 ms", "-64 KB RAM"), which _NUMBER reads without it;
+    "5-10 ms" is a range, not a sign."""
+    if text[:m.start()].endswith("-") and not text[:m.start() - 1][-1:].isalnum():
+        raise NanofactoryError(f"The request asks for {text[m.start() - 1:m.end()]}; {what}, or leave it out.")
+
+
 def find_memory(text: str) -> tuple[int | None, int | None]:
     """(flash_bytes, sram_bytes); the smallest figure of each kind, since budgets are limits."""
     text = text.lower()
@@ -95,6 +102,7 @@ def find_memory(text: str) -> tuple[int | None, int | None]:
         word = _WORD_AFTER.match(text, m.end()) or _WORD_BEFORE.search(text[: m.start()])
         if word is None:
             continue  # "a 4K camera": an amount with no memory word is not a budget
+        _refuse_negative(text, m, "a memory budget is a size above 0 (e.g. 64 KB)")
         kind = "flash" if word.group(1) in ("flash", "rom", "storage") else "sram"
         found[kind].append(round(float(m.group(1)) * _UNITS[m.group(2)[0]]))
     return min(found["flash"], default=None), min(found["sram"], default=None)
@@ -102,8 +110,10 @@ def find_memory(text: str) -> tuple[int | None, int | None]:
 
 def find_latency_ms(text: str) -> float | None:
     values = []
-    for m in _LATENCY.finditer(text.lower()):
+    text = text.lower()
+    for m in _LATENCY.finditer(text):
         value, unit = float(m.group(1)), m.group(2)
+        _refuse_negative(text, m, "a latency budget is a time above 0 (e.g. 50 ms)")
         if unit == "fps":
             if value == 0:
                 raise NanofactoryError("The request asks for 0 fps; name a frame rate above 0 (10 fps leaves 100 ms "

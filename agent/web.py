@@ -104,9 +104,9 @@ def _summary(name: str, result: dict) -> str:
 
 
 def _names_a_device(text: str) -> bool:
-    from agent.parse import parse_request
+    from agent.parse import find_device_in  # the device alone: a bad budget in the text is the agent's to answer
 
-    return parse_request(text).device is not None
+    return find_device_in(text) is not None
 
 
 class WebSession:

@@ -89,11 +89,16 @@ def test_latency(text: str, latency: float | None) -> None:
     assert parse_request(text).latency_ms == (pytest.approx(latency) if latency else None)
 
 
-def test_zero_fps_is_one_sentence() -> None:
+def test_zero_fps_and_negative_budgets_are_one_sentence() -> None:
     from knowledge.errors import NanofactoryError
 
     with pytest.raises(NanofactoryError, match="0 fps"):
         parse_request("sort shirts on an STM32F446 at 0 fps")
+    with pytest.raises(NanofactoryError, match="-5 ms"):  # it was read as 5 ms
+        parse_request("sort shirts on an STM32F446 within -5 ms")
+    with pytest.raises(NanofactoryError, match="-64 kb"):  # and this as 64 KB
+        parse_request("sort shirts on an STM32F446 with -64 KB RAM")
+    assert parse_request("sort shirts on an STM32F446 in 5-10 ms").latency_ms == 10.0  # a range: its bound, no sign
 
 
 @pytest.mark.parametrize(
