@@ -160,10 +160,12 @@ def model_id_or_path(value: str, flag: str) -> str:
     """A model named on the command line: an existing local folder, resolved (so a resumed run finds it from
     anywhere), or a hub id ("name" or "org/name"). Something written as a path that is not there is one sentence
     now, before a run folder exists, instead of a hub error at the stage that loads it."""
+    from knowledge.io import looks_like_path
+
     path = Path(value).expanduser()
     if path.exists():
         return str(path.resolve())
-    if value.startswith(("/", ".", "~")) or value.count("/") > 1 or "\\" in value:
+    if looks_like_path(value):
         raise NanofactoryError(f"{flag} {value}: no such folder; pass a model folder saved with save_pretrained, "
                                "or a hub id such as org/name when online.")
     return value

@@ -319,11 +319,12 @@ def generate_samples(args: GenerateSamplesArgs, state: dict, ctx: Context) -> To
     from pathlib import Path
 
     from generators import GenerateRequest, create_generator_by_name
+    from knowledge.io import looks_like_path
 
     folder = ctx.confine(args.folder)
     fields = {}
     if args.model:
-        local = args.model.startswith(("/", ".", "~")) or (ctx.workspace / args.model).exists()
+        local = looks_like_path(args.model) or (ctx.workspace / args.model).exists()
         fields["model"] = str(ctx.confine(args.model)) if local else args.model  # else a hub id, from the cache only
     generator = create_generator_by_name(args.generator, **fields)
     generator.check()

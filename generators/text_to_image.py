@@ -29,6 +29,7 @@ from generators.base import (
 )
 from generators.prompts import PromptConfig, negative_prompt, prompt_variations
 from generators.registry import register_generator
+from knowledge.io import looks_like_path
 from knowledge.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,6 @@ class TextToImageConfig(BaseModel):
     prompts: PromptConfig = Field(default_factory=PromptConfig)
 
 
-def _looks_like_path(model: str) -> bool:
-    return model.startswith((".", "/", "~")) or Path(model).expanduser().exists()
-
-
 @register_generator("diffusers", TextToImageConfig)
 class TextToImageGenerator(Generator):
     modality = "image"
@@ -65,7 +62,7 @@ class TextToImageGenerator(Generator):
 
     def check(self) -> None:
         model = self.config.model
-        if _looks_like_path(model) and not Path(model).expanduser().is_dir():
+        if looks_like_path(model) and not Path(model).expanduser().is_dir():
             raise GeneratorUnavailable(
                 f"The diffusers pipeline folder {model} does not exist; pass a folder saved with save_pretrained "
                 "or the hub id of a pipeline already in the local cache.")
@@ -83,7 +80,7 @@ class TextToImageGenerator(Generator):
 
         diffusers_logging.disable_progress_bar()
         transformers_logging.disable_progress_bar()  # a weight-loading bar per component is noise
-        model = str(Path(self.config.model).expanduser()) if _looks_like_path(self.config.model) else self.config.model
+        model = str(Path(self.config.model).expanduser()) if looks_like_path(self.config.model) else self.config.model
         self._device = "cuda" if self.config.device == "cuda" or (
             self.config.device == "auto" and torch.cuda.is_available()) else "cpu"
         if self._device == "cuda" and not torch.cuda.is_available():

@@ -35,6 +35,13 @@ def write_json_atomic(path: Path, data) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
+def looks_like_path(model: str) -> bool:
+    """Whether a model reference (--teacher-model, --generate-model, a plan's model field) is a local folder rather
+    than a hub id: written as one ("./sd", "/models/clip", "~/clip", more slashes than "org/name" has) or there."""
+    return (model.startswith((".", "/", "~")) or model.count("/") > 1 or "\\" in model
+            or Path(model).expanduser().exists())
+
+
 def read_json_or_none(path: Path):
     """The JSON in ``path``; None when the file is missing or no longer reads as JSON (cut short, edited), which
     callers treat as "not written": a run's stage records, its metrics."""
