@@ -107,6 +107,14 @@ def load_examples(spec: DesignSpec) -> Examples:
     readable = _readable(pool)
     if len(readable) < len(paths):
         log.warning("skipped %d unreadable example image(s)", len(paths) - len(readable))
+        kept = {labels[i] for i in readable}
+        lost = [i for i in dict.fromkeys(labels) if i not in kept]
+        if lost:  # a class whose every example is unreadable would be labeled as if it had none
+            first, n = paths[labels.index(lost[0])], labels.count(lost[0])
+            raise NanofactoryError(
+                f"None of the {n} example image(s) of {names[lost[0]]!r} can be read (e.g. {first}); "
+                "replace them with image files that open (JPEG, PNG)."
+            )
     return Examples(paths=[paths[i] for i in readable], labels=np.asarray([labels[i] for i in readable], np.int64),
                     pool=pool.subset(readable))
 

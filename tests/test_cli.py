@@ -204,6 +204,21 @@ def test_examples_folder_with_an_unknown_class(capsys, shapes_data, tmp_path):
     assert not runs.exists() or not any(p.is_dir() for p in runs.iterdir())  # no run folder was started
 
 
+def test_a_class_whose_examples_are_all_unreadable(capsys, shapes_data, tmp_path):
+    import shutil
+
+    examples = tmp_path / "examples"
+    shutil.copytree(shapes_data["examples"], examples)
+    for f in (examples / "square").iterdir():
+        f.write_bytes(b"\x89PNG cut short")
+    runs = tmp_path / "runs"
+    assert main(["build", REQUEST, "--images", str(shapes_data["pool"]), "--examples", str(examples),
+                 "--runs-dir", str(runs)]) == 1
+    line = _error(capsys)
+    assert "None of the 3 example image(s) of 'square' can be read" in line and "square" in line.split("e.g.")[1]
+    assert not runs.exists() or not any(p.is_dir() for p in runs.iterdir())  # stopped before the teacher
+
+
 def test_a_teacher_gpu_that_is_not_there_is_one_sentence(capsys, shapes_data, tmp_path):
     import torch
 
