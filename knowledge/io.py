@@ -37,9 +37,11 @@ def write_json_atomic(path: Path, data) -> None:
 
 def looks_like_path(model: str) -> bool:
     """Whether a model reference (--teacher-model, --generate-model, a plan's model field) is a local folder rather
-    than a hub id: written as one ("./sd", "/models/clip", "~/clip", more slashes than "org/name" has) or there."""
+    than a hub id: written as one ("./sd", "/models/clip", "~/clip", more slashes than "org/name" has), there, or
+    an "org/name" whose "org" is a folder here ("models/clip" beside a models/ folder: a path mistyped, not a hub id)."""
     return (model.startswith((".", "/", "~")) or model.count("/") > 1 or "\\" in model
-            or Path(model).expanduser().exists())
+            or Path(model).expanduser().exists()
+            or (model.count("/") == 1 and Path(model.split("/")[0]).expanduser().is_dir()))
 
 
 def read_json_or_none(path: Path):

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from agent.cli import main
+from knowledge.errors import NanofactoryError
 
 REQUEST = "tells apart circles, squares, triangles and everything else on an nRF52840"
 
@@ -64,6 +65,19 @@ def test_bad_model_paths_and_data_options_are_one_sentence_before_a_run(capsys, 
     assert code == 1
     assert says in _error(capsys)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_model_folder_mistyped_under_a_local_folder_is_not_taken_for_a_hub_id(monkeypatch, tmp_path):
+    from agent.cli_build import model_id_or_path
+    from knowledge.io import looks_like_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    assert looks_like_path("models/clip")  # "models" is a folder here: a path whose last part is wrong
+    assert not looks_like_path("openai/clip-vit-base-patch32")
+    assert model_id_or_path("openai/clip-vit-base-patch32", "--teacher-model") == "openai/clip-vit-base-patch32"
+    with pytest.raises(NanofactoryError, match="--teacher-model models/clip: no such folder"):
+        model_id_or_path("models/clip", "--teacher-model")
 
 
 def test_a_budget_above_the_device_says_the_build_holds_to_the_device(capsys, shapes_data, tmp_path):
