@@ -13,6 +13,7 @@ import sqlite3
 import time
 from contextlib import closing
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from knowledge.errors import NanofactoryError
@@ -90,36 +91,52 @@ class RunStore:
 
     def record(self, run_id: str, status: str, device: str | None = None, request: str | None = None,
                metrics: dict | None = None, message: str | None = None) -> None:
-        m = metrics or {}
         with closing(self._connect()) as con, con:
             con.execute(
                 """INSERT INTO runs (id, created, status, device, request) VALUES (?, ?, ?, ?, ?)
                    ON CONFLICT(id) DO UPDATE SET status = excluded.status""",
                 (run_id, time.time(), status, device, request),
             )
-            con.execute(
-                """UPDATE runs SET student_int8_accuracy = coalesce(?, student_int8_accuracy),
-                   oracle_int8_accuracy = coalesce(?, oracle_int8_accuracy), weight_bytes = coalesce(?, weight_bytes),
-                   sram_bytes = coalesce(?, sram_bytes), latency_ms = coalesce(?, latency_ms),
-                   seconds = coalesce(?, seconds), message = ? WHERE id = ?""",
-                (m.get("student_int8_test_accuracy"), m.get("oracle_int8_test_accuracy"), m.get("weight_bytes"),
-                 m.get("sram_estimate_bytes"), m.get("latency_estimate_ms"),
-                 (m.get("timings_s") or {}).get("total"), message, run_id),
-            )
+            _set_metrics(con, run_id, metrics or {}, message)
 
     def list(self) -> list[RunRecord]:
-        if not self.db_path.exists():
+        if not self.db_path.exists() and not any(self.root.glob("*/design.json")):
             return []
         with closing(self._connect()) as con:
+            self._adopt(con)
             rows = con.execute(f"SELECT {', '.join(RunRecord.__dataclass_fields__)} FROM runs ORDER BY created DESC")
             return [RunRecord(*row) for row in rows]
+
+    def _adopt(self, con: sqlite3.Connection) -> None:
+        """Index the run folders under the root that the index lacks (copied from another machine, or the index
+        deleted), from their own design.json and metrics.json, so `runs`, `runs show` and `runs compare` see them."""
+        known = {row[0] for row in con.execute("SELECT id FROM runs")}
+        for design_path in sorted(self.root.glob("*/design.json")):
+            run_id = design_path.parent.name
+            design = None if run_id in known else read_json_or_none(design_path)
+            if not isinstance(design, dict):
+                continue
+            spec = design.get("spec") or {}
+            metrics = read_json_or_none(design_path.parent / "metrics.json")
+            metrics = metrics if isinstance(metrics, dict) else {}
+            try:
+                created = datetime.strptime(design.get("created", ""), "%Y-%m-%dT%H:%M:%S%z").timestamp()
+            except (TypeError, ValueError):
+                created = design_path.stat().st_mtime
+            with con:
+                con.execute("INSERT OR IGNORE INTO runs (id, created, status, device, request) VALUES (?, ?, ?, ?, ?)",
+                            (run_id, created, "done" if metrics else "unfinished", spec.get("device"),
+                             spec.get("request")))
+                _set_metrics(con, run_id, metrics, None if metrics else
+                             f"found under {self.root}, not run here; finish it with --resume {run_id}")
 
     def get(self, run_id: str) -> RunRecord:
         for record in self.list():
             if record.id == run_id:
                 return record
         self.path(run_id)  # raises the helpful message when the folder is missing too
-        raise NanofactoryError(f"Run {run_id!r} is not in the index {self.db_path}; it may come from another machine.")
+        raise NanofactoryError(f"Run {run_id!r} has a design.json that is not readable JSON "
+                               f"({self.path(run_id) / 'design.json'}); restore it from a copy of the run.")
 
     def metrics(self, run_id: str) -> dict:
         path = self.path(run_id) / "metrics.json"
@@ -127,3 +144,15 @@ class RunStore:
         if metrics is None and path.is_file():  # --resume makes it again (Run.is_done)
             log.warning("%s is not readable JSON; `nanofactory build --resume %s` makes it again", path, run_id)
         return metrics or {}
+
+
+def _set_metrics(con: sqlite3.Connection, run_id: str, m: dict, message: str | None) -> None:
+    con.execute(
+        """UPDATE runs SET student_int8_accuracy = coalesce(?, student_int8_accuracy),
+           oracle_int8_accuracy = coalesce(?, oracle_int8_accuracy), weight_bytes = coalesce(?, weight_bytes),
+           sram_bytes = coalesce(?, sram_bytes), latency_ms = coalesce(?, latency_ms),
+           seconds = coalesce(?, seconds), message = ? WHERE id = ?""",
+        (m.get("student_int8_test_accuracy"), m.get("oracle_int8_test_accuracy"), m.get("weight_bytes"),
+         m.get("sram_estimate_bytes"), m.get("latency_estimate_ms"),
+         (m.get("timings_s") or {}).get("total"), message, run_id),
+    )

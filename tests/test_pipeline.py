@@ -232,6 +232,29 @@ def test_runs_lists_and_shows(built, capsys):
     assert shown["metrics"]["device"] == "nRF52840"
 
 
+def test_a_run_copied_from_another_machine_is_listed_shown_and_compared(built, capsys, tmp_path):
+    """Run folders under a root whose index lacks them (copied in, or index.sqlite deleted) are indexed from
+    their own files: `runs` lists them, `runs show` and `runs compare` read them, an unfinished one says so."""
+    import shutil
+
+    store, run_id = built
+    shutil.copytree(store.path(run_id), tmp_path / run_id)
+    half = tmp_path / "20200101-000000-half"
+    shutil.copytree(store.path(run_id), half)
+    (half / "metrics.json").unlink()
+    design = json.loads((half / "design.json").read_text())
+    (half / "design.json").write_text(json.dumps({**design, "run_id": half.name, "created": "2020-01-01T00:00:00+0000"}))
+    assert main(["runs", "--runs-dir", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith(run_id) and "done" in lines[1] and "nRF52840" in lines[1]  # newest first
+    assert lines[2].startswith("20200101-000000-half") and "unfinished" in lines[2]
+    assert main(["runs", "show", run_id, "--runs-dir", str(tmp_path)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["run"]["request"] == REQUEST and shown["run"]["student_int8_accuracy"] is not None
+    assert main(["runs", "compare", run_id, run_id, "--runs-dir", str(tmp_path)]) == 0
+    assert (tmp_path / "index.sqlite").is_file() and len(RunStore(tmp_path).list()) == 2
+
+
 def test_interrupt_leaves_nothing_half_written_and_resumes(built, monkeypatch, capsys):
     """Ctrl-C while int8 is being written: no partial model, no stage marker; --resume finishes the run."""
     import onnxruntime.quantization as ortq
