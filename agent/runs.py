@@ -128,7 +128,7 @@ class RunStore:
                             (run_id, created, "done" if metrics else "unfinished", spec.get("device"),
                              spec.get("request")))
                 _set_metrics(con, run_id, metrics, None if metrics else
-                             f"found under {self.root}, not run here; finish it with --resume {run_id}")
+                             f"indexed from its folder; finish it with --resume {run_id}")
 
     def get(self, run_id: str) -> RunRecord:
         for record in self.list():
