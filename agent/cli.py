@@ -26,6 +26,7 @@ from agent.cli_build import (
     data_args,
     data_spec,
     execute_run,
+    positive_int,
     print_summary,
     run_build,
     say,
@@ -62,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="the smart-closet demo: 5 examples per class, unlabeled Fashion-MNIST, STM32F446",
                        description="Builds the demo end to end and prints a summary; `make demo` runs this.")
-    d.add_argument("--pool-limit", type=int, metavar="N", help="use at most N Fashion-MNIST train images")
+    d.add_argument("--pool-limit", type=positive_int, metavar="N", help="use at most N Fashion-MNIST train images")
     build_options(d)
 
     s = sub.add_parser("spec", help="print the spec a request turns into (exit 2 with a question if incomplete)")
@@ -101,9 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--llm-model", help="model name at the endpoint")
     c.add_argument("--llm-base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1")
     c.add_argument("--llm-provider", choices=["openai", "ollama"])
-    c.add_argument("--max-steps", type=int, default=24, help="model turns per message before it stops (default 24)")
+    c.add_argument("--max-steps", type=positive_int, default=24, help="model turns per message before it stops (default 24)")
     c.add_argument("--runs-dir", type=Path, help="where runs and saved conversations live (default ./runs)")
-    c.add_argument("--epochs", type=int, help="training epochs (default 8)")
+    c.add_argument("--epochs", type=positive_int, help="training epochs (default 8)")
     c.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("run", help="replay a saved plan (a run's design.json, or YAML with spec and plan) without an LLM")
@@ -402,9 +403,9 @@ def cmd_verify(args) -> int:
     from knowledge.io import write_json_atomic
 
     folder = _run_dir(args.run, args.runs_dir)
-    samples = None if args.samples == "all" else int(args.samples) if args.samples.isdigit() else None
-    if samples is None and args.samples != "all":
-        raise NanofactoryError(f"--samples takes a number or 'all', not {args.samples!r}.")
+    samples = None if args.samples == "all" else int(args.samples) if args.samples.isdigit() else 0
+    if samples == 0:
+        raise NanofactoryError(f"--samples takes a number of 1 or more, or 'all'; got {args.samples!r}.")
     compiled = load_compiled(folder / "compiled")
     ctx = StageContext(run=open_run(RunStore(folder.parent), folder.name), show_bars=False)
     x, truth = evaluation_inputs(ctx)
@@ -440,15 +441,29 @@ def cmd_verify(args) -> int:
 COMMANDS = {"review": cmd_review, "find": cmd_find, "compile": cmd_compile, "verify": cmd_verify, "chat": cmd_chat, "run": cmd_run, "build": cmd_build, "demo": cmd_demo, "spec": cmd_spec, "runs": cmd_runs, "devices": cmd_devices}
 
 
+def _terminated(signum, frame):
+    raise KeyboardInterrupt  # `kill` or a job scheduler's stop: the run is marked interrupted, as for Ctrl-C
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         return COMMANDS[args.command](args)
     except NanofactoryError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:
+        if e.filename is None or args.verbose:  # not about a path the user can fix: the traceback helps more
+            raise
+        print(f"error: cannot use {e.filename}: {e.strerror or e}; pass another path.", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

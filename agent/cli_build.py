@@ -4,11 +4,45 @@ and the summary printed after it (``nanofactory review --retrain`` prints the sa
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 from knowledge.devices import core_name
 from knowledge.errors import NanofactoryError
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a number, not inf or nan (which pass every >= check and are saved as null)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a number, e.g. 0.5; got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"takes a finite number, e.g. 0.5; got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"takes a whole number of 1 or more; got {text!r}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    """An argparse type: a seed from 0 to 2^32 - 1, what every seeded library here takes."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"takes a whole number from 0 to 4294967295; got {text!r}")
+    return value
 
 
 def data_args(p: argparse.ArgumentParser) -> None:
@@ -18,13 +52,13 @@ def data_args(p: argparse.ArgumentParser) -> None:
                    help="a few example images per class: one subfolder per class name (an 'other' subfolder is allowed)")
     p.add_argument("--test", metavar="DIR", help="labeled test images, one subfolder per class "
                    "(or 'fashion-mnist'); without it, accuracy is measured on auto-labeled validation data")
-    p.add_argument("--pool-limit", type=int, metavar="N", help="use at most N pool images")
+    p.add_argument("--pool-limit", type=positive_int, metavar="N", help="use at most N pool images")
 
 
 def build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs-dir", type=Path, help="where runs live (default ./runs or $NANOFACTORY_RUNS)")
     p.add_argument("--epochs", type=int, help="training epochs (default 8)")
-    p.add_argument("--seed", type=int, help="random seed (default: the spec's, 0)")
+    p.add_argument("--seed", type=seed_int, help="random seed (default: the spec's, 0)")
     p.add_argument("--teacher", help="teacher registry name: efficientnet-lite (default, offline) or clip")
     p.add_argument("--teacher-model", metavar="ID_OR_PATH",
                    help="teacher weights: a hub id or local folder (clip), or efficientnet-lite0/1/2")
@@ -42,14 +76,14 @@ def build_options(p: argparse.ArgumentParser) -> None:
                    "the labels are good and time allows); the device's budgets still apply")
     p.add_argument("--dedup", metavar="COSINE", default="0.985", help="near-duplicate threshold in the teacher's "
                    "embedding space: one image per group trains (default 0.985; 'off' keeps all)")
-    p.add_argument("--balance", type=float, metavar="RATIO", help="cap every class at RATIO x the smallest class "
+    p.add_argument("--balance", type=finite_float, metavar="RATIO", help="cap every class at RATIO x the smallest class "
                    "(diverse picks; 'other' keeps its hard negatives first)")
     p.add_argument("--max-samples", type=int, metavar="N", help="train on at most N pool images, chosen to cover the "
                    "pool (k-center)")
-    p.add_argument("--feature-distill", type=float, metavar="WEIGHT", help="also pull the student's features toward "
+    p.add_argument("--feature-distill", type=finite_float, metavar="WEIGHT", help="also pull the student's features toward "
                    "the teacher's embeddings (cosine, through an adapter dropped after training), at this weight; "
                    "off by default (see the README's ablation)")
-    p.add_argument("--reverse-ce", type=float, metavar="WEIGHT", help="weight of symmetric cross-entropy's reverse "
+    p.add_argument("--reverse-ce", type=finite_float, metavar="WEIGHT", help="weight of symmetric cross-entropy's reverse "
                    "term on the auto-labels: bounded, so labels the teacher got wrong pull less (default 3; 0 turns "
                    "it off; see the README's ablation)")
     p.add_argument("--clean-labels", action="store_true", help="train twice, the second time without the auto-labels "
@@ -57,7 +91,7 @@ def build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--generate-model", metavar="ID_OR_PATH", help="a diffusers text-to-image pipeline: a hub id "
                    "already in the local cache (e.g. stabilityai/sd-turbo) or a folder; default: a small DDPM "
                    "trained on the labeled pool")
-    p.add_argument("--generate-minutes", type=float, metavar="M", help="training budget of that DDPM (default 3)")
+    p.add_argument("--generate-minutes", type=finite_float, metavar="M", help="training budget of that DDPM (default 3)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

@@ -195,9 +195,9 @@ def cmd_find(args) -> int:
 
 
 def _one_image(path: Path, size: int) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    from knowledge.pools import model_pixels
+    from knowledge.pools import model_pixels, unreadable_image_errors
 
     if not path.is_file():
         raise NanofactoryError(f"Image {path} does not exist; pass an image file to --like.")
@@ -205,7 +205,7 @@ def _one_image(path: Path, size: int) -> np.ndarray:
         with Image.open(path) as im:
             im.load()
             return model_pixels(im, size, 3)[None]
-    except (UnidentifiedImageError, OSError) as e:
+    except unreadable_image_errors() as e:
         raise NanofactoryError(f"{path} is not a readable image ({type(e).__name__}); pass a JPEG or PNG.") from None
 
 

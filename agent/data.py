@@ -11,7 +11,7 @@ import numpy as np
 
 from agent.spec import DesignSpec, PoolSource
 from knowledge.errors import NanofactoryError
-from knowledge.pools import ImagePool, concat, image_files, load_fashion_mnist, load_folder
+from knowledge.pools import ImagePool, concat, image_files, load_fashion_mnist, load_folder, unreadable_image_errors
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +23,17 @@ def load_source(source: PoolSource, flag: str = "--images") -> ImagePool:
     return load_folder(source.path, source.limit, flag)
 
 
+MIN_POOL = 10  # fewer images than this cannot be clustered, split for validation and trained on
+
+
 def load_pool(spec: DesignSpec) -> ImagePool:
-    return concat([load_source(s) for s in spec.data.pool])
+    pool = concat([load_source(s) for s in spec.data.pool])
+    if len(pool) < MIN_POOL:
+        raise NanofactoryError(
+            f"The pool holds {len(pool)} readable image(s); a build needs at least {MIN_POOL} (and hundreds per class "
+            "to learn well): add images to the --images folder."
+        )
+    return pool
 
 
 def native_shape(pool: ImagePool) -> tuple[int | None, int | None]:
@@ -82,9 +91,16 @@ def load_examples(spec: DesignSpec) -> Examples:
         folder = Path(folder)
         if not folder.is_dir():
             raise NanofactoryError(
-                f"Examples folder {folder} does not exist; pass a folder with one subfolder of images per class."
+                f"Examples folder {folder} {'is a file' if folder.exists() else 'does not exist'}; pass a folder with "
+                "one subfolder of images per class."
             )
-        for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not subfolders and image_files(folder):
+            raise NanofactoryError(
+                f"Examples folder {folder} holds images but no class subfolders; put each class's examples in a "
+                f"subfolder named after it ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})."
+            )
+        for sub in subfolders:
             i = label_index(sub.name, names, other=False)
             if i < 0 and _norm(sub.name) == "other" and spec.other:
                 i = len(names) - 1
@@ -125,7 +141,7 @@ def _readable(pool: ImagePool) -> list[int]:
         try:
             pool.load([i], 8, 1)
             ok.append(i)
-        except (OSError, ValueError, SyntaxError):
+        except unreadable_image_errors():
             continue
     return ok
 

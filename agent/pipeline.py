@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
-from agent.plan import Plan
+from agent.plan import Plan, check_plan
 from agent.runs import RunStore
 from agent.spec import DesignSpec
 from knowledge.errors import NanofactoryError
@@ -75,6 +75,7 @@ class Run:
 
 def create_run(spec: DesignSpec, plan: Plan, store: RunStore, decisions: dict | None = None) -> Run:
     """A new run folder with its design.json; ``decisions`` records who planned it and what they changed."""
+    check_plan(spec, plan)
     run_id = store.new_id(spec.classes[0].name if spec.classes else "run")
     run_dir = store.root / run_id
     run_dir.mkdir(parents=True)
@@ -113,7 +114,10 @@ def saved_plan(plan: dict) -> Plan:
 
 def open_run(store: RunStore, run_id: str) -> Run:
     run_dir = store.path(run_id)
-    design = json.loads((run_dir / "design.json").read_text())
+    design = read_json_or_none(run_dir / "design.json")
+    if not isinstance(design, dict) or not isinstance(design.get("spec"), dict) or "plan" not in design:
+        raise NanofactoryError(f"{run_dir / 'design.json'} is not a readable run design (cut short or edited); "
+                               "restore it from a copy of the run, or start a new build.")
     spec = DesignSpec.from_dict(design["spec"], source=f"{run_dir}/design.json")
     plan = saved_plan(design["plan"])
     return Run(id=run_id, dir=run_dir, spec=spec, plan=plan)
@@ -168,10 +172,11 @@ def replay(path: Path, store: RunStore, show_bars: bool) -> tuple[Run, dict]:
     from agent.spec import describe_validation_error
 
     if not path.is_file():
-        raise NanofactoryError(f"Plan file {path} does not exist; pass a run's design.json or a saved plan.")
+        raise NanofactoryError(f"Plan file {path} {'is a folder' if path.is_dir() else 'does not exist'}; pass a run's "
+                               "design.json or a saved plan.")
     try:
         data = yaml.safe_load(path.read_text()) if path.suffix in (".yaml", ".yml") else json.loads(path.read_text())
-    except (yaml.YAMLError, json.JSONDecodeError):
+    except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError):
         raise NanofactoryError(f"Plan file {path} is not valid {path.suffix.lstrip('.').upper()}; fix the syntax.") from None
     if not isinstance(data, dict) or "spec" not in data or "plan" not in data:
         raise NanofactoryError(f"Plan file {path} needs a `spec` and a `plan` (a run's design.json has both).")

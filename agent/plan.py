@@ -17,6 +17,7 @@ from generators.ddpm import DDPMConfig
 from generators.gate import GateConfig
 from generators.text_to_image import TextToImageConfig
 from knowledge.devices import get_device
+from knowledge.errors import NanofactoryError
 from knowledge.labeling import LabelConfig
 from knowledge.teachers.base import TeacherConfig
 from tools.quantize import QuantizeConfig
@@ -110,6 +111,27 @@ class Plan(BaseModel):
             if s.kind == kind:
                 return s
         raise KeyError(kind)
+
+
+REQUIRED_STEPS = ("data", "teacher", "label", "train", "quantize", "compile", "report")
+
+
+def check_plan(spec: DesignSpec, plan: Plan) -> None:
+    """One sentence, before a run starts, for a plan that cannot build its spec (a hand-edited one): a step
+    missing, or a student whose outputs or input do not match the spec's classes and the data step's images."""
+    kinds = [s.kind for s in plan.steps]
+    missing = [k for k in REQUIRED_STEPS if k not in kinds]
+    if missing:
+        raise NanofactoryError(f"The plan has no {', '.join(missing)} step; a plan needs {', '.join(REQUIRED_STEPS)} "
+                               "(a run's design.json has them all).")
+    student, data = plan.step("train").student, plan.step("data").input
+    if student.num_classes != len(spec.label_names):
+        raise NanofactoryError(f"The plan's student has {student.num_classes} outputs but the spec has "
+                               f"{len(spec.label_names)} labels ({', '.join(spec.label_names)}); make num_classes "
+                               f"{len(spec.label_names)}.")
+    if (student.input_size, student.in_channels) != (data.size, data.channels):
+        raise NanofactoryError(f"The plan's student takes {student.input_size}x{student.input_size}x{student.in_channels} "
+                               f"but its data step makes {data.size}x{data.size}x{data.channels} images; make them agree.")
 
 
 def default_input(spec: DesignSpec, native_size: int | None, native_channels: int | None) -> InputSpec:

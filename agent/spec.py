@@ -88,7 +88,7 @@ class DesignSpec(_Strict):
     budgets: Budgets = Field(default_factory=Budgets)
     data: DataSpec
     input: InputSpec | None = Field(None, description="student input; None = from the pool (native size of small images, else 64 px RGB)")
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="random seed: 0 to 4294967295")
     request: str | None = None
 
     @field_validator("device")
@@ -141,7 +141,10 @@ class DesignSpec(_Strict):
         path = Path(path)
         if not path.is_file():
             raise NanofactoryError(f"Spec file {path} does not exist; pass the path of a .json or .yaml spec.")
-        text = path.read_text()
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            raise NanofactoryError(f"Spec {path} is not a text file; pass a .json or .yaml spec.") from None
         if path.suffix in (".yaml", ".yml"):
             import yaml
 

@@ -277,7 +277,7 @@ def cluster_votes(
         # at least ~20 samples per cluster on average, or small pools shatter into example-less clusters
         k = max(2, min(multiple * num_labels, max(num_labels + 1, n // 20), n))
         for r in range(config.restarts):
-            km = faiss.Kmeans(d, k, niter=20, seed=seed * 1000 + r + 1, spherical=True, verbose=False,
+            km = faiss.Kmeans(d, k, niter=20, seed=(seed * 1000 + r + 1) % 2**31, spherical=True, verbose=False,
                               min_points_per_centroid=1)  # small pools are fine; no warning per clustering
             km.train(emb)
             _, assign = km.index.search(emb, 1)

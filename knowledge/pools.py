@@ -95,6 +95,8 @@ def model_pixels(image, size: int, channels: int) -> np.ndarray:
     (antialiased bilinear). The C library's nf_image_to_input does the same to camera frames, bit for bit."""
     from PIL import Image
 
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit grayscale: its top 8 bits, not clipped at 255
+        image = Image.fromarray((np.asarray(image, dtype=np.int64) >> 8).clip(0, 255).astype(np.uint8))
     image = image.convert("L" if channels == 1 else "RGB")
     if image.size != (size, size):
         image = _center_square(image).resize((size, size), Image.BILINEAR)
@@ -132,10 +134,18 @@ def check_folder(folder: Path, flag: str = "--images") -> list[Path]:
     return files
 
 
+def unreadable_image_errors() -> tuple[type[Exception], ...]:
+    """What opening a broken image file raises: not an image, cut short, a header PIL cannot parse, or one that
+    claims more pixels than PIL will decode (a decompression bomb)."""
+    from PIL import Image, UnidentifiedImageError
+
+    return (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
 def load_folder(folder: Path, limit: int | None = None, flag: str = "--images") -> ImagePool:
     """Every readable image under ``folder``; unreadable ones are skipped and counted. ``flag``: the option that
     named the folder, for the error when it has no images."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     folder = Path(folder)
     files = check_folder(folder, flag)
@@ -147,7 +157,7 @@ def load_folder(folder: Path, limit: int | None = None, flag: str = "--images") 
                 im.verify()  # cheap structural check; a full decode happens on use
             with Image.open(path) as im:
                 im.load()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        except unreadable_image_errors() as e:
             skipped.append((str(path), type(e).__name__))
             continue
         uids.append(str(path.relative_to(folder)))

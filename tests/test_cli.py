@@ -353,3 +353,110 @@ def test_compile_input_errors_are_one_sentence(capsys, tmp_path):
     for argv, expected in cases:
         assert main(argv) == 1
         assert expected in _error(capsys)
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--reverse-ce", "inf"], "argument --reverse-ce: takes a finite number"),
+    (["--feature-distill", "nan"], "argument --feature-distill: takes a finite number"),
+    (["--pool-limit", "0"], "argument --pool-limit: takes a whole number of 1 or more"),
+    (["--seed", "-1"], "argument --seed: takes a whole number from 0 to 4294967295"),
+    (["--seed", "99999999999999999999"], "argument --seed: takes a whole number from 0 to 4294967295"),
+])
+def test_numbers_that_slip_past_range_checks_are_refused_by_the_parser(capsys, tmp_path, flags, says):
+    """inf and nan pass every >= check (and were saved as null, so the run could not resume); a negative or huge
+    seed reached numpy and faiss after the teacher had run."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["build", REQUEST, "--images", str(tmp_path), "--runs-dir", str(tmp_path / "runs"), *flags])
+    assert exit_info.value.code == 2
+    assert says in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_pool_too_small_to_learn_from_is_one_sentence(capsys, tmp_path):
+    from conftest import write_shapes
+
+    pool = write_shapes(tmp_path / "pool", 1, seed=0)  # one image per kind: 4
+    assert main(["build", REQUEST, "--images", str(pool), "--runs-dir", str(tmp_path / "runs")]) == 1
+    assert "The pool holds 4 readable image(s); a build needs at least 10" in _error(capsys)
+
+
+def test_examples_in_a_flat_folder_or_a_file_are_one_sentence(capsys, shapes_data, tmp_path):
+    import shutil
+
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for f in sorted(shapes_data["examples"].rglob("*.png"))[:3]:
+        shutil.copy(f, flat / f.name)
+    (flat / ".git").mkdir()  # hidden folders are not classes
+    assert main(["build", REQUEST, "--images", str(shapes_data["pool"]), "--examples", str(flat),
+                 "--runs-dir", str(tmp_path / "runs")]) == 1
+    assert "holds images but no class subfolders" in _error(capsys)
+    assert main(["build", REQUEST, "--images", str(shapes_data["pool"]), "--examples", str(flat / f.name),
+                 "--runs-dir", str(tmp_path / "runs")]) == 1
+    assert "is a file" in _error(capsys)
+
+
+def test_a_spec_that_is_not_text_and_a_run_design_cut_short_are_one_sentence(capsys, tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_bytes(bytes(range(256)))
+    assert main(["build", "--spec", str(spec)]) == 1
+    assert "is not a text file" in _error(capsys)
+    run = tmp_path / "runs" / "20260101-000000-cut"
+    run.mkdir(parents=True)
+    (run / "design.json").write_text('{"spec": {"classes": [')
+    assert main(["build", "--resume", run.name, "--runs-dir", str(tmp_path / "runs")]) == 1
+    assert "is not a readable run design" in _error(capsys)
+
+
+def test_a_plan_that_does_not_match_its_spec_is_one_sentence_before_a_run(capsys, shapes_data, tmp_path):
+    from agent.cli_build import spec_from_args
+    from agent.plan import InputSpec, offline_plan
+
+    args = argparse_for(["build", REQUEST, "--images", str(shapes_data["pool"])])
+    spec = spec_from_args(args)
+    plan = json.loads(offline_plan(spec, InputSpec(size=32, channels=3)).model_dump_json())
+    for edit, says in ((lambda p: p["steps"].pop(1), "The plan has no teacher step"),
+                       (lambda p: p["steps"][3]["student"].update(num_classes=7), "has 7 outputs but the spec has 4"),
+                       (lambda p: p["steps"][3]["student"].update(input_size=64), "takes 64x64x3 but its data step")):
+        broken = json.loads(json.dumps(plan))
+        broken["steps"] = [s for s in broken["steps"] if s["kind"] != "generate"]
+        edit(broken)
+        path = tmp_path / "plan.json"
+        path.write_text(json.dumps({"spec": json.loads(spec.to_json()), "plan": broken}))
+        assert main(["run", str(path), "--runs-dir", str(tmp_path / "runs")]) == 1
+        assert says in _error(capsys)
+    assert not (tmp_path / "runs").exists() or not any(p.is_dir() for p in (tmp_path / "runs").iterdir())
+
+
+def argparse_for(argv):
+    from agent.cli import build_parser
+
+    return build_parser().parse_args(argv)
+
+
+def test_a_path_the_system_refuses_is_one_sentence(capsys, tmp_path):
+    assert main(["spec", REQUEST, "--save", str(tmp_path)]) == 1  # a folder where a file should go
+    line = _error(capsys)
+    assert str(tmp_path) in line and "pass another path" in line
+
+
+def test_sigterm_marks_the_run_interrupted_like_ctrl_c(capsys, shapes_data, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from agent.runs import RunStore
+    from agent.stages import STAGES
+
+    def killed(ctx):
+        os.kill(os.getpid(), signal.SIGTERM)  # `kill PID`, a job scheduler's stop
+
+    monkeypatch.setitem(STAGES, "data", killed)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["build", REQUEST, "--images", str(shapes_data["pool"]), "--runs-dir", str(tmp_path), "--quiet"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert exit_info.value.code == 130
+    (record,) = RunStore(tmp_path).list()
+    assert record.status == "interrupted"

@@ -226,3 +226,40 @@ def test_concat_refuses_mixing_folder_and_array(folder: Path, fmnist, order: str
         pools.reverse()
     with pytest.raises(NanofactoryError):
         concat(pools)
+
+
+def test_an_image_claiming_billions_of_pixels_is_skipped_not_fatal(tmp_path):
+    """A PNG header that claims 100000 x 100000 makes PIL raise DecompressionBombError, which is no OSError."""
+    import zlib
+
+    from knowledge.pools import load_folder
+
+    folder = tmp_path / "pool"
+    folder.mkdir()
+    Image.new("L", (16, 16), 128).save(folder / "fine.png")
+    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)
+    chunk = lambda kind, data: (struct.pack(">I", len(data)) + kind + data  # noqa: E731
+                                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    (folder / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    pool = load_folder(folder)
+    assert pool.uids == ["fine.png"] and pool.skipped == [(str(folder / "bomb.png"), "DecompressionBombError")]
+
+
+def test_sixteen_bit_grayscale_keeps_its_contrast():
+    from knowledge.pools import model_pixels
+
+    a = np.array([[0, 16384], [32768, 65535]], np.uint16)
+    image = Image.fromarray(a)
+    assert image.mode.startswith("I;16")
+    assert model_pixels(image, 2, 1)[..., 0].tolist() == [[0, 64], [128, 255]]  # it clipped to 0 / 255
+    assert model_pixels(image, 2, 3)[1, 1].tolist() == [255, 255, 255]
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    import os
+
+    from knowledge.io import _UMASK, write_json_atomic
+
+    write_json_atomic(tmp_path / "metrics.json", {"a": 1})
+    assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == 0o666 & ~_UMASK  # mkstemp's 0600 before
+    assert os.access(tmp_path / "metrics.json", os.R_OK)
