@@ -71,20 +71,26 @@ def find_device_in(text: str) -> str | None:
 
 # ---- numbers -----------------------------------------------------------------------------
 
-_NUMBER = r"(?<![\w.])(\d+(?:\.\d+)?)"  # not the "446" of "STM32F446" nor the "32" of "ESP32"
-_UNITS = {"k": KiB, "m": MiB, "g": GiB}  # KB, K and KiB all mean 1024 bytes here
-_AMOUNT = re.compile(_NUMBER + r"\s*(kib|kb|kbytes|kilobytes?|k|mib|mb|mbytes|megabytes?|m|gib|gb|gigabytes?|g)\b")
+# not the "446" of "STM32F446" nor the "32" of "ESP32"; "1,024" is one number (_value drops the comma)
+_NUMBER = r"(?<![\w.,])(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)"
+_UNITS = {"k": KiB, "m": MiB, "g": GiB, "b": 1}  # KB, K and KiB all mean 1024 bytes here
+_AMOUNT = re.compile(
+    _NUMBER + r"\s*(kib|kb|kbytes|kilobytes?|k|mib|mb|mbytes|megabytes?|m|gib|gb|gigabytes?|g|bytes?|b)\b")
 _MEMORY_WORD = r"(sram|ram|memory|heap|flash|rom|storage)"
 # a keyword after the amount ("128 KB of SRAM") wins over one before it ("RAM of 128 KB");
 # neither may cross punctuation or "and", so "RAM 128 KB, flash 1 MB" pairs correctly
 _WORD_AFTER = re.compile(r"\s*(?:(?!and\b|or\b)[a-z-]+\s+){0,2}?" + _MEMORY_WORD + r"\b")
 _WORD_BEFORE = re.compile(r"\b" + _MEMORY_WORD + r"(?:\s+(?!and\b|or\b)[a-z-]+){0,3}\s*[:=<]?\s*$")
-_LATENCY = re.compile(_NUMBER + r"\s*(milliseconds?|msecs?|ms|seconds?|secs?|s|fps)\b")
+_LATENCY = re.compile(_NUMBER + r"\s*(milliseconds?|msecs?|ms|microseconds?|usecs?|us|µs|seconds?|secs?|s|fps)\b")
 _ACCURACY_AFTER = re.compile(_NUMBER + r"\s*(%|percent)?\s*(?:top-?1\s+)?accura(?:cy|te)\b")
 _ACCURACY_BEFORE = re.compile(
     r"\baccura(?:cy|te)\b(?:\s*(?:of|at|least|above|over|more|than|no|less|is|be|must|should|around|"
     r"about|>=|>|≥|:))*\s*" + _NUMBER + r"\s*(%|percent)?"
 )
+
+
+def _value(m: re.Match) -> float:
+    return float(m.group(1).replace(",", ""))
 
 
 def _refuse_negative(text: str, m: re.Match, what: str) -> None:
@@ -104,7 +110,7 @@ def find_memory(text: str) -> tuple[int | None, int | None]:
             continue  # "a 4K camera": an amount with no memory word is not a budget
         _refuse_negative(text, m, "a memory budget is a size above 0 (e.g. 64 KB)")
         kind = "flash" if word.group(1) in ("flash", "rom", "storage") else "sram"
-        found[kind].append(round(float(m.group(1)) * _UNITS[m.group(2)[0]]))
+        found[kind].append(round(_value(m) * _UNITS[m.group(2)[0]]))
     return min(found["flash"], default=None), min(found["sram"], default=None)
 
 
@@ -112,7 +118,7 @@ def find_latency_ms(text: str) -> float | None:
     values = []
     text = text.lower()
     for m in _LATENCY.finditer(text):
-        value, unit = float(m.group(1)), m.group(2)
+        value, unit = _value(m), m.group(2)
         _refuse_negative(text, m, "a latency budget is a time above 0 (e.g. 50 ms)")
         if unit == "fps":
             if value == 0:
@@ -120,7 +126,8 @@ def find_latency_ms(text: str) -> float | None:
                                        "per frame), or leave it out.")
             values.append(1000.0 / value)  # "10 fps" leaves 100 ms per frame
         else:
-            values.append(value if unit.startswith("m") else value * 1000.0)
+            values.append(value / 1000.0 if unit.startswith(("mic", "u", "µ")) else value if unit.startswith("m")
+                          else value * 1000.0)
     return min(values, default=None)
 
 
@@ -129,7 +136,7 @@ def find_accuracy(text: str) -> float | None:
     m = _ACCURACY_AFTER.search(text) or _ACCURACY_BEFORE.search(text)
     if m is None:
         return None
-    value = float(m.group(1))
+    value = _value(m)
     return value / 100 if m.group(2) or value > 1 else value  # "90%" and "90 accuracy" are 0.90
 
 
@@ -142,7 +149,7 @@ _SIZE_PX = re.compile(_NUMBER + r"\s*-?\s*(?:px|pixels?)\b")  # "at 64 px", "64-
 
 def find_image_size(text: str) -> int | None:
     m = _SIZE_PAIR.search(text.lower()) or _SIZE_PX.search(text.lower())
-    return int(float(m.group(1))) if m else None
+    return int(_value(m)) if m else None
 
 
 # ---- classes -----------------------------------------------------------------------------

@@ -73,6 +73,9 @@ def test_request_device_classes_other(text: str, device: str, classes: list[str]
         ("on rp2040 with 2 MB storage and a RAM of 100 KB", 2 * MiB, 100 * KiB),
         ("on rp2040, ROM: 300 KB, RAM 96 KiB", 300 * KiB, 96 * KiB),
         ("on rp2040 with a 4K camera", None, None),  # an amount with no memory word is not a budget
+        ("on rp2040 with 1,024 KB flash", MiB, None),  # read as 24 KB once
+        ("on rp2040 with 2048 bytes of RAM", None, 2048),  # bytes were dropped
+        ("on rp2040, 65536 B RAM and 1,000,000 bytes flash", 1_000_000, 65536),
     ],
 )
 def test_memory_units(text: str, flash: int | None, sram: int | None) -> None:
@@ -83,7 +86,8 @@ def test_memory_units(text: str, flash: int | None, sram: int | None) -> None:
 @pytest.mark.parametrize(
     "text, latency",
     [("under 50 ms", 50.0), ("50ms latency", 50.0), ("within 0.2 s", 200.0),
-     ("100 milliseconds", 100.0), ("at 20 fps", 50.0), ("on an ESP32-S3", None)],
+     ("100 milliseconds", 100.0), ("at 20 fps", 50.0), ("on an ESP32-S3", None),
+     ("under 500 us", 0.5), ("in 800 µs", 0.8), ("within 250 microseconds", 0.25), ("within 1,500 ms", 1500.0)],
 )
 def test_latency(text: str, latency: float | None) -> None:
     assert parse_request(text).latency_ms == (pytest.approx(latency) if latency else None)
