@@ -31,6 +31,7 @@ from agent.cli_build import (
     run_build,
     say,
     spec_from_args,
+    with_data_flags,
 )
 from agent.cli_data import cmd_find, cmd_review
 from knowledge.devices import core_name
@@ -150,6 +151,14 @@ def cmd_build(args) -> int:
 
     store = RunStore(args.runs_dir)
     if args.resume:
+        changed = _flags_given(args, ("resume", "runs_dir", "quiet", "verbose", "command"))
+        if changed:
+            raise NanofactoryError(
+                f"--resume finishes {args.resume} with the settings it was made with, so {', '.join(changed)} "
+                "would be ignored; start a new build with them instead (or `nanofactory review RUN --retrain`).")
+        folder = Path(args.resume).expanduser()
+        if (folder / "design.json").is_file():  # a run folder rather than an id: its parent is the store
+            store, args.resume = RunStore(folder.resolve().parent), folder.resolve().name
         run = open_run(store, args.resume)
         done = run.finished_stages()
         say(f"resuming {run.id}; finished: {', '.join(done) or 'nothing yet'}")
@@ -157,6 +166,13 @@ def cmd_build(args) -> int:
         return 0
     run_build(spec_from_args(args), args, store)
     return 0
+
+
+def _flags_given(args, ignore: tuple[str, ...]) -> list[str]:
+    """The options (and a request) on the command line that differ from the parser's defaults."""
+    defaults = vars(build_parser().parse_args([args.command]))
+    return ["a request" if name == "request" else f"--{name.replace('_', '-')}"
+            for name, value in vars(args).items() if name not in ignore and value != defaults.get(name)]
 
 
 def cmd_demo(args) -> int:
@@ -175,7 +191,17 @@ def cmd_spec(args) -> int:
     from agent.parse import spec_from_request
     from agent.spec import DataSpec, PoolSource
 
-    data = data_spec(args) if args.images else DataSpec(pool=[PoolSource(kind="fashion-mnist")])
+    if args.images:
+        data = data_spec(args)
+    else:  # a spec to edit or build later with --images; its pool says which images it would use meanwhile
+        data = with_data_flags(DataSpec(pool=[PoolSource(kind="fashion-mnist")]), args)
+        say("note: no --images, so the spec's pool is Fashion-MNIST; build it on your images with "
+            "`nanofactory build --spec FILE --images DIR`.")
+    for flag, source in (("--images", data.pool[0]), ("--test", data.test)):
+        if source is not None and source.kind == "folder" and not Path(source.path).is_dir():
+            raise NanofactoryError(f"{flag} {source.path} is not a folder; pass the folder that holds the images.")
+    if data.examples_dir is not None and not Path(data.examples_dir).is_dir():
+        raise NanofactoryError(f"--examples {data.examples_dir} is not a folder; pass one with a subfolder per class.")
     spec = spec_from_request(args.request, data)
     if args.save:
         spec.save(args.save)

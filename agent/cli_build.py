@@ -111,9 +111,17 @@ def data_spec(args):
     if not args.images:
         raise NanofactoryError("No images to learn from: pass --images DIR (a folder of your images) "
                                "or --images fashion-mnist, or run `nanofactory demo`.")
-    examples = args.examples.expanduser().resolve() if args.examples else None
-    return DataSpec(pool=[_source(args.images, limit=args.pool_limit)], examples_dir=examples,
-                    test=_source(args.test, split="test"))
+    return DataSpec(pool=[_source(args.images, limit=args.pool_limit)], **_data_updates(args))
+
+
+def _data_updates(args) -> dict:
+    """--examples and --test as DataSpec fields, for those given."""
+    updates = {}
+    if args.examples:
+        updates["examples_dir"] = args.examples.expanduser().resolve()
+    if args.test:
+        updates["test"] = _source(args.test, split="test")
+    return updates
 
 
 def spec_from_args(args):
@@ -124,13 +132,22 @@ def spec_from_args(args):
         if args.request:
             raise NanofactoryError("Give either a request or --spec FILE, not both.")
         spec = DesignSpec.load(args.spec)
-        if args.images:
-            spec = spec.model_copy(update={"data": data_spec(args)})
-        return spec
+        return spec.model_copy(update={"data": with_data_flags(spec.data, args)})
     if not args.request:
         raise NanofactoryError('Say what to build, e.g. nanofactory build "sort shirts and bags on an STM32F446" '
                                "--images DIR, or pass --spec FILE.")
     return spec_from_request(args.request, data_spec(args))
+
+
+def with_data_flags(data, args):
+    """A spec's DataSpec with the data flags given on the command line in place of its own (each flag its own
+    field: --test alone keeps the spec's pool and examples; --pool-limit alone limits the spec's pool)."""
+    updates = _data_updates(args)
+    if args.images:
+        updates["pool"] = [_source(args.images, limit=args.pool_limit)]
+    elif args.pool_limit:
+        updates["pool"] = [source.model_copy(update={"limit": args.pool_limit}) for source in data.pool]
+    return data.model_copy(update=updates)
 
 
 def parse_count(text: str) -> int:

@@ -18,9 +18,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
+from pydantic import ValidationError
+
 from agent.plan import Plan, check_plan
 from agent.runs import RunStore
-from agent.spec import DesignSpec
+from agent.spec import DesignSpec, describe_validation_error
 from knowledge.errors import NanofactoryError
 from knowledge.io import read_json_or_none, write_json_atomic
 
@@ -119,7 +121,10 @@ def open_run(store: RunStore, run_id: str) -> Run:
         raise NanofactoryError(f"{run_dir / 'design.json'} is not a readable run design (cut short or edited); "
                                "restore it from a copy of the run, or start a new build.")
     spec = DesignSpec.from_dict(design["spec"], source=f"{run_dir}/design.json")
-    plan = saved_plan(design["plan"])
+    try:
+        plan = saved_plan(design["plan"])
+    except ValidationError as e:
+        raise NanofactoryError(describe_validation_error(e, f"{run_dir}/design.json plan")) from None
     return Run(id=run_id, dir=run_dir, spec=spec, plan=plan)
 
 
@@ -167,9 +172,6 @@ def execute(run: Run, store: RunStore, progress: Progress | None = None, show_ba
 def replay(path: Path, store: RunStore, show_bars: bool) -> tuple[Run, dict]:
     """Run a saved design (design.json, or YAML/JSON with `spec` and `plan`) again, without any LLM."""
     import yaml
-    from pydantic import ValidationError
-
-    from agent.spec import describe_validation_error
 
     if not path.is_file():
         raise NanofactoryError(f"Plan file {path} {'is a folder' if path.is_dir() else 'does not exist'}; pass a run's "

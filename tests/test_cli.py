@@ -460,3 +460,35 @@ def test_sigterm_marks_the_run_interrupted_like_ctrl_c(capsys, shapes_data, tmp_
     assert exit_info.value.code == 130
     (record,) = RunStore(tmp_path).list()
     assert record.status == "interrupted"
+
+
+def test_spec_flags_each_replace_their_own_field(capsys, shapes_data, tmp_path):
+    """`spec` without --images keeps --examples and --test (and says the pool is a stand-in); `build --spec` with
+    one data flag replaces that field only: --test alone used to be ignored, --images alone dropped the rest."""
+    from agent.cli_build import spec_from_args
+    from agent.spec import DesignSpec
+
+    saved = tmp_path / "spec.yaml"
+    assert main(["spec", REQUEST, "--examples", str(shapes_data["examples"]), "--test", str(shapes_data["test"]),
+                 "--save", str(saved)]) == 0
+    assert "note: no --images" in capsys.readouterr().err
+    spec = DesignSpec.load(saved)
+    assert spec.data.examples_dir == shapes_data["examples"].resolve() and spec.data.test.path is not None
+    assert main(["spec", REQUEST, "--images", str(tmp_path / "nope")]) == 1
+    assert "--images" in _error(capsys)
+    args = argparse_for(["build", "--spec", str(saved), "--images", str(shapes_data["pool"])])
+    built = spec_from_args(args)
+    assert built.data.pool[0].path == shapes_data["pool"].resolve()
+    assert built.data.examples_dir == spec.data.examples_dir and built.data.test == spec.data.test
+    limited = spec_from_args(argparse_for(["build", "--spec", str(saved), "--pool-limit", "30"]))
+    assert limited.data.pool[0].kind == "fashion-mnist" and limited.data.pool[0].limit == 30
+
+
+def test_resume_refuses_settings_it_would_ignore_and_takes_a_run_folder(capsys, tmp_path):
+    run = tmp_path / "runs" / "20260101-000000-cut"
+    run.mkdir(parents=True)
+    (run / "design.json").write_text("{}")
+    assert main(["build", "--resume", run.name, "--epochs", "5", "--runs-dir", str(tmp_path / "runs")]) == 1
+    assert "so --epochs would be ignored" in _error(capsys)
+    assert main(["build", "--resume", str(run)]) == 1  # a folder, not an id: read from there (design.json is bad)
+    assert f"{run / 'design.json'} is not a readable run design" in _error(capsys)
