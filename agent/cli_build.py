@@ -324,6 +324,9 @@ def print_summary(run, m: dict) -> None:
         ("teacher label accuracy", _fmt(m["teacher_label_accuracy"])),
         ("student fp32 accuracy", _fmt(m["student_fp32_test_accuracy"])),
         ("student int8 accuracy", _fmt(m["student_int8_test_accuracy"])),
+        *([("accuracy floor", f"{_fmt(run.spec.budgets.accuracy_floor)}: " + (
+            "met" if m.get("meets_accuracy_floor") else f"NOT met; answer the review (`nanofactory review {run.id} "
+            "--retrain`), add examples, or lower the floor"))] if run.spec.budgets.accuracy_floor is not None else []),
         ("oracle int8 accuracy", _fmt(m["oracle_int8_test_accuracy"])),
         ("student / oracle", "—" if m["student_oracle_ratio"] is None else f"{m['student_oracle_ratio']:.3f}"),
         ("weakest class (int8)", weakest_class_text(m.get("per_class"))),

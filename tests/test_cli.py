@@ -321,10 +321,15 @@ def test_the_summary_names_the_weakest_class(tmp_path, capsys):
          "flash_bytes_budget": 512 * 1024, "sram_estimate_bytes": 15_680, "sram_bytes_budget": 128 * 1024,
          "macs": 984_992, "latency_estimate_ms": 13.7, "latency_budget_ms": None, "timings_s": {"total": 262.0},
          "per_class": per_class}
-    run = SimpleNamespace(dir=tmp_path, id="r1")
+    run = SimpleNamespace(dir=tmp_path, id="r1", spec=SimpleNamespace(budgets=SimpleNamespace(accuracy_floor=None)))
     print_summary(run, m)
     out = capsys.readouterr().out
     assert "weakest class (int8)         shirt: recall 11.1 %, precision 42.5 %" in out
+    assert "accuracy floor" not in out
+    run.spec.budgets.accuracy_floor = 0.9  # "at least 90 % accuracy": the summary says it was missed
+    print_summary(run, {**m, "meets_accuracy_floor": False})
+    assert "accuracy floor               90.0 %: NOT met; answer the review (`nanofactory review r1" in capsys.readouterr().out
+    run.spec.budgets.accuracy_floor = None
     assert "Next: `nanofactory review r1 --budget 100 --retrain`" in out and "only 11 % of the 'shirt' test" in out
     print_summary(run, {**m, "per_class": {"bag": per_class["bag"]}})
     out = capsys.readouterr().out
