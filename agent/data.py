@@ -154,6 +154,11 @@ def load_test(spec: DesignSpec) -> tuple[ImagePool, np.ndarray] | None:
     pool = load_source(source, "--test")
     if source.kind == "folder":
         pool.hidden_labels = [Path(uid).parts[0] if len(Path(uid).parts) > 1 else None for uid in pool.uids]
+        unmatched = sorted({h for h in pool.hidden_labels if h is not None and label_index(h, spec.label_names, False) < 0
+                            and _norm(h) != "other"})
+        if unmatched:  # a misspelt class folder would quietly score as "other" (or not at all)
+            log.warning("test subfolder(s) %s match no class (%s); their images count as %s", ", ".join(unmatched),
+                        ", ".join(spec.label_names), "'other'" if spec.other else "nothing and are left out")
     y = hidden_truth(pool, spec)
     keep = np.where(y >= 0)[0]
     if len(keep) == 0:

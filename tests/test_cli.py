@@ -497,3 +497,18 @@ def test_resume_refuses_settings_it_would_ignore_and_takes_a_run_folder(capsys, 
     assert "so --epochs would be ignored" in _error(capsys)
     assert main(["build", "--resume", str(run)]) == 1  # a folder, not an id: read from there (design.json is bad)
     assert f"{run / 'design.json'} is not a readable run design" in _error(capsys)
+
+
+def test_a_test_subfolder_matching_no_class_is_named(caplog, shapes_data, tmp_path):
+    import shutil
+
+    from agent.cli_build import spec_from_args
+    from agent.data import load_test
+
+    test = tmp_path / "test"
+    shutil.copytree(shapes_data["test"], test)
+    (test / "circle").rename(test / "circel")  # misspelt: its images would score as "other" without a word
+    spec = spec_from_args(argparse_for(["build", REQUEST, "--images", str(shapes_data["pool"]), "--test", str(test)]))
+    _, y = load_test(spec)
+    assert "test subfolder(s) circel match no class" in caplog.text and "count as 'other'" in caplog.text
+    assert (y == spec.label_names.index("other")).sum() > 0
