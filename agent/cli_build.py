@@ -198,7 +198,11 @@ def generate_step(spec, args):
                                    f"'all' or some of: {', '.join(known)}.")
         fields |= {"mode": "on", "classes": [known[i] for i in found]}
     if args.generate_model:
+        from generators.text_to_image import TextToImageConfig, TextToImageGenerator
+
         fields["text_to_image"] = {"model": model_id_or_path(args.generate_model, "--generate-model")}
+        # not a pipeline folder, or not in the cache: one sentence now, not a note at the end of the build
+        TextToImageGenerator(TextToImageConfig(**fields["text_to_image"])).check()
     if args.generate_minutes is not None:
         fields["ddpm"] = {"budget_minutes": args.generate_minutes}
     try:
@@ -242,6 +246,7 @@ def run_build(spec, args, store) -> dict:
     from agent.pipeline import create_run
     from agent.plan import default_input, offline_plan
     from knowledge.pools import check_folder
+    from knowledge.teachers import create_teacher
     from knowledge.teachers.base import TeacherConfig, torch_device
     from tools.train import TrainConfig
 
@@ -256,6 +261,7 @@ def run_build(spec, args, store) -> dict:
     teacher_model = model_id_or_path(args.teacher_model, "--teacher-model") if args.teacher_model else None
     teacher = TeacherConfig(name=args.teacher or "efficientnet-lite", model=teacher_model,
                             device=getattr(args, "teacher_device", None) or "auto")
+    create_teacher(teacher)  # an unknown teacher or variant: one sentence now (construction loads nothing)
     if teacher.device == "cuda":
         torch_device(teacher)  # no GPU: one sentence before a run folder exists
     if args.epochs is not None and args.epochs < 1:

@@ -61,11 +61,28 @@ class TextToImageGenerator(Generator):
         self._device = "cpu"
 
     def check(self) -> None:
+        """What can be told without loading anything: the folder is there and is a pipeline, or the hub id is in
+        the local cache (nothing is ever downloaded)."""
         model = self.config.model
-        if looks_like_path(model) and not Path(model).expanduser().is_dir():
-            raise GeneratorUnavailable(
-                f"The diffusers pipeline folder {model} does not exist; pass a folder saved with save_pretrained "
-                "or the hub id of a pipeline already in the local cache.")
+        if looks_like_path(model):
+            folder = Path(model).expanduser()
+            if not folder.is_dir():
+                raise GeneratorUnavailable(
+                    f"The diffusers pipeline folder {model} does not exist; pass a folder saved with save_pretrained "
+                    "or the hub id of a pipeline already in the local cache.")
+            if not (folder / "model_index.json").is_file():
+                raise GeneratorUnavailable(
+                    f"{model} is not a diffusers pipeline folder (it has no model_index.json); pass a folder saved "
+                    "with save_pretrained.")
+            return
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            cached = try_to_load_from_cache(model, "model_index.json")
+        except ValueError:  # not a valid repo id
+            cached = None
+        if not isinstance(cached, str):
+            raise GeneratorUnavailable(_load_failure(model, OSError("not in the local cache")))
 
     def load(self) -> None:
         if self._pipe is not None:

