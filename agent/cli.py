@@ -359,6 +359,8 @@ def cmd_compile(args) -> int:
     from compilers.build import compile_onnx
 
     if args.onnx:
+        if args.run:
+            raise NanofactoryError(f"Give a run or --onnx FILE, not both ({args.run} and {args.onnx}).")
         if not args.onnx.is_file():
             raise NanofactoryError(f"No ONNX model at {args.onnx}; pass the path of a .onnx file.")
         if args.calibration is None:
@@ -371,14 +373,21 @@ def cmd_compile(args) -> int:
         except (ValueError, OSError, EOFError):
             raise NanofactoryError(f"{args.calibration} is not a numeric .npy array; save the inputs with "
                                    "numpy.save (shape (N, C, H, W)).") from None
+        if not isinstance(calib, np.ndarray):  # an .npz archive
+            raise NanofactoryError(f"{args.calibration} is an .npz archive, not one array; save the inputs with "
+                                   "numpy.save (shape (N, C, H, W)).")
         if not np.issubdtype(calib.dtype, np.number):
             raise NanofactoryError(f"{args.calibration} holds {calib.dtype} data, not numbers; save float inputs "
                                    "with numpy.save (shape (N, C, H, W)).")
+        if not np.isfinite(calib).all():
+            raise NanofactoryError(f"{args.calibration} holds NaN or infinite values; calibrate on real inputs.")
         out = args.out or args.onnx.with_suffix("")
         compiled = compile_onnx(args.onnx, calib.astype(np.float32), out, name=args.onnx.stem)
     else:
         if not args.run:
             raise NanofactoryError("Which model? Pass a run id (from `nanofactory runs`) or --onnx FILE.")
+        if args.calibration is not None:
+            raise NanofactoryError("--calibration is for --onnx; a run calibrates on its own pool images.")
         if args.run.endswith(".onnx"):
             raise NanofactoryError(f"{args.run} is an ONNX file, not a run; compile it with "
                                    f"`nanofactory compile --onnx {args.run} --calibration FILE.npy`.")

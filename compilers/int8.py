@@ -18,6 +18,7 @@ import numpy as np
 
 from compilers.fixedpoint import activation_range, quantize_multiplier
 from compilers.ir import SHARES_INPUT_QUANT, Graph, Quant
+from knowledge.errors import NanofactoryError
 
 SOFTMAX_QUANT = Quant(scale=float(np.float32(1 / 256)), zero_point=-128)
 
@@ -52,6 +53,11 @@ def quantize_graph(graph: Graph, calibration: np.ndarray) -> Graph:
     """Quantize ``graph`` in place from float NHWC ``calibration`` inputs; returns it."""
     from compilers.reference import run_float
 
+    for op in graph.ops:
+        for what, array in (("weights", op.weight), ("biases", op.bias)):
+            if array is not None and not np.isfinite(array).all():
+                raise NanofactoryError(f"Layer {op.name or op.kind}'s {what} hold NaN or infinite values; the model "
+                                       "did not train cleanly: retrain it, or export a checkpoint from before it diverged.")
     ranges: dict[str, list[float]] = {}
     for start in range(0, len(calibration), 256):
         for name, value in run_float(graph, calibration[start : start + 256], keep=True).items():
@@ -65,6 +71,9 @@ def quantize_graph(graph: Graph, calibration: np.ndarray) -> Graph:
         g = group_range.setdefault(groups[name], [lo, hi])
         g[0], g[1] = min(g[0], lo), max(g[1], hi)
     for name, tensor in graph.tensors.items():
+        if not np.isfinite(group_range[groups[name]]).all():
+            raise NanofactoryError(f"Tensor {name} reaches NaN or infinite values on the calibration inputs; "
+                                   "calibrate on real, finite inputs preprocessed as the model expects.")
         tensor.quant = activation_quant(*group_range[groups[name]])
     for op in graph.ops:
         if op.kind == "softmax":

@@ -120,7 +120,12 @@ class _Reader:
             raise UnsupportedModel(f"Cannot compile {self.source}: it has {len(inputs)} inputs and "
                                    f"{len(self.graph.output)} outputs; the runtime takes one of each.")
         self.input = inputs[0].name
-        dims = [d.dim_value if d.HasField("dim_value") else 1 for d in inputs[0].type.tensor_type.shape.dim]
+        written = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+                   for d in inputs[0].type.tensor_type.shape.dim]
+        if any(not isinstance(d, int) for d in written[1:]):  # the batch may vary; the rest sizes the arena
+            raise UnsupportedModel(f"Cannot compile {self.source}: input {self.input!r} has sizes {written} not fixed "
+                                   "at export; export it with a fixed input size (dynamic_axes for the batch only).")
+        dims = [d if isinstance(d, int) else 1 for d in written]
         if len(dims) == 4:
             shape = (1, dims[2], dims[3], dims[1])
         elif len(dims) == 2:

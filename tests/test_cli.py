@@ -514,3 +514,31 @@ def test_a_test_subfolder_matching_no_class_is_named(caplog, shapes_data, tmp_pa
     _, y = load_test(spec)
     assert "test subfolder(s) circel match no class" in caplog.text and "count as 'other'" in caplog.text
     assert (y == spec.label_names.index("other")).sum() > 0
+
+
+def test_compile_refuses_nan_weights_nan_calibration_archives_and_open_sizes(capsys, tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+    from onnx_models import pools_concat_flatten, save
+
+    good = save(pools_concat_flatten(np.random.default_rng(0)), tmp_path / "m.onnx")
+    calib = np.random.default_rng(1).uniform(-1, 1, (8, 3, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "cal.npy", calib)
+    np.savez(tmp_path / "cal.npz", x=calib)
+    np.save(tmp_path / "nan.npy", np.where(calib > 0.9, np.nan, calib))
+    model = onnx.load(str(good))
+    w = model.graph.initializer[0]
+    w.CopyFrom(numpy_helper.from_array(np.full(numpy_helper.to_array(w).shape, np.nan, np.float32), w.name))
+    save(model, tmp_path / "nan.onnx")
+    model = onnx.load(str(good))
+    model.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "H"
+    save(model, tmp_path / "open.onnx")
+    for onnx_file, cal, says in ((good, "cal.npz", "is an .npz archive"), (good, "nan.npy", "NaN or infinite values"),
+                                 (tmp_path / "nan.onnx", "cal.npy", "weights hold NaN or infinite values"),
+                                 (tmp_path / "open.onnx", "cal.npy", "not fixed at export")):
+        assert main(["compile", "--onnx", str(onnx_file), "--calibration", str(tmp_path / cal),
+                     "--out", str(tmp_path / "out")]) == 1
+        assert says in _error(capsys)
+    assert main(["compile", "r1", "--calibration", str(tmp_path / "cal.npy")]) == 1
+    assert "--calibration is for --onnx" in _error(capsys)
