@@ -252,10 +252,11 @@ def run_build(spec, args, store) -> dict:
 
     if args.seed is not None:
         spec = spec.model_copy(update={"seed": args.seed})
-    pool = load_pool(spec)  # fail fast on bad folders, before a run folder exists
+    from_file = getattr(args, "spec", None)  # a folder the spec file names is not blamed on a flag
+    pool = load_pool(spec, "--images" if getattr(args, "images", None) or not from_file else f"data.pool in {from_file}")
     load_examples(spec)
-    if spec.data.test is not None and spec.data.test.kind == "folder":
-        check_folder(spec.data.test.path, "--test")  # the test set is read after training; its folder is checked now
+    if spec.data.test is not None and spec.data.test.kind == "folder":  # read after training; checked now
+        check_folder(spec.data.test.path, "--test" if getattr(args, "test", None) or not from_file else f"data.test in {from_file}")
     for line in budget_notes(spec):
         say(line)
     teacher_model = model_id_or_path(args.teacher_model, "--teacher-model") if args.teacher_model else None

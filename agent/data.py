@@ -26,8 +26,9 @@ def load_source(source: PoolSource, flag: str = "--images") -> ImagePool:
 MIN_POOL = 10  # fewer images than this cannot be clustered, split for validation and trained on
 
 
-def load_pool(spec: DesignSpec) -> ImagePool:
-    pool = concat([load_source(s) for s in spec.data.pool])
+def load_pool(spec: DesignSpec, flag: str = "--images") -> ImagePool:
+    """The spec's pool; ``flag``: what named it, for the error when a folder is missing or empty."""
+    pool = concat([load_source(s, flag) for s in spec.data.pool])
     if len(pool) < MIN_POOL:
         raise NanofactoryError(
             f"The pool holds {len(pool)} readable image(s); a build needs at least {MIN_POOL} (and hundreds per class "

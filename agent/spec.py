@@ -30,6 +30,11 @@ class ClassSpec(_Strict):
     examples: list[Path] = Field(default_factory=list, description="a few example images")
     negatives: list[str] = Field(default_factory=list, description="things that are NOT this class")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, data):
+        return {"name": data} if isinstance(data, str) else data  # "classes: [cat, dog]" in a spec file
+
     @field_validator("name")
     @classmethod
     def _clean_name(cls, v: str) -> str:
@@ -163,7 +168,22 @@ class DesignSpec(_Strict):
                 ) from None
         if not isinstance(data, dict):
             raise NanofactoryError(f"Spec {path} must be a mapping of fields (task, classes, device, ...).")
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(data, source=str(path)).relative_to_file(path)
+
+    def relative_to_file(self, path: Path) -> "DesignSpec":
+        """Relative folders and example images in a spec file are read from the file's folder, wherever the
+        command runs (a spec kept beside its images works from anywhere)."""
+        base = Path(path).resolve().parent
+
+        def at(p: Path | None) -> Path | None:
+            return p if p is None or p.expanduser().is_absolute() else base / p
+
+        data = self.data.model_copy(update={
+            "pool": [s.model_copy(update={"path": at(s.path)}) for s in self.data.pool],
+            "examples_dir": at(self.data.examples_dir),
+            "test": self.data.test and self.data.test.model_copy(update={"path": at(self.data.test.path)})})
+        classes = [c.model_copy(update={"examples": [at(e) for e in c.examples]}) for c in self.classes]
+        return self.model_copy(update={"data": data, "classes": classes})
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "spec") -> "DesignSpec":

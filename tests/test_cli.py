@@ -542,3 +542,19 @@ def test_compile_refuses_nan_weights_nan_calibration_archives_and_open_sizes(cap
         assert says in _error(capsys)
     assert main(["compile", "r1", "--calibration", str(tmp_path / "cal.npy")]) == 1
     assert "--calibration is for --onnx" in _error(capsys)
+
+
+def test_a_spec_file_reads_relative_paths_from_its_folder_and_class_names_as_strings(capsys, tmp_path, monkeypatch):
+    from agent.spec import DesignSpec
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "spec.yaml").write_text("classes: [cat, dog]\ndevice: nRF52840\n"
+                                       "data: {pool: [{kind: folder, path: shots}], examples_dir: examples}\n")
+    monkeypatch.chdir(tmp_path)  # elsewhere: the paths are still the project's
+    spec = DesignSpec.load(project / "spec.yaml")
+    assert [c.name for c in spec.classes] == ["cat", "dog"]
+    assert spec.data.pool[0].path == project / "shots" and spec.data.examples_dir == project / "examples"
+    assert main(["build", "--spec", str(project / "spec.yaml"), "--runs-dir", str(tmp_path / "runs")]) == 1
+    line = _error(capsys)  # the folder is the spec's, not a flag's
+    assert str(project / "shots") in line and "data.pool in" in line and "--images" not in line
