@@ -215,8 +215,12 @@ def cmd_runs(args) -> int:
     store = RunStore(args.runs_dir)
     if args.action == "show":
         if len(args.run_id) != 1:
-            raise NanofactoryError("Which run? Use `nanofactory runs show RUN_ID` (ids from `nanofactory runs`).")
+            raise NanofactoryError("Which run? Use `nanofactory runs show RUN_ID` (ids from `nanofactory runs`)"
+                                   + ("; `runs compare A B` shows several." if args.run_id else "."))
         run_id = args.run_id[0]
+        if (Path(run_id).expanduser() / "design.json").is_file():  # a run folder rather than an id
+            folder = Path(run_id).expanduser().resolve()
+            store, run_id = RunStore(folder.parent), folder.name
         record = store.get(run_id)
         print(json.dumps({"run": record.__dict__, "path": str(store.path(run_id)),
                           "metrics": store.metrics(run_id)}, indent=2, default=str))
@@ -257,13 +261,17 @@ def cmd_runs(args) -> int:
     return 0
 
 
+def _size(n: int) -> str:
+    return f"{n // 1024**2:,} MB" if n >= 10 * 1024**2 else f"{n // 1024:,} KB"
+
+
 def cmd_devices(args) -> int:
     from knowledge.devices import list_devices
 
     print(f"{'device':<22} {'core':<24} {'MHz':>5} {'SRAM':>9} {'flash':>9} {'MAC/cycle':>9}  measured on")
     for d in list_devices():
-        print(f"{d.name:<22} {d.core:<24} {d.clock_mhz:>5g} {d.sram_bytes // 1024:>6} KB "
-              f"{d.flash_bytes // 1024:>6} KB {d.macs_per_cycle:>9.2f}  "
+        print(f"{d.name:<22} {d.core:<24} {d.clock_mhz:>5g} {_size(d.sram_bytes):>9} "
+              f"{_size(d.flash_bytes):>9} {d.macs_per_cycle:>9.2f}  "
               + (f"emulated {core_name(d.emulated_core)}" if d.emulated_core else "-"))
     print("\nverify runs every build's C library on emulated Cortex-M4, M7 and M0+ cores (QEMU, when installed). For a device "
           "with one of them the build reports the library's latency floor and the flash and RAM it takes, measured "

@@ -109,6 +109,9 @@ def find_memory(text: str) -> tuple[int | None, int | None]:
         if word is None:
             continue  # "a 4K camera": an amount with no memory word is not a budget
         _refuse_negative(text, m, "a memory budget is a size above 0 (e.g. 64 KB)")
+        if _value(m) == 0:
+            raise NanofactoryError(f"The request asks for {m.group(0)} of {word.group(1).upper()}; a memory budget "
+                                   "is a size above 0 (e.g. 64 KB), or leave it out.")
         kind = "flash" if word.group(1) in ("flash", "rom", "storage") else "sram"
         found[kind].append(round(_value(m) * _UNITS[m.group(2)[0]]))
     return min(found["flash"], default=None), min(found["sram"], default=None)
@@ -120,6 +123,9 @@ def find_latency_ms(text: str) -> float | None:
     for m in _LATENCY.finditer(text):
         value, unit = _value(m), m.group(2)
         _refuse_negative(text, m, "a latency budget is a time above 0 (e.g. 50 ms)")
+        if value == 0 and unit != "fps":
+            raise NanofactoryError(f"The request asks for {m.group(0)}; a latency budget is a time above 0 "
+                                   "(e.g. 50 ms), or leave it out.")
         if unit == "fps":
             if value == 0:
                 raise NanofactoryError("The request asks for 0 fps; name a frame rate above 0 (10 fps leaves 100 ms "

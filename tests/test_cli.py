@@ -161,6 +161,7 @@ def test_devices_lists_catalog(capsys):
     for name in ("STM32F446RE", "STM32F746NG", "STM32H743", "STM32L4R5", "nRF52840", "ESP32-S3", "RP2040",
                  "Raspberry Pi Zero 2 W"):
         assert name in out
+    assert "512 MB 16,384 MB" in out  # a Linux board's memory in MB, in its columns (it was 524288 KB)
 
 
 def test_runs_empty_and_unknown(capsys, tmp_path):
@@ -168,6 +169,8 @@ def test_runs_empty_and_unknown(capsys, tmp_path):
     assert "no runs" in capsys.readouterr().out
     assert main(["runs", "show", "nope", "--runs-dir", str(tmp_path)]) == 1
     assert "No run 'nope'" in _error(capsys)
+    assert main(["runs", "show", "a", "b", "--runs-dir", str(tmp_path)]) == 1
+    assert "`runs compare A B` shows several" in _error(capsys)
 
 
 def test_runs_compare_shows_the_changes(capsys, tmp_path):

@@ -96,6 +96,11 @@ def test_latency(text: str, latency: float | None) -> None:
 def test_zero_fps_and_negative_budgets_are_one_sentence() -> None:
     from knowledge.errors import NanofactoryError
 
+    with pytest.raises(NanofactoryError, match="asks for 0 kb of RAM; a memory budget is a size above 0"):
+        parse_request("sort cats on an nRF52840 with 0 KB RAM")
+    with pytest.raises(NanofactoryError, match="asks for 0 ms; a latency budget is a time above 0"):
+        parse_request("sort cats on an nRF52840 under 0 ms")
+
     with pytest.raises(NanofactoryError, match="0 fps"):
         parse_request("sort shirts on an STM32F446 at 0 fps")
     with pytest.raises(NanofactoryError, match="-5 ms"):  # it was read as 5 ms

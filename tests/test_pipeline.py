@@ -248,7 +248,7 @@ def test_a_run_copied_from_another_machine_is_listed_shown_and_compared(built, c
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].startswith(run_id) and "done" in lines[1] and "nRF52840" in lines[1]  # newest first
     assert lines[2].startswith("20200101-000000-half") and "unfinished" in lines[2]
-    assert main(["runs", "show", run_id, "--runs-dir", str(tmp_path)]) == 0
+    assert main(["runs", "show", str(tmp_path / run_id)]) == 0  # a folder: read from there, whatever --runs-dir
     shown = json.loads(capsys.readouterr().out)
     assert shown["run"]["request"] == REQUEST and shown["run"]["student_int8_accuracy"] is not None
     assert main(["runs", "compare", run_id, run_id, "--runs-dir", str(tmp_path)]) == 0
