@@ -52,11 +52,20 @@ def extract_images(archive: Path, target: Path) -> int:
             raise NanofactoryError(f"{Path(archive).name} is too large to upload ({len(members):,} images); "
                                    "name its folder on this machine instead.")
         skip = _common_root([p for _, p in members]) if members else 0
-        for info, path in members:
-            out = target.joinpath(*path.parts[skip:])
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with z.open(info) as src, open(out, "wb") as dst:
-                shutil.copyfileobj(src, dst)
+        written: list[Path] = []
+        try:
+            for info, path in members:
+                data = z.read(info)  # whole, so a damaged member (bad CRC) is found before anything of it lands
+                out = _unique(target.joinpath(*path.parts[skip:]))  # never over an image uploaded before
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_bytes(data)
+                written.append(out)
+        except (zipfile.BadZipFile, EOFError, OSError) as e:
+            for f in written:  # all of the zip or none of it
+                f.unlink(missing_ok=True)
+            what = "is damaged" if not isinstance(e, OSError) else f"cannot be saved here ({e.strerror or e})"
+            raise NanofactoryError(f"{path} in {Path(archive).name} {what}; nothing of the zip was added, "
+                                   "zip the folder again.") from None
     return len(members)
 
 
@@ -72,8 +81,8 @@ def save_uploads(files: list[str | Path], target: Path, class_name: str | None =
     """Zips are extracted, image files copied (into ``target/<class_name>`` when given); the images added."""
     if class_name is not None:
         name = class_name.strip()
-        if not name or "/" in name or "\\" in name or name.startswith("."):
-            raise NanofactoryError("Name the class these examples show (letters, digits, spaces), e.g. 'cat'.")
+        if not name or "/" in name or "\\" in name or name.startswith(".") or len(name) > 64 or not name.isprintable():
+            raise NanofactoryError("Name the class these examples show (letters, digits, spaces; at most 64), e.g. 'cat'.")
         target = target / name
     target.mkdir(parents=True, exist_ok=True)
     added = 0

@@ -190,6 +190,33 @@ def test_zip_uploads_keep_images_inside_the_target(tmp_path):
         extract_images(tmp_path / "broken.zip", target)
     with pytest.raises(NanofactoryError, match="Name the class"):
         save_uploads([archive], tmp_path / "ex", class_name="../up")
+    for name in ("x" * 300, "cat\x00dog"):  # the file system's "name too long" and "embedded null byte" before
+        with pytest.raises(NanofactoryError, match="Name the class"):
+            save_uploads([archive], tmp_path / "ex", class_name=name)
+
+
+def test_a_second_zip_adds_beside_the_first_and_a_damaged_one_adds_nothing(tmp_path):
+    target = tmp_path / "out"
+    for i in (1, 2):  # two cameras' cards: the same file names, other pictures
+        with zipfile.ZipFile(tmp_path / f"cam{i}.zip", "w") as z:
+            for n in range(3):
+                z.writestr(f"DCIM/IMG_{n}.png", f"camera {i} picture {n}")
+        assert extract_images(tmp_path / f"cam{i}.zip", target) == 3
+    assert len(image_files(target)) == 6  # it was 3: the second zip wrote over the first
+    with zipfile.ZipFile(tmp_path / "crc.zip", "w", zipfile.ZIP_STORED) as z:
+        z.writestr("ok.png", "fine")
+        z.writestr("x.png", "picture bytes")
+    raw = bytearray((tmp_path / "crc.zip").read_bytes())
+    raw[raw.index(b"picture bytes")] ^= 1  # one flipped bit: a bad CRC-32
+    (tmp_path / "crc.zip").write_bytes(bytes(raw))
+    with pytest.raises(NanofactoryError, match="x.png in crc.zip is damaged; nothing of the zip was added"):
+        extract_images(tmp_path / "crc.zip", target)
+    assert len(image_files(target)) == 6  # ok.png was taken back out
+    with zipfile.ZipFile(tmp_path / "clash.zip", "w") as z:
+        z.writestr("a.png", "file")
+        z.writestr("a.png/b.png", "a file inside a 'folder' of the same name")
+    with pytest.raises(NanofactoryError, match="cannot be saved here"):
+        extract_images(tmp_path / "clash.zip", tmp_path / "clash")
 
 
 # ---- the API, through gradio_client --------------------------------------------------------------
