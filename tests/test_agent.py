@@ -123,6 +123,19 @@ def test_offline_refuses_honestly_naming_the_smallest_budget(ctx, shapes_data):
     assert "run_build" not in tool_names(state)
 
 
+def test_offline_stops_at_an_error_that_a_retry_cannot_mend(tmp_path):
+    """A pool of corrupt images: plan_build fails the same way every time; the planner said so 23 times."""
+    pool = tmp_path / "ws" / "pool"
+    pool.mkdir(parents=True)
+    for i in range(3):
+        (pool / f"broken{i}.png").write_bytes(b"not a png")
+    c = Context(workspace=tmp_path / "ws", runs_dir=tmp_path / "runs", epochs=1)
+    state = run(build_graph(c, InMemorySaver()),
+                user_turn("tells apart circles and everything else on an RP2040", {"images": str(pool)}))
+    assert tool_names(state) == ["make_spec", "plan_build"]
+    assert "I could not continue: None of the 3 image files" in state["messages"][-1].content
+
+
 # ---- a scripted LLM ---------------------------------------------------------------------------------
 
 
