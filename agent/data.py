@@ -32,7 +32,7 @@ def load_pool(spec: DesignSpec, flag: str = "--images") -> ImagePool:
     if len(pool) < MIN_POOL:
         raise NanofactoryError(
             f"The pool holds {len(pool)} readable image(s); a build needs at least {MIN_POOL} (and hundreds per class "
-            "to learn well): add images to the --images folder."
+            f"to learn well): add images to the pool folder ({flag})."
         )
     return pool
 
