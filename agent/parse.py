@@ -72,7 +72,7 @@ def find_device_in(text: str) -> str | None:
 # ---- numbers -----------------------------------------------------------------------------
 
 # not the "446" of "STM32F446" nor the "32" of "ESP32"; "1,024" is one number (_value drops the comma)
-_NUMBER = r"(?<![\w.,])(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)"
+_NUMBER = r"(?<![\w.])(?<!\d,)(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)"
 _UNITS = {"k": KiB, "m": MiB, "g": GiB, "b": 1}  # KB, K and KiB all mean 1024 bytes here
 _AMOUNT = re.compile(
     _NUMBER + r"\s*(kib|kb|kbytes|kilobytes?|k|mib|mb|mbytes|megabytes?|m|gib|gb|gigabytes?|g|bytes?|b)\b")

@@ -96,7 +96,10 @@ def model_pixels(image, size: int, channels: int) -> np.ndarray:
     from PIL import Image
 
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit grayscale: its top 8 bits, not clipped at 255
-        image = Image.fromarray((np.asarray(image, dtype=np.int64) >> 8).clip(0, 255).astype(np.uint8))
+        a = np.asarray(image, dtype=np.int64)
+        if image.mode != "I" or a.max() > 255:  # mode I also holds 8-bit values (some TIFFs): those stay
+            a = a >> 8
+        image = Image.fromarray(a.clip(0, 255).astype(np.uint8))
     image = image.convert("L" if channels == 1 else "RGB")
     if image.size != (size, size):
         image = _center_square(image).resize((size, size), Image.BILINEAR)

@@ -76,6 +76,7 @@ def test_request_device_classes_other(text: str, device: str, classes: list[str]
         ("on rp2040 with 1,024 KB flash", MiB, None),  # read as 24 KB once
         ("on rp2040 with 2048 bytes of RAM", None, 2048),  # bytes were dropped
         ("on rp2040, 65536 B RAM and 1,000,000 bytes flash", 1_000_000, 65536),
+        ("on rp2040 with 64 KB RAM,128 KB flash", 128 * KiB, 64 * KiB),  # a comma without a space still parts them
     ],
 )
 def test_memory_units(text: str, flash: int | None, sram: int | None) -> None:

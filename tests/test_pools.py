@@ -253,6 +253,8 @@ def test_sixteen_bit_grayscale_keeps_its_contrast():
     assert image.mode.startswith("I;16")
     assert model_pixels(image, 2, 1)[..., 0].tolist() == [[0, 64], [128, 255]]  # it clipped to 0 / 255
     assert model_pixels(image, 2, 3)[1, 1].tolist() == [255, 255, 255]
+    eight_bit = Image.fromarray(np.array([[0, 64], [128, 255]], np.int32), mode="I")  # mode I, 8-bit values
+    assert model_pixels(eight_bit, 2, 1)[..., 0].tolist() == [[0, 64], [128, 255]]
 
 
 def test_atomic_writes_get_the_usual_file_mode(tmp_path):
