@@ -484,19 +484,33 @@ def cmd_verify(args) -> int:
 COMMANDS = {"review": cmd_review, "find": cmd_find, "compile": cmd_compile, "verify": cmd_verify, "chat": cmd_chat, "run": cmd_run, "build": cmd_build, "demo": cmd_demo, "spec": cmd_spec, "runs": cmd_runs, "devices": cmd_devices}
 
 
-def _terminated(signum, frame):
-    raise KeyboardInterrupt  # `kill` or a job scheduler's stop: the run is marked interrupted, as for Ctrl-C
+def _terminated_in(pid: int):
+    """A SIGTERM handler for the process ``pid``: `kill` or a job scheduler's stop marks the run
+    interrupted, as Ctrl-C does. A forked child (a library's worker pool) that inherited it dies
+    as SIGTERM's default would have it, without running Python cleanup in a copy of our threads' state."""
+    import os
+    import signal
+
+    def handler(signum, frame):
+        if os.getpid() != pid:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise KeyboardInterrupt
+    return handler
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
     import signal
     import threading
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    previous = None
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminated)
+        previous = signal.signal(signal.SIGTERM, _terminated_in(os.getpid()))
     try:
         return COMMANDS[args.command](args)
     except NanofactoryError as e:
@@ -507,6 +521,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: cannot use {e.filename}: {e.strerror or e}; pass another path.", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:  # main() called in-process (tests, the app) leaves the caller's handler as it was
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

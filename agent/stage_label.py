@@ -259,7 +259,9 @@ def clean_labels(ctx, model, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, 
     with torch.inference_mode():
         pred = np.concatenate([torch.softmax(model(to_input(x[i : min(i + 2048, len(train))])), 1).numpy()
                                for i in range(0, len(train), 2048)]) if len(train) else np.zeros((0, probs.shape[1]))
-    issues = find_label_issues(labels=y[: len(train)], pred_probs=pred, filter_by="prune_by_noise_rate")
+    # n_jobs=1: cleanlab's default forks a multiprocessing pool, and a fork of a process running torch,
+    # faiss and (in the app) server threads can deadlock in the child; a few thousand rows take milliseconds
+    issues = find_label_issues(labels=y[: len(train)], pred_probs=pred, filter_by="prune_by_noise_rate", n_jobs=1)
     uids = ctx.pool.uids
     issues &= np.array([uids[i] not in human for i in train], bool)
     keep = np.ones(len(x), bool)

@@ -465,11 +465,35 @@ def test_sigterm_marks_the_run_interrupted_like_ctrl_c(capsys, shapes_data, tmp_
     try:
         with pytest.raises(SystemExit) as exit_info:
             main(["build", REQUEST, "--images", str(shapes_data["pool"]), "--runs-dir", str(tmp_path), "--quiet"])
+        assert signal.getsignal(signal.SIGTERM) is previous  # main() in-process leaves the caller's handler
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert exit_info.value.code == 130
     (record,) = RunStore(tmp_path).list()
     assert record.status == "interrupted"
+
+
+def test_a_forked_worker_still_dies_of_sigterm():
+    """A library's worker pool forked during a build (cleanlab's, before it ran with n_jobs=1) is
+    stopped with SIGTERM: the worker must die of it, not raise KeyboardInterrupt and run Python
+    cleanup in a copy of the parent's threads' locks (that hung CI for 80 minutes)."""
+    import multiprocessing
+    import os
+    import signal
+    import time
+
+    from agent.cli import _terminated_in
+
+    previous = signal.signal(signal.SIGTERM, _terminated_in(os.getpid()))
+    try:
+        worker = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,))
+        worker.start()
+        time.sleep(0.2)
+        worker.terminate()
+        worker.join(timeout=20)
+        assert worker.exitcode == -signal.SIGTERM
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_spec_flags_each_replace_their_own_field(capsys, shapes_data, tmp_path):

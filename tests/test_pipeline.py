@@ -457,9 +457,16 @@ def test_find_by_text_and_by_image(built, shapes_data, tmp_path, capsys):
     assert "either a text" in capsys.readouterr().err
 
 
-def test_clean_labels_drops_what_the_student_contradicts(built):
+def test_clean_labels_drops_what_the_student_contradicts(built, monkeypatch):
     """Confident learning after a first round: flipped auto-labels are flagged and logged; examples never are."""
+    import multiprocessing
+
     from agent.stage_label import clean_labels
+
+    def no_fork(*args, **kwargs):
+        raise AssertionError("cleanlab forked a worker pool inside a process running torch and faiss threads")
+
+    monkeypatch.setattr(multiprocessing, "Pool", no_fork)
     from agent.stages import StageContext, _training_data, load_student
 
     store, run_id = built
