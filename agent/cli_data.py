@@ -178,6 +178,7 @@ def cmd_find(args) -> int:
         sims, ids = VectorIndex.load(folder / "index" / "pool.faiss").search(query, args.k)
         sims, ids = sims[0], ids[0]
     else:
+        _say_what_text_finds(teacher, args.text)
         scores = ctx.class_scores([args.text])[:, 0]
         ids = np.argsort(-scores, kind="stable")[: args.k]
         sims = scores[ids]
@@ -192,6 +193,19 @@ def cmd_find(args) -> int:
         _write_matches(args.out, ctx, ids, [f"{names[probs[i].argmax()]} {s:.2f}" for i, s in zip(ids, sims)])
         say(f"matches and sheet.png in {args.out}")
     return 0
+
+
+def _say_what_text_finds(teacher, text: str) -> None:
+    """The ImageNet concepts a text search really looks for, and a warning when none is near the text."""
+    from knowledge.teachers.efficientnet_lite import FAR_FROM_CONCEPTS
+
+    if not hasattr(teacher, "concepts"):
+        return  # CLIP compares the text with the images themselves
+    say(f'"{text}" is searched as the teacher\'s ImageNet concepts '
+        + ", ".join(f"{name} {weight:.0%}" for name, weight in teacher.concepts(text, 3)) + ".")
+    if teacher.closeness(text) < FAR_FROM_CONCEPTS:
+        say("None of them is close to the text, so these matches are unlikely to be what you mean; describe the "
+            "object in common words (\"a pair of trousers\"), or search with --like IMAGE.")
 
 
 def _one_image(path: Path, size: int) -> np.ndarray:

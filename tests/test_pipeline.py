@@ -447,8 +447,12 @@ def test_review_needs_a_terminal_or_hidden_labels(built, capsys):
 def test_find_by_text_and_by_image(built, shapes_data, tmp_path, capsys):
     store, run_id = built
     assert main(["find", run_id, "a triangle", "-k", "4", "--runs-dir", str(store.root), "--out", str(tmp_path)]) == 0
-    rows = capsys.readouterr().out.strip().splitlines()[1:]
+    shown = capsys.readouterr()
+    rows = shown.out.strip().splitlines()[1:]
     assert len(rows) == 4 and (tmp_path / "sheet.png").is_file() and (tmp_path / "004.png").is_file()
+    assert "searched as the teacher's ImageNet concepts" in shown.err and "None of them is close" not in shown.err
+    assert main(["find", run_id, "qwzx blorf", "-k", "2", "--runs-dir", str(store.root)]) == 0
+    assert "None of them is close to the text" in capsys.readouterr().err
     example = sorted((shapes_data["examples"] / "square").glob("*.png"))[0]
     assert main(["find", run_id, "--like", str(example), "-k", "5", "--runs-dir", str(store.root)]) == 0
     rows = [r.split() for r in capsys.readouterr().out.strip().splitlines()[1:]]
