@@ -39,8 +39,9 @@ def _common_root(paths: list[PurePosixPath]) -> int:
     return 1 if len(tops) == 1 and all(len(p.parts) > 2 for p in paths) else 0
 
 
-def extract_images(archive: Path, target: Path) -> int:
-    """Write the zip's images under ``target`` (keeping subfolders, minus a lone top folder); the count."""
+def extract_images(archive: Path, target: Path, by_class: bool = False) -> int:
+    """Write the zip's images under ``target`` (keeping subfolders, minus a lone top folder); the count.
+    ``by_class``: examples or test images with no class typed, so every image must sit in a class folder."""
     try:
         z = zipfile.ZipFile(archive)
     except zipfile.BadZipFile:
@@ -52,6 +53,10 @@ def extract_images(archive: Path, target: Path) -> int:
             raise NanofactoryError(f"{Path(archive).name} is too large to upload ({len(members):,} images); "
                                    "name its folder on this machine instead.")
         skip = _common_root([p for _, p in members]) if members else 0
+        loose = [p for _, p in members if len(p.parts) - skip < 2]
+        if by_class and loose:
+            raise NanofactoryError(f"{loose[0]} in {Path(archive).name} sits in no class folder; type the class of "
+                                   "these images in the class box and upload again, or zip one folder per class.")
         written: list[Path] = []
         try:
             for info, path in members:
@@ -77,24 +82,34 @@ def _unique(path: Path) -> Path:
     return candidate
 
 
-def save_uploads(files: list[str | Path], target: Path, class_name: str | None = None) -> int:
-    """Zips are extracted, image files copied (into ``target/<class_name>`` when given); the images added."""
+def save_uploads(files: list[str | Path], target: Path, class_name: str | None = None, by_class: bool = False) -> int:
+    """Zips are extracted, image files copied (into ``target/<class_name>`` when given); the images added.
+    ``by_class``: the target holds one folder per class (examples, test). A failed upload leaves no
+    folder behind that it made."""
     if class_name is not None:
         name = class_name.strip()
         if not name or "/" in name or "\\" in name or name.startswith(".") or len(name) > 64 or not name.isprintable():
             raise NanofactoryError("Name the class these examples show (letters, digits, spaces; at most 64), e.g. 'cat'.")
         target = target / name
+    made = [d for d in (target, *target.parents) if not d.exists()]  # innermost first
     target.mkdir(parents=True, exist_ok=True)
     added = 0
-    for f in files:
-        f = Path(f)
-        if f.suffix.lower() == ".zip":
-            added += extract_images(f, target)
-        elif f.suffix.lower() in IMAGE_SUFFIXES:
-            shutil.copyfile(f, _unique(target / f.name))
-            added += 1
-    if not added:
-        raise NanofactoryError(f"No images in that upload; use {', '.join(sorted(IMAGE_SUFFIXES))} files or a zip of them.")
+    try:
+        for f in files:
+            f = Path(f)
+            if f.suffix.lower() == ".zip":
+                added += extract_images(f, target, by_class=by_class and class_name is None)
+            elif f.suffix.lower() in IMAGE_SUFFIXES:
+                shutil.copyfile(f, _unique(target / f.name))
+                added += 1
+        if not added:
+            raise NanofactoryError(f"No images in that upload; use {', '.join(sorted(IMAGE_SUFFIXES))} files or a zip "
+                                   "of them.")
+    except NanofactoryError:
+        for d in made:
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+        raise
     return added
 
 

@@ -141,15 +141,18 @@ class WebSession:
         """Save uploaded images (files or zips) for ``kind`` (images, examples, test); a line for the page."""
         if kind not in DATA_KINDS:
             raise NanofactoryError(f"Unknown upload {kind!r}; use one of {', '.join(DATA_KINDS)}.")
-        files = [f for f in files if (kind, f) not in self._saved]  # the event lists every file the box holds
         if not files:
             raise NanofactoryError("Choose some image files or a zip first.")
+        files = [f for f in files if (kind, f) not in self._saved]  # the event lists every file the box holds
+        if not files:
+            raise NanofactoryError("These files were added already; to add more, clear the box (×) and choose new "
+                                   "ones.")
         name = class_name.strip() if kind != "images" and class_name and class_name.strip() else None
         if kind != "images" and name is None and any(not str(f).lower().endswith(".zip") for f in files):
             raise NanofactoryError(f"Which class do these {DATA_KINDS[kind]} images show? Type it in the class box "
                                    "and upload again, or upload a zip with one folder per class.")
         target = self._upload_target(kind)
-        added = save_uploads(files, target, name)
+        added = save_uploads(files, target, name, by_class=kind != "images")
         self._saved.update((kind, f) for f in files)
         self._set_data(kind, target)
         return f"Added {added} image{'s' if added != 1 else ''} to {DATA_KINDS[kind]}."

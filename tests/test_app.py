@@ -195,6 +195,25 @@ def test_zip_uploads_keep_images_inside_the_target(tmp_path):
             save_uploads([archive], tmp_path / "ex", class_name=name)
 
 
+def test_class_zips_need_class_folders_and_a_failed_upload_leaves_no_folder(tmp_path):
+    with zipfile.ZipFile(tmp_path / "loose.zip", "w") as z:
+        z.writestr("a.png", "picture")
+        z.writestr("cat/b.png", "picture")
+    target = tmp_path / "uploads" / "session" / "examples"
+    with pytest.raises(NanofactoryError, match="a.png in loose.zip sits in no class folder; type the class"):
+        save_uploads([tmp_path / "loose.zip"], target, by_class=True)
+    assert not (tmp_path / "uploads").exists()  # it left uploads/session/examples behind, empty
+    assert save_uploads([tmp_path / "loose.zip"], target, class_name="cat", by_class=True) == 2  # the class typed
+    assert save_uploads([tmp_path / "loose.zip"], tmp_path / "pool") == 2  # a pool needs no classes
+    with zipfile.ZipFile(tmp_path / "one.zip", "w") as z:  # a zip of the folder "dog": the folder is the class
+        z.writestr("dog/c.png", "picture")
+    assert save_uploads([tmp_path / "one.zip"], target, by_class=True) == 1 and (target / "dog" / "c.png").is_file()
+    (tmp_path / "notes.txt").write_text("no image")
+    with pytest.raises(NanofactoryError, match="No images in that upload"):
+        save_uploads([tmp_path / "notes.txt"], tmp_path / "u2" / "test", class_name="cat", by_class=True)
+    assert not (tmp_path / "u2").exists()
+
+
 def test_a_second_zip_adds_beside_the_first_and_a_damaged_one_adds_nothing(tmp_path):
     target = tmp_path / "out"
     for i in (1, 2):  # two cameras' cards: the same file names, other pictures
@@ -332,3 +351,5 @@ def test_uploads_after_a_build_go_to_a_copy(tmp_path, shapes_data):
         session.add_upload("examples", files[:1])
     session.add_upload("examples", files[:1], "circle")
     assert session.counts["examples"] == "circle 1"
+    with pytest.raises(NanofactoryError, match="These files were added already"):  # was "Choose some image files"
+        session.add_upload("examples", files[:1], "square")
