@@ -118,9 +118,10 @@ def class_counts(folder: Path) -> dict[str, int]:
     return {sub.name: len(image_files(sub)) for sub in sorted(Path(folder).iterdir()) if sub.is_dir()}
 
 
-def check_folder(path: str, what: str) -> Path:
-    """A folder the person named, resolved; a clear error when it is missing or holds no images."""
-    folder = Path(path.strip()).expanduser().resolve()
+def check_folder(path: str, what: str, base: Path | None = None) -> Path:
+    """A folder the person named, resolved (a relative one from ``base``, the workspace); a clear error
+    when it is missing or holds no images."""
+    folder = (Path(base or Path.cwd()) / Path(path.strip()).expanduser()).resolve()
     if not folder.is_dir():
         raise NanofactoryError(f"The {what} folder {folder} does not exist on this machine; check the path.")
     if not image_files(folder):

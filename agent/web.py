@@ -175,7 +175,7 @@ class WebSession:
 
     def use_folder(self, kind: str, path: str) -> str:
         """Use a folder on this machine, as `--images DIR` would; the person named it, so the agent may read it."""
-        folder = check_folder(path, DATA_KINDS[kind])
+        folder = check_folder(path, DATA_KINDS[kind], self.app.config.workspace)
         with self._lock:
             if folder not in self.roots:
                 self.roots.append(folder)

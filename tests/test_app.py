@@ -329,7 +329,7 @@ def test_images_added_after_the_question_reach_the_agent(tmp_path, shapes_data):
     session = web.session("tab")
     assert session.send("tells apart circles and everything else") and session.wait(30)
     assert "Which images" in session.messages[-1]["content"] and "Data & device" in session.messages[-1]["content"]
-    session.use_folder("images", str(shapes_data["pool"]))
+    assert str(shapes_data["pool"]) in session.use_folder("images", shapes_data["pool"].name)  # from the workspace
     assert session.send("there they are") and session.wait(30)
     assert session.messages[-1]["content"].startswith("Which device")
     assert session.send("", device="RP2040") is False  # nothing to send
