@@ -77,14 +77,16 @@ class Page:
                 f"{len(session.review)} in the queue: which class is it?")
         return [app_views.review_image(folder, item), info, *buttons, gr.update(visible=True), status]
 
-    def run_views(self, session: WebSession) -> list:
-        """Values for self.views: everything the panels show of the session's current run."""
+    def run_views(self, session: WebSession, fresh_review: bool = True) -> list:
+        """Values for self.views: everything the panels show of the session's current run. ``fresh_review``
+        False (a stage finished while the panels show the run) keeps the review queue and its status line."""
         folder = session.run_dir()
         if folder is None or not (folder / "design.json").is_file():
-            return [[], *self.review(session, None), None, None, None, [], None,
-                    "<p class='nf-muted'>No run yet.</p>"]
+            return [[], *self.review(session, None), None, None, None, [], None, app_views.NO_REPORT]
         files = app_views.downloads(folder, self.web.files_dir(session.id) / folder.name)
-        return [app_views.samples(folder), *self.review(session, session.start_review()),
+        review = self.review(session, session.start_review()) if fresh_review else \
+            self.review(session, session.current_review(), gr.skip())
+        return [app_views.samples(folder), *review,
                 app_views.training_curve(folder), app_views.confusion_matrix(folder), app_views.layer_profile(folder),
                 app_views.metrics_rows(folder), [str(p) for p in files] or None, app_views.report_iframe(folder)]
 
@@ -94,20 +96,26 @@ class Page:
 
     def send(self, text: str, device: str | None, epochs: float | None, request: gr.Request):
         session = self.session(request)
-        session.send(text, device=device or None, epochs=int(epochs) if epochs else None)
-        shown, built = None, False
+        was_busy = session.busy
+        started = session.send(text, device=device or None, epochs=round(epochs) if epochs else None)
+        if not started and was_busy:  # the stream of the running turn goes on showing the chat, this reply included
+            snap = session.snapshot()
+            yield [gr.skip(), snap.messages, *[gr.skip()] * (len(self.views) + 4)]  # the text stays, to send later
+            return
+        shown, built, box = None, False, ""
         for snap in session.follow():
             built = built or (snap.busy and snap.run_id is not None)
             views = [gr.skip()] * len(self.views)
             if snap.run_id and snap.view_key != shown:
                 try:
-                    views, shown = self.run_views(session), snap.view_key
+                    views, shown = self.run_views(session, fresh_review=False), snap.view_key
                 except Exception:  # a panel that cannot render must not stop the chat and the progress
                     log.exception("rendering run %s", snap.run_id)
             end = not snap.busy
             finished = end and built and snap.status == "done"
-            yield ["", snap.messages, progress(snap), *views, *(self.runs_table() if end else (gr.skip(), gr.skip())),
+            yield [box, snap.messages, progress(snap), *views, *(self.runs_table() if end else (gr.skip(), gr.skip())),
                    gr.Tabs(selected="results") if finished else gr.skip()]
+            box = gr.skip()  # cleared once: what the person types during the build stays
 
     def upload(self, kind: str):
         def handler(files, class_name, request: gr.Request) -> str:
@@ -139,21 +147,43 @@ class Page:
     def skip(self, request: gr.Request) -> list:
         return self.label(None, request)
 
-    def open(self, run_id: str | None, request: gr.Request) -> list:
+    def open(self, run_id: str | None, request: gr.Request):
+        """Show a run from the index; one still running is followed stage by stage until it ends."""
         session = self.session(request)
         if not run_id:
-            return [gr.skip()] * (len(self.views) + 1)
+            yield [gr.skip()] * (len(self.views) + 1)
+            return
+        if session.building and run_id != session.building:
+            gr.Warning(f"The panels follow your build {session.building} until it ends; open {run_id} then, "
+                       "or in another tab.")
+            yield [gr.skip()] * (len(self.views) + 1)
+            return
         try:
             session.open_run(run_id)
         except NanofactoryError as e:
-            return [f"<p class='nf-message'>{e}</p>"] + [gr.skip()] * len(self.views)
-        return [progress(session.snapshot()), *self.run_views(session)]
+            yield [f"<p class='nf-message'>{e}</p>"] + [gr.skip()] * len(self.views)
+            return
+        shown = None
+        for snap in session.watch(run_id):
+            views = [gr.skip()] * len(self.views)
+            if snap.view_key != shown:
+                views = self.run_views(session, fresh_review=shown is None)
+                shown = snap.view_key
+            yield [progress(snap), *views]
 
     def pick(self, evt: gr.SelectData) -> str:
         return evt.row_value[0]
 
     def load(self, request: gr.Request) -> list:
-        return [self.session(request).data_summary(), *self.runs_table()]
+        """A new tab (or a reload): its data, the past runs, and any build still running, ready to open."""
+        rows = self.web.past_runs()
+        running = [r[0] for r in rows if r[1] == "running"]
+        box = IDLE if not running else (
+            f"<div class='nf-progress'><div class='nf-head'><b>Run {running[0]} is building</b><span>"
+            f"{len(running)} running</span></div><p class='nf-muted'>Press <b>Open</b> under <b>Past runs</b> to "
+            "follow it; a build goes on when its tab is reloaded or closed.</p></div>")
+        pick = gr.update(choices=[r[0] for r in rows], value=running[0] if running else None)
+        return [self.session(request).data_summary(), rows, pick, box]
 
     def unload(self, request: gr.Request) -> None:
         self.web.drop(request.session_hash)
@@ -224,18 +254,18 @@ def build_ui(web: WebApp) -> gr.Blocks:
                         review_status = gr.Markdown(elem_id="nf-review-status")
                     with gr.Tab("Plots", id="plots"):
                         gr.Markdown("**Training curve**: loss and validation accuracy per epoch")
-                        curve = gr.Image(show_label=False, interactive=False, height=260, elem_id="nf-curve")
+                        curve = gr.Image(show_label=False, interactive=False, height=260, elem_id="nf-curve", buttons=["download", "fullscreen"])
                         gr.Markdown("**Confusion matrix**: int8 student on the test set")
-                        confusion = gr.Image(show_label=False, interactive=False, height=340, elem_id="nf-confusion")
+                        confusion = gr.Image(show_label=False, interactive=False, height=340, elem_id="nf-confusion", buttons=["download", "fullscreen"])
                         gr.Markdown("**Per layer**: time on the device, weights (flash) and activations (SRAM)")
-                        profile = gr.Image(show_label=False, interactive=False, elem_id="nf-profile")
+                        profile = gr.Image(show_label=False, interactive=False, elem_id="nf-profile", buttons=["download", "fullscreen"])
                     with gr.Tab("Results", id="results"):
                         metrics = gr.Dataframe(headers=["metric", "value"], interactive=False, wrap=True,
                                                elem_id="nf-metrics")
                         files = gr.File(label="Downloads: int8 ONNX, .tflite, C library and Arduino library (zips), labels, report",
                                         file_count="multiple", interactive=False, elem_id="nf-downloads")
                     with gr.Tab("Report", id="report"):
-                        report = gr.HTML(elem_id="nf-report")
+                        report = gr.HTML(app_views.NO_REPORT, elem_id="nf-report")
                     with gr.Tab("Past runs", id="runs"):
                         runs_table = gr.Dataframe(headers=["run", "status", "device", "int8 acc", "KB flash / SRAM",
                                                            "request"], interactive=False, wrap=True, max_height=420,
@@ -250,7 +280,7 @@ def build_ui(web: WebApp) -> gr.Blocks:
         page.views = [gallery, *review, curve, confusion, profile, metrics, files, report]
         gr.on([send.click, box.submit], page.send, [box, device, epochs],
               [box, chat, progress_box, *page.views, runs_table, run_pick, tabs], api_name="send",
-              concurrency_limit=None, show_progress="hidden")
+              concurrency_limit=None, show_progress="hidden", trigger_mode="multiple")  # a send mid-build gets its answer
         pool.upload(page.upload("images"), [pool, class_name], data_md, api_name="upload_pool")
         examples.upload(page.upload("examples"), [examples, class_name], data_md, api_name="upload_examples")
         test.upload(page.upload("test"), [test, class_name], data_md, api_name="upload_test")
@@ -258,10 +288,10 @@ def build_ui(web: WebApp) -> gr.Blocks:
         for b in buttons:
             b.click(page.label, b, review, api_name=False, show_progress="hidden")
         skip.click(page.skip, None, review, api_name=False, show_progress="hidden")
-        open_run.click(page.open, run_pick, [progress_box, *page.views], api_name="open_run")
+        open_run.click(page.open, run_pick, [progress_box, *page.views], api_name="open_run", show_progress="hidden")
         runs_table.select(page.pick, None, run_pick, api_name=False, show_progress="hidden")
         refresh.click(page.runs_table, None, [runs_table, run_pick], api_name="runs")
-        demo.load(page.load, None, [data_md, runs_table, run_pick], api_name=False)
+        demo.load(page.load, None, [data_md, runs_table, run_pick, progress_box], api_name=False)
         demo.unload(page.unload)
     return demo
 

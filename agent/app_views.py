@@ -293,10 +293,13 @@ def downloads(run_dir: Path, out_dir: Path) -> list[Path]:
     return out
 
 
+NO_REPORT = "<p class='nf-muted'>No report yet: it is written when the build finishes.</p>"
+
+
 def report_iframe(run_dir: Path) -> str:
     """The self-contained report.html, isolated from the app's styles in an iframe."""
     path = Path(run_dir) / "report.html"
     if not path.is_file():
-        return "<p class='nf-muted'>No report yet: it is written when the build finishes.</p>"
+        return NO_REPORT
     return (f"<iframe class='nf-report' title='report' sandbox srcdoc=\"{html.escape(path.read_text(), quote=True)}\">"
             "</iframe>")

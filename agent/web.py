@@ -128,6 +128,7 @@ class WebSession:
         self.review: list[app_views.ReviewItem] = []
         self._review_seen: list[int] = []  # pool rows shown in this session's review (skipped ones are not asked again)
         self._review_answers = 0  # answers since the queue was last ranked
+        self._review_run: str | None = None  # the run the queue was drawn from
         self._lock = threading.RLock()
         self._worker: threading.Thread | None = None
         self._tool_slots: dict[str, tuple[int, float]] = {}  # tool call id -> (message index, start time)
@@ -228,13 +229,15 @@ class WebSession:
 
     def send(self, text: str, device: str | None = None, epochs: int | None = None) -> bool:
         """Start a turn with the person's message (an answer when the agent asked); False when busy or empty."""
-        text = " ".join((text or "").split())[:MAX_TEXT]
+        text = " ".join((text or "").split())
+        cut = len(text) > MAX_TEXT
+        text = text[:MAX_TEXT]
         if not text:
             return False
         with self._lock:
             if self.busy:
                 self._post({"role": "assistant", "content": "I am still working on the last message; "
-                            "the stages on the right show how far along it is."})
+                            "the stages on the right show how far along it is. Send this one again when it ends."})
                 return False
             asking_device = self.question is None or "device" in self.question.lower()
             if device and asking_device and not _names_a_device(text):
@@ -242,6 +245,9 @@ class WebSession:
             if epochs:
                 self.epochs = int(epochs)
             self._post({"role": "user", "content": text})
+            if cut:
+                self._post({"role": "assistant", "content": f"Your message was cut to its first {MAX_TEXT:,} characters; "
+                            "say the rest in a second message."})
             resume, self.question = self.question is not None, None
             self._worker = threading.Thread(target=self._turn, args=(text, resume), daemon=True,
                                             name=f"nanofactory-web-{self.id}")
@@ -365,7 +371,9 @@ class WebSession:
             run_dir = self.app.config.runs_dir / run_id
             record = next((r for r in self.app.store().list() if r.id == run_id), None)
             status, message = (record.status, record.message) if record else (None, None)
-            stages = app_views.stage_rows(run_dir, running=busy and run_id == self.building, status=status)
+            # running: this tab's build, or one the index says runs elsewhere (another tab, a terminal)
+            stages = app_views.stage_rows(run_dir, running=(busy and run_id == self.building) or status == "running",
+                                          status=status)
             if any(r.state == "running" for r in stages):
                 done = [run_dir / "stages" / f"{r.name}.json" for r in stages if r.state == "done"]
                 since = max([p.stat().st_mtime for p in done] + [(run_dir / "design.json").stat().st_mtime])
@@ -388,6 +396,23 @@ class WebSession:
                 return
             time.sleep(poll)
 
+    def watch(self, run_id: str, poll: float = POLL_S) -> Iterator[Snapshot]:
+        """Snapshots of a run opened from the index: while it runs (in another tab, after a reload, in a
+        terminal), one whenever a stage changes and each second of a running stage; then a last one.
+        Ends early when the panels turn to another run."""
+        last = None
+        while True:
+            snap = self.snapshot()
+            if snap.run_id != run_id:
+                return
+            key = (snap.view_key, None if snap.elapsed is None else int(snap.elapsed))
+            if key != last:
+                yield snap
+                last = key
+            if snap.status != "running":
+                return
+            time.sleep(poll)
+
     # ---- runs --------------------------------------------------------------------------------
 
     def open_run(self, run_id: str) -> Path:
@@ -405,7 +430,16 @@ class WebSession:
         folder = self.run_dir()
         self.review = app_views.review_queue(folder, app_views.REVIEW_LIMIT) if folder else []
         self._review_seen, self._review_answers = [], 0
+        self._review_run = folder.name if folder is not None and self.review else None
         return self.review[0] if self.review else None
+
+    def current_review(self) -> app_views.ReviewItem | None:
+        """The review's next sample: the queue kept while it belongs to the run shown (a stage finishing
+        mid-review must not hand back the samples skipped), started afresh for any other run."""
+        folder = self.run_dir()
+        if folder is not None and folder.name == self._review_run:
+            return self.review[0] if self.review else None
+        return self.start_review()
 
     def label(self, label: str | None) -> str:
         """Store the person's label for the first queued sample (None skips it); a line for the page."""
