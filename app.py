@@ -69,13 +69,13 @@ class Page:
                     if session.review == [] and
                     folder and (folder / "data" / "labels.npz").is_file() else
                     "No samples to review yet: the queue fills once the **label** stage has run.")
-            return [None, info, *buttons, gr.update(visible=False), status]
+            return [None, info, *buttons, gr.update(visible=False), status, None]
         guesses = ", ".join(f"{n} {p:.2f}" for n, p in item.guesses)
         used = "trained on with the teacher's label" if item.used_for_training else "left out of training (unsure)"
         why = "  \nspot check: drawn at random, to measure the labels" if item.reason == SPOT_CHECK else ""
         info = (f"**{item.uid}**{why}  \nteacher's guesses: {guesses}  \n{used}  \n"
                 f"{len(session.review)} in the queue: which class is it?")
-        return [app_views.review_image(folder, item), info, *buttons, gr.update(visible=True), status]
+        return [app_views.review_image(folder, item), info, *buttons, gr.update(visible=True), status, item.uid]
 
     def run_views(self, session: WebSession, fresh_review: bool = True) -> list:
         """Values for self.views: everything the panels show of the session's current run. ``fresh_review``
@@ -139,13 +139,13 @@ class Page:
                     notes.append(f"⚠ {e}")
         return "\n".join(f"- {n}" for n in notes) + f"\n\n{session.data_summary()}"
 
-    def label(self, label: str | None, request: gr.Request) -> list:
+    def label(self, label: str | None, shown: str | None, request: gr.Request) -> list:
         session = self.session(request)
-        status = session.label(label)
+        status = session.label(label, shown)
         return self.review(session, session.review[0] if session.review else None, status)
 
-    def skip(self, request: gr.Request) -> list:
-        return self.label(None, request)
+    def skip(self, shown: str | None, request: gr.Request) -> list:
+        return self.label(None, shown, request)
 
     def open(self, run_id: str | None, request: gr.Request):
         """Show a run from the index; one still running is followed stage by stage until it ends."""
@@ -276,7 +276,8 @@ def build_ui(web: WebApp) -> gr.Blocks:
                             open_run = gr.Button("Open", scale=1)
                             refresh = gr.Button("Refresh", scale=1, variant="secondary")
 
-        review = [review_img, review_info, *buttons, skip, review_status]
+        shown = gr.State(None)  # the sample on screen: a click answers for it, not for whatever the queue holds now
+        review = [review_img, review_info, *buttons, skip, review_status, shown]
         page.views = [gallery, *review, curve, confusion, profile, metrics, files, report]
         gr.on([send.click, box.submit], page.send, [box, device, epochs],
               [box, chat, progress_box, *page.views, runs_table, run_pick, tabs], api_name="send",
@@ -286,8 +287,8 @@ def build_ui(web: WebApp) -> gr.Blocks:
         test.upload(page.upload("test"), [test, class_name], data_md, api_name="upload_test")
         use.click(page.folders, [images_dir, examples_dir, test_dir], data_md, api_name="use_folders")
         for b in buttons:
-            b.click(page.label, b, review, api_name=False, show_progress="hidden")
-        skip.click(page.skip, None, review, api_name=False, show_progress="hidden")
+            b.click(page.label, [b, shown], review, api_name=False, show_progress="hidden")
+        skip.click(page.skip, shown, review, api_name=False, show_progress="hidden")
         open_run.click(page.open, run_pick, [progress_box, *page.views], api_name="open_run", show_progress="hidden")
         runs_table.select(page.pick, None, run_pick, api_name=False, show_progress="hidden")
         refresh.click(page.runs_table, None, [runs_table, run_pick], api_name="runs")

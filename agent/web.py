@@ -441,11 +441,14 @@ class WebSession:
             return self.review[0] if self.review else None
         return self.start_review()
 
-    def label(self, label: str | None) -> str:
-        """Store the person's label for the first queued sample (None skips it); a line for the page."""
+    def label(self, label: str | None, shown: str | None = None) -> str:
+        """Store the person's label for the first queued sample (None skips it); a line for the page.
+        ``shown``: the sample the page showed; a click that arrives after it was answered is refused."""
         folder = self.run_dir()
         if not self.review or folder is None:
             return "Nothing to review."
+        if shown is not None and self.review[0].uid != shown:
+            return f"{shown} was answered already; this is the next one."
         item = self.review.pop(0)
         self._review_seen.append(item.index)
         if label is None:
@@ -457,7 +460,8 @@ class WebSession:
             checks = "; ".join(filter(None, (review.spot_check_line(given), review.weakest_class_line(given))))
             line = (f"Saved '{label}' for {item.uid}: {count} human label{'s' if count != 1 else ''} in "
                     f"{review.HUMAN_LABELS}{f'; {checks}' if checks else ''}. "
-                    f"Train a new run on them with `nanofactory review {folder.name} --retrain`.")
+                    f"To train a new run on them, run `nanofactory review {folder.name} --retrain` in a terminal "
+                    "on this machine.")
         if not self.review and self._review_answers:  # a round is done: the next one learns from its answers
             self.review = app_views.review_queue(folder, app_views.REVIEW_LIMIT, skip=self._review_seen, fresh=True)
             if self.review:

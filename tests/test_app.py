@@ -106,6 +106,9 @@ def test_review_queue_lowest_confidence_first_and_labels_are_stored(tmp_path, sh
     assert stored[first.uid]["label"] == "square" and stored[first.uid]["teacher_guess"] == "circle"
     assert not list((folder / "data").glob("*.tmp"))
     assert "Skipped" in session.label(None)
+    now = session.review[0].uid
+    assert "was answered already" in session.label("circle", first.uid)  # a second click on the image gone
+    assert session.review[0].uid == now and "Saved 'circle'" in session.label("circle", now)
     assert first.uid not in [i.uid for i in web.session("tab-2").start_review() or []]  # labeled: out of the queue
     assert app_views.review_queue(folder)[0].uid != first.uid
 
