@@ -174,16 +174,30 @@ class Page:
     def pick(self, evt: gr.SelectData) -> str:
         return evt.row_value[0]
 
-    def load(self, request: gr.Request) -> list:
-        """A new tab (or a reload): its data, the past runs, and any build still running, ready to open."""
+    def load(self, token: str | None, request: gr.Request):
+        """A tab opens: a reload (or the tab opened again) comes back to its browser's session, with its
+        chat, data, run and a build still running, followed to the end; a new one starts empty and is
+        offered any build running elsewhere."""
+        session, token = self.web.attach(request.session_hash, token)
         rows = self.web.past_runs()
         running = [r[0] for r in rows if r[1] == "running"]
-        box = IDLE if not running else (
+        snap = session.snapshot()
+        box = progress(snap) if snap.run_id or not running else (
             f"<div class='nf-progress'><div class='nf-head'><b>Run {running[0]} is building</b><span>"
             f"{len(running)} running</span></div><p class='nf-muted'>Press <b>Open</b> under <b>Past runs</b> to "
-            "follow it; a build goes on when its tab is reloaded or closed.</p></div>")
-        pick = gr.update(choices=[r[0] for r in rows], value=running[0] if running else None)
-        return [self.session(request).data_summary(), rows, pick, box]
+            "follow it.</p></div>")
+        pick = gr.update(choices=[r[0] for r in rows], value=snap.run_id or (running[0] if running else None))
+        views = self.run_views(session) if snap.run_id else [gr.skip()] * len(self.views)
+        yield [session.data_summary(), rows, pick, box, snap.messages, token, *views]
+        if not session.busy:
+            return
+        shown = snap.view_key
+        for snap in session.follow():  # the build this tab's browser started before the reload
+            views = [gr.skip()] * len(self.views)
+            if snap.run_id and snap.view_key != shown:
+                views, shown = self.run_views(session, fresh_review=False), snap.view_key
+            table = self.runs_table() if not snap.busy else (gr.skip(), gr.skip())
+            yield [gr.skip(), *table, progress(snap), snap.messages, gr.skip(), *views]
 
     def unload(self, request: gr.Request) -> None:
         self.web.drop(request.session_hash)
@@ -292,7 +306,9 @@ def build_ui(web: WebApp) -> gr.Blocks:
         open_run.click(page.open, run_pick, [progress_box, *page.views], api_name="open_run", show_progress="hidden")
         runs_table.select(page.pick, None, run_pick, api_name=False, show_progress="hidden")
         refresh.click(page.runs_table, None, [runs_table, run_pick], api_name="runs")
-        demo.load(page.load, None, [data_md, runs_table, run_pick, progress_box], api_name=False)
+        token = gr.BrowserState(None, storage_key="nanofactory-session")  # a reload finds its session again
+        demo.load(page.load, token, [data_md, runs_table, run_pick, progress_box, chat, token, *page.views],
+                  api_name=False, show_progress="hidden")
         demo.unload(page.unload)
     return demo
 

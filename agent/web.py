@@ -16,10 +16,12 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import secrets
 import shutil
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 
 DATA_KINDS = {"images": "pool", "examples": "examples", "test": "test"}  # data key -> upload subfolder
 POLL_S = 0.25
+RELOAD_GRACE_S = 1.0  # how long a reloading tab waits for the old tab to let go of its session
+KEPT_SESSIONS = 64  # sessions a browser can reload into after its tab went away (their chat, data and build)
 
 
 @dataclass
@@ -475,7 +479,8 @@ class WebApp:
 
     def __init__(self, config: WebConfig):
         self.config = config
-        self._sessions: dict[str, WebSession] = {}
+        self._sessions: dict[str, WebSession] = {}  # an open tab's gradio session hash -> its session
+        self._kept: OrderedDict[str, WebSession] = OrderedDict()  # a browser's token -> the session it reloads into
         self._lock = threading.Lock()
         self._saver = None
         self._files: Path | None = None
@@ -488,11 +493,34 @@ class WebApp:
                 self._sessions[session_id] = WebSession(self, session_id[:16])
             return self._sessions[session_id]
 
+    def attach(self, session_id: str, token: str | None) -> tuple[WebSession, str]:
+        """A tab that (re)loads: the session its browser's ``token`` names, when no open tab holds it (a
+        reload, or the tab closed and opened again), else a new one; and the token to keep for it."""
+        kept = self._kept.get(token) if token else None
+        deadline = time.time() + RELOAD_GRACE_S
+        while kept is not None:
+            with self._lock:
+                if kept not in self._sessions.values():
+                    self._sessions[session_id] = kept
+                    self._kept.move_to_end(token)
+                    return kept, token
+            if time.time() > deadline:
+                break  # another tab of this browser holds it
+            time.sleep(0.1)  # or a reload whose old tab's unload has not arrived yet
+        session = self.session(session_id)
+        with self._lock:
+            token = next((t for t, s in self._kept.items() if s is session), None) or secrets.token_urlsafe(24)
+            self._kept[token] = session
+            while len(self._kept) > KEPT_SESSIONS:
+                self._kept.popitem(last=False)
+            return session, token
+
     def session_count(self) -> int:
         return len(self._sessions)
 
     def drop(self, session_id: str) -> None:
-        """Forget a closed tab (a build it started still finishes and stays in the index)."""
+        """A tab closed or reloaded: it no longer holds its session, which its browser can attach to again
+        (a build it started finishes either way and stays in the index)."""
         with self._lock:
             self._sessions.pop(session_id, None)
 

@@ -166,3 +166,23 @@ def test_four_tabs_at_once_no_cross_talk(server, browser):
         time.sleep(0.2)
     assert web.session_count() == 0
 
+
+
+def test_a_reload_comes_back_to_the_conversation_and_a_second_tab_starts_its_own(server, browser, shapes_data):
+    web, url = server
+    outside: list[str] = []
+    page = open_page(browser, url, outside)
+    upload(page, "nf-examples", zip_folder(shapes_data["examples"], shapes_data["pool"].parent / "ex.zip"),
+           "circle 3")
+    send(page, "tells apart mugs and everything else")
+    page.locator("#nf-chat").get_by_text("Which images should I learn from?").wait_for(timeout=20_000)
+    page.reload()  # it came back empty: the chat, the uploads and a running build were out of reach
+    page.locator("#nf-chat").get_by_text("tells apart mugs").wait_for(timeout=10_000)
+    assert "circle 3" in page.locator("#nf-data").inner_text()
+    second = page.context.new_page()  # the same browser, while the first tab is open: a session of its own
+    second.goto(url)
+    second.wait_for_selector("#nf-input textarea")
+    second.wait_for_timeout(1500)
+    assert "mugs" not in second.locator("#nf-chat").inner_text()
+    assert not outside
+    page.context.close()
