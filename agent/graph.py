@@ -154,7 +154,7 @@ def tools_node(state: AgentState, ctx: Context) -> dict:
 def ask_node(state: AgentState, ctx: Context) -> dict:
     answer = interrupt({"question": state["question"]})
     return {"messages": [HumanMessage(content=str(answer))], "question": None,
-            "request": f"{state.get('request', '')} {answer}".strip()}
+            "request": "; ".join(filter(None, (state.get("request", ""), str(answer).strip())))}  # "…else; an nRF52840"
 
 
 def _after_planner(state: AgentState) -> str:
