@@ -113,6 +113,14 @@ def _names_a_device(text: str) -> bool:
     return find_device_in(text) is not None
 
 
+def _starts_over(question: str, text: str) -> bool:
+    """A message that names classes while the agent asked for something else (images, a device, retry or
+    accept) is a new request: taken as the answer, it was glued onto the old request and mixed the two."""
+    from agent.parse import find_classes
+
+    return "classes" not in question.lower() and bool(find_classes(text)[0])
+
+
 class WebSession:
     """One browser tab: its conversation (a checkpointed LangGraph thread), its data and its runs."""
 
@@ -252,7 +260,7 @@ class WebSession:
             if cut:
                 self._post({"role": "assistant", "content": f"Your message was cut to its first {MAX_TEXT:,} characters; "
                             "say the rest in a second message."})
-            resume, self.question = self.question is not None, None
+            resume, self.question = self.question is not None and not _starts_over(self.question, text), None
             self._worker = threading.Thread(target=self._turn, args=(text, resume), daemon=True,
                                             name=f"nanofactory-web-{self.id}")
             self._worker.start()

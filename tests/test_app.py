@@ -377,6 +377,24 @@ def test_images_added_after_the_question_reach_the_agent(tmp_path, shapes_data):
     assert [m["role"] for m in session.messages].count("user") == 2
 
 
+def test_a_new_request_while_the_agent_asks_for_images_starts_over(tmp_path, shapes_data):
+    from agent.graph import build_graph
+
+    web = WebApp(WebConfig(runs_dir=tmp_path / "runs", workspace=shapes_data["pool"].parent))
+    session = web.session("tab")
+    assert session.send("tells apart mugs and everything else") and session.wait(30)
+    assert "Which images" in session.messages[-1]["content"]
+    session.use_folder("images", str(shapes_data["pool"]))
+    assert session.send("tells apart circles, squares and everything else") and session.wait(30)
+    assert session.messages[-1]["content"].startswith("Which device")
+    state = build_graph(session._context(), web.checkpointer()).get_state({"configurable": {"thread_id": session.thread}})
+    assert state.values["request"] == "tells apart circles, squares and everything else"  # not mugs and circles
+    from agent.web import _starts_over
+
+    assert not _starts_over(session.messages[-1]["content"], "an RP2040")  # an answer is still an answer
+    assert not _starts_over("Which classes should the model tell apart?", "cats, dogs and everything else")
+
+
 def test_uploads_after_a_build_go_to_a_copy(tmp_path, shapes_data):
     """A run's pool stays as it was built: later uploads land in a copy that the next build uses."""
     web = WebApp(WebConfig(runs_dir=tmp_path / "runs"))
