@@ -22,6 +22,7 @@ from agent.web import WebApp, WebSession
 from knowledge.errors import NanofactoryError
 
 log = logging.getLogger(__name__)
+PLOT_BUTTONS = ["download", "fullscreen"]  # not "share": it only errs off Hugging Face Spaces
 LABEL_SLOTS = 12  # review buttons: one per class (and "other"); hidden when a run has fewer
 REQUESTS = [
     "a pet-door camera that tells apart cats, dogs and everything else on an nRF52840",
@@ -102,20 +103,26 @@ class Page:
             snap = session.snapshot()
             yield [gr.skip(), snap.messages, *[gr.skip()] * (len(self.views) + 4)]  # the text stays, to send later
             return
-        shown, built, box = None, False, ""
-        for snap in session.follow():
+        built, box = False, ""
+        for snap, views in self.following(session):
             built = built or (snap.busy and snap.run_id is not None)
+            end = not snap.busy
+            finished = end and built and snap.status == "done"
+            yield [box, snap.messages, progress(snap), *views, *(self.runs_table() if end else (gr.skip(), gr.skip())),
+                   gr.Tabs(selected="results") if finished else gr.skip()]
+            box = gr.skip()  # cleared once: what the person types during the build stays
+
+    def following(self, session: WebSession, shown: tuple | None = None):
+        """(snapshot, panel values) while the session's turn runs; the panels render again when a stage
+        finishes (the review queue kept), else they are left as they are."""
+        for snap in session.follow():
             views = [gr.skip()] * len(self.views)
             if snap.run_id and snap.view_key != shown:
                 try:
                     views, shown = self.run_views(session, fresh_review=False), snap.view_key
                 except Exception:  # a panel that cannot render must not stop the chat and the progress
                     log.exception("rendering run %s", snap.run_id)
-            end = not snap.busy
-            finished = end and built and snap.status == "done"
-            yield [box, snap.messages, progress(snap), *views, *(self.runs_table() if end else (gr.skip(), gr.skip())),
-                   gr.Tabs(selected="results") if finished else gr.skip()]
-            box = gr.skip()  # cleared once: what the person types during the build stays
+            yield snap, views
 
     def upload(self, kind: str):
         def handler(files, class_name, request: gr.Request) -> str:
@@ -191,11 +198,7 @@ class Page:
         yield [session.data_summary(), rows, pick, box, snap.messages, token, *views]
         if not session.busy:
             return
-        shown = snap.view_key
-        for snap in session.follow():  # the build this tab's browser started before the reload
-            views = [gr.skip()] * len(self.views)
-            if snap.run_id and snap.view_key != shown:
-                views, shown = self.run_views(session, fresh_review=False), snap.view_key
+        for snap, views in self.following(session, snap.view_key):  # the turn (a build) begun before the reload
             table = self.runs_table() if not snap.busy else (gr.skip(), gr.skip())
             yield [gr.skip(), *table, progress(snap), snap.messages, gr.skip(), *views]
 
@@ -268,11 +271,14 @@ def build_ui(web: WebApp) -> gr.Blocks:
                         review_status = gr.Markdown(elem_id="nf-review-status")
                     with gr.Tab("Plots", id="plots"):
                         gr.Markdown("**Training curve**: loss and validation accuracy per epoch")
-                        curve = gr.Image(show_label=False, interactive=False, height=260, elem_id="nf-curve", buttons=["download", "fullscreen"])
+                        curve = gr.Image(show_label=False, interactive=False, height=260, elem_id="nf-curve",
+                                         buttons=PLOT_BUTTONS)
                         gr.Markdown("**Confusion matrix**: int8 student on the test set")
-                        confusion = gr.Image(show_label=False, interactive=False, height=340, elem_id="nf-confusion", buttons=["download", "fullscreen"])
+                        confusion = gr.Image(show_label=False, interactive=False, height=340, elem_id="nf-confusion",
+                                         buttons=PLOT_BUTTONS)
                         gr.Markdown("**Per layer**: time on the device, weights (flash) and activations (SRAM)")
-                        profile = gr.Image(show_label=False, interactive=False, elem_id="nf-profile", buttons=["download", "fullscreen"])
+                        profile = gr.Image(show_label=False, interactive=False, elem_id="nf-profile",
+                                         buttons=PLOT_BUTTONS)
                     with gr.Tab("Results", id="results"):
                         metrics = gr.Dataframe(headers=["metric", "value"], interactive=False, wrap=True,
                                                elem_id="nf-metrics")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import re
 import secrets
 import shutil
 import tempfile
@@ -113,12 +114,16 @@ def _names_a_device(text: str) -> bool:
     return find_device_in(text) is not None
 
 
+_ASKS_FOR_CLASSES = re.compile(r"class|tell apart|tells apart|recogni|detect|distinguish|label|categor|"
+                               r"what (?:should|do|does|will)", re.IGNORECASE)
+
+
 def _starts_over(question: str, text: str) -> bool:
     """A message that names classes while the agent asked for something else (images, a device, retry or
     accept) is a new request: taken as the answer, it was glued onto the old request and mixed the two."""
     from agent.parse import find_classes
 
-    return "classes" not in question.lower() and bool(find_classes(text)[0])
+    return not _ASKS_FOR_CLASSES.search(question) and bool(find_classes(text)[0])
 
 
 class WebSession:
@@ -504,7 +509,8 @@ class WebApp:
     def attach(self, session_id: str, token: str | None) -> tuple[WebSession, str]:
         """A tab that (re)loads: the session its browser's ``token`` names, when no open tab holds it (a
         reload, or the tab closed and opened again), else a new one; and the token to keep for it."""
-        kept = self._kept.get(token) if token else None
+        with self._lock:
+            kept = self._kept.get(token) if token else None
         deadline = time.time() + RELOAD_GRACE_S
         while kept is not None:
             with self._lock:

@@ -393,6 +393,7 @@ def test_a_new_request_while_the_agent_asks_for_images_starts_over(tmp_path, sha
 
     assert not _starts_over(session.messages[-1]["content"], "an RP2040")  # an answer is still an answer
     assert not _starts_over("Which classes should the model tell apart?", "cats, dogs and everything else")
+    assert not _starts_over("What should it recognize?", "it should recognize cats and dogs")  # an LLM's wording
 
 
 def test_uploads_after_a_build_go_to_a_copy(tmp_path, shapes_data):
