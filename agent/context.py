@@ -71,6 +71,11 @@ class Context:
     extra_roots: list[Path] = field(default_factory=list)  # folders the user named themselves
 
     @property
+    def on_page(self) -> bool:
+        """The conversation runs in the web page (its tabs show the review, report and downloads)."""
+        return False
+
+    @property
     def planner_name(self) -> str:
         if self.chat_model is not None:
             return f"llm:{type(self.chat_model).__name__}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
@@ -76,10 +77,10 @@ def offline_planner(state: AgentState, ctx: Context) -> AIMessage:
     if floor and isinstance(last, HumanMessage) and "retry" in str(last.content).lower():
         args = {"request": state.get("request", "")} | {k: v for k, v in data.items() if v}
         return _call("make_spec", args, step)  # a fresh spec re-reads the examples; a new run follows
-    return AIMessage(content=summary(state))
+    return AIMessage(content=summary(state, ctx.on_page))
 
 
-def summary(state: AgentState) -> str:
+def summary(state: AgentState, on_page: bool = False) -> str:
     m = state["metrics"]
     lines = [f"Built run {state['run_id']}: int8 accuracy {100 * m['student_int8_test_accuracy']:.1f} % "
              f"({m['evaluated_on']}), weights {m['weight_bytes'] / 1024:.1f} KB, SRAM {m['sram_estimate_bytes'] / 1024:.1f} KB, "
@@ -98,6 +99,10 @@ def summary(state: AgentState) -> str:
         lines.append(f"Check failed: {check['check']}" + (f" ({check['message']})" if check.get("message") else "") + ".")
     if m.get("next"):
         lines.append(m["next"])
+    if on_page:
+        lines.append(f"The report, the plots and the downloads (int8 ONNX, .tflite, the C and Arduino libraries) are "
+                     f"in the tabs on the right; on the server the run is in {Path(m['report']).parent}.")
+        return "\n".join(lines)
     lines.append(f"Report: {m['report']}")
     deploy = m.get("deploy") or {}
     if deploy.get("c_library"):

@@ -36,7 +36,7 @@ def weakest_class_text(per_class: dict | None) -> str:
 WEAK_RECALL = 0.5  # a class the model finds less often than this on a test set: a person's labels are the lever
 
 
-def review_hint(m: dict, run_id: str) -> str | None:
+def review_hint(m: dict, run_id: str, on_page: bool = False) -> str | None:
     """One sentence pointing at what moved the labels most where the teacher alone falls short: a
     person answering the review queue (on the demo, 200 answers took the int8 student from 84.8 % to
     87.5 %, README). Given when the teacher hardly knows the classes by name, or when a test set shows a class
@@ -54,9 +54,13 @@ def review_hint(m: dict, run_id: str) -> str | None:
     if not why:
         return None
     asked = lab.get("human_labels") or 0
+    given = f" (you have given {asked})" if asked else ""
+    if on_page:
+        return (f"Next: answer the review queue under **Samples & review** (the pool images whose labels would help "
+                f"most){given}, then `nanofactory review {run_id} --retrain` in a terminal trains again on your "
+                f"answers: {' and '.join(why)}.")
     return (f"Next: `nanofactory review {run_id} --budget 100 --retrain` asks you about the pool images whose labels "
-            f"would help most and trains again on your answers{f' (you have given {asked})' if asked else ''}: "
-            f"{' and '.join(why)}.")
+            f"would help most and trains again on your answers{given}: {' and '.join(why)}.")
 
 
 def library_footprint(compiled: dict | None, device) -> dict | None:

@@ -284,7 +284,7 @@ def run_build(args: RunBuildArgs, state: dict, ctx: Context) -> ToolOutcome:
                                             "latency_estimate_ms", "latency_floor_ms",
                                             "evaluated_on")}
     compact["weakest_class"] = weakest_class(metrics.get("per_class"))
-    compact["next"] = review_hint(metrics, run.id)
+    compact["next"] = review_hint(metrics, run.id, on_page=ctx.on_page)
     compact["report"] = str(run.dir / "report.html")
     if metrics.get("compiled"):  # what goes on the board
         compiled = Path(metrics["compiled"]["dir"])

@@ -59,6 +59,10 @@ class SessionContext(Context):
     session: str = ""
 
     @property
+    def on_page(self) -> bool:
+        return True
+
+    @property
     def planner_name(self) -> str:
         return f"{super().planner_name} (web session {self.session})"
 

@@ -349,3 +349,14 @@ def test_the_reply_after_a_build_points_at_review_when_the_labels_fall_short():
     assert hint not in summary({"run_id": "r1", "metrics": {**m, "next": None}})
     reply = summary({"run_id": "r1", "metrics": {**m, "next": hint}}).splitlines()
     assert reply[-2:] == [hint, "Report: r/report.html"]
+    on_page = summary({"run_id": "r1", "metrics": {**m, "next": hint}}, on_page=True).splitlines()
+    assert "tabs on the right" in on_page[-1] and "r" in on_page[-1] and "Report:" not in "\n".join(on_page)
+
+
+def test_on_the_page_the_review_hint_points_at_the_review_tab():
+    from agent.metrics import review_hint
+
+    m = {"labeling": {"zero_shot_on_examples": {"median_score": 0.001}}, "evaluated_on": "test"}
+    assert review_hint(m, "r1").startswith("Next: `nanofactory review r1 --budget 100 --retrain`")
+    on_page = review_hint(m, "r1", on_page=True)
+    assert "under **Samples & review**" in on_page and "in a terminal" in on_page
