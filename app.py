@@ -178,6 +178,11 @@ class Page:
                 shown = snap.view_key
             yield [progress(snap), *views]
 
+    def stop(self, request: gr.Request) -> None:
+        """Stop this tab's build (the chat, followed by the running stream, says when it has stopped)."""
+        if not self.session(request).stop():
+            gr.Info("No build of yours is running.")
+
     def pick(self, evt: gr.SelectData) -> str:
         return evt.row_value[0]
 
@@ -233,6 +238,7 @@ def build_ui(web: WebApp) -> gr.Blocks:
                     box = gr.Textbox(show_label=False, scale=8, elem_id="nf-input", autofocus=True, max_lines=4,
                                      placeholder="e.g. a pet-door camera that tells apart cats, dogs and everything else")
                     send = gr.Button("Send", variant="primary", scale=1, min_width=80, elem_id="nf-send")
+                    stop = gr.Button("Stop", variant="stop", scale=1, min_width=60, elem_id="nf-stop")
                 gr.Examples(REQUESTS, inputs=box, label="Example requests")
             with gr.Column(scale=4, min_width=400):
                 progress_box = gr.HTML(IDLE, elem_id="nf-progress")
@@ -302,6 +308,7 @@ def build_ui(web: WebApp) -> gr.Blocks:
         gr.on([send.click, box.submit], page.send, [box, device, epochs],
               [box, chat, progress_box, *page.views, runs_table, run_pick, tabs], api_name="send",
               concurrency_limit=None, show_progress="hidden", trigger_mode="multiple")  # a send mid-build gets its answer
+        stop.click(page.stop, None, None, api_name="stop", show_progress="hidden")
         pool.upload(page.upload("images"), [pool, class_name], data_md, api_name="upload_pool")
         examples.upload(page.upload("examples"), [examples, class_name], data_md, api_name="upload_examples")
         test.upload(page.upload("test"), [test, class_name], data_md, api_name="upload_test")

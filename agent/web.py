@@ -154,6 +154,7 @@ class WebSession:
         self._worker: threading.Thread | None = None
         self._tool_slots: dict[str, tuple[int, float]] = {}  # tool call id -> (message index, start time)
         self._build_started: float | None = None
+        self._stopping = False  # Stop was pressed: the turn's KeyboardInterrupt is expected
         self._saved: set[tuple[str, str]] = set()  # (kind, uploaded temp file) already copied
         self._frozen: set[str] = set()  # upload folders a run was built from: never added to again
 
@@ -275,6 +276,21 @@ class WebSession:
             self._worker.start()
         return True
 
+    def stop(self) -> bool:
+        """Stop this tab's build the way Ctrl-C stops one in the terminal: KeyboardInterrupt in the turn's
+        thread at its next Python step (a training step, an image chunk), so the run is marked interrupted
+        and resumable, its finished stages kept (every stage writes atomically). False when none runs."""
+        import ctypes
+
+        with self._lock:
+            worker = self._worker
+            if worker is None or not worker.is_alive() or self._find_build() is None or self._stopping:
+                return False
+            self._stopping = True
+            self._post({"role": "assistant", "content": f"Stopping {self.building} at its next step …"})
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(worker.ident), ctypes.py_object(KeyboardInterrupt))
+        return True
+
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the current turn ends; False on timeout."""
         worker = self._worker
@@ -314,6 +330,15 @@ class WebSession:
                 hint = "" if self.data.get("images") else \
                     "\n\n*Add your images under **Data & device** (files, a zip, or a folder), then answer here.*"
                 self._post({"role": "assistant", "content": question + hint})
+        except KeyboardInterrupt:
+            if not self._stopping:
+                raise
+            run_id = self._find_build()
+            if run_id and next((r.status for r in self.app.store().list() if r.id == run_id), None) != "interrupted":
+                # stopped before its stages began (between creating the run and running it)
+                self.app.store().record(run_id, "interrupted", message=f"interrupted; resume with --resume {run_id}")
+            self._post({"role": "assistant", "content": f"Stopped {run_id}: its finished stages are kept, and "
+                        f"`nanofactory build --resume {run_id}` finishes it." if run_id else "Stopped."})
         except NanofactoryError as e:
             self._post({"role": "assistant", "content": f"⚠ {e}"})
         except Exception as e:  # a bug: say so in the chat rather than leave the page spinning
@@ -325,6 +350,7 @@ class WebSession:
                 for index, started in self._tool_slots.values():
                     self._edit(index, metadata={"status": "done", "duration": round(time.time() - started, 1)})
                 self._tool_slots.clear()
+                self._stopping = False
                 if self.building:
                     self.viewing = self.building
                 self.building, self._build_started = None, None

@@ -396,6 +396,25 @@ def test_a_new_request_while_the_agent_asks_for_images_starts_over(tmp_path, sha
     assert not _starts_over("What should it recognize?", "it should recognize cats and dogs")  # an LLM's wording
 
 
+def test_stop_marks_the_build_interrupted_and_resumable(tmp_path, shapes_data):
+    web = WebApp(WebConfig(runs_dir=tmp_path / "runs", workspace=shapes_data["pool"].parent, epochs=1))
+    session = web.session("tab")
+    session.use_folder("images", str(shapes_data["pool"]))
+    session.use_folder("examples", str(shapes_data["examples"]))
+    assert not session.stop()  # nothing runs
+    assert session.send("tells apart circles, squares, triangles and everything else on an nRF52840")
+    deadline = time.time() + 60
+    while time.time() < deadline and not (session._find_build() and
+                                          (tmp_path / "runs" / session.building / "stages" / "teacher.json").exists()):
+        time.sleep(0.05)
+    assert session.stop() and "Stopping" in session.messages[-1]["content"]  # mid-build, past the teacher
+    assert session.wait(60)
+    (record,) = web.store().list()
+    assert record.status == "interrupted"
+    assert f"`nanofactory build --resume {record.id}` finishes it" in session.messages[-1]["content"]
+    assert not session.stop() and not session.busy
+
+
 def test_uploads_after_a_build_go_to_a_copy(tmp_path, shapes_data):
     """A run's pool stays as it was built: later uploads land in a copy that the next build uses."""
     web = WebApp(WebConfig(runs_dir=tmp_path / "runs"))
