@@ -286,9 +286,15 @@ class WebSession:
             worker = self._worker
             if worker is None or not worker.is_alive() or self._find_build() is None or self._stopping:
                 return False
-            self._stopping = True
+            self._stopping = True  # before the exception: the turn's handler may run at once
+            threads = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(worker.ident),
+                                                                 ctypes.py_object(KeyboardInterrupt))
+            if threads != 1:  # the turn ended meanwhile (0); more than one cannot happen for one id, but undo it
+                if threads > 1:
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(worker.ident), None)
+                self._stopping = False
+                return False
             self._post({"role": "assistant", "content": f"Stopping {self.building} at its next step …"})
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(worker.ident), ctypes.py_object(KeyboardInterrupt))
         return True
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -334,8 +340,8 @@ class WebSession:
             if not self._stopping:
                 raise
             run_id = self._find_build()
-            if run_id and next((r.status for r in self.app.store().list() if r.id == run_id), None) != "interrupted":
-                # stopped before its stages began (between creating the run and running it)
+            status = next((r.status for r in self.app.store().list() if r.id == run_id), None) if run_id else None
+            if status in ("created", "running"):  # stopped between creating the run and its first stage
                 self.app.store().record(run_id, "interrupted", message=f"interrupted; resume with --resume {run_id}")
             self._post({"role": "assistant", "content": f"Stopped {run_id}: its finished stages are kept, and "
                         f"`nanofactory build --resume {run_id}` finishes it." if run_id else "Stopped."})
