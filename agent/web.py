@@ -16,7 +16,6 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import re
 import secrets
 import shutil
 import tempfile
@@ -30,6 +29,7 @@ from pathlib import Path
 from agent import app_views, review
 from agent.app_uploads import check_folder, class_counts, save_uploads
 from agent.context import MAX_TEXT, Context, LLMSettings
+from agent.web_chat import names_a_device, starts_over, tool_line
 from knowledge.errors import NanofactoryError
 
 log = logging.getLogger(__name__)
@@ -82,52 +82,6 @@ class Snapshot:
     def view_key(self) -> tuple:
         """Changes when a stage finishes: the moment galleries, plots and downloads have something new."""
         return self.run_id, tuple(r.name for r in self.stages if r.state == "done"), self.status
-
-
-def _summary(name: str, result: dict) -> str:
-    """One line for a tool's result in the chat, like the terminal chat prints."""
-    if "error" in result:
-        return f"⚠ {result['error']}"
-    status = result.get("status")
-    if status == "needs_input":
-        return "something is missing: the question follows"
-    if name == "make_spec":
-        spec = result["spec"]
-        budgets = ", ".join(f"{k.removesuffix('_bytes')} {v / 1024:.0f} KB" if k.endswith("_bytes") else f"{k} {v}"
-                            for k, v in spec["budgets"].items())
-        return f"device **{spec['device']}** · labels {', '.join(spec['labels'])}" + (f" · {budgets}" if budgets else "")
-    if name == "plan_build" and status == "ok":
-        c = result["cost"]
-        return (f"student {result['student']}, input {result['input']['size']} px: weights {c['weight_kb']} KB, "
-                f"SRAM {c['sram_kb']} KB, {c['macs']:,} MACs, about {c['latency_ms']} ms"
-                + (f"; then a search of {result['search']['candidates']:,} architectures" if result.get("search") else ""))
-    if status == "does_not_fit":
-        return "does not fit: " + "; ".join(result["failed_checks"][0]["shortfalls"])
-    if name == "run_build" and status == "done":
-        failed = [c["check"] for c in result["checks"] if not c["ok"]]
-        return (f"run {result['run_id']}: int8 accuracy {100 * result['metrics']['student_int8_test_accuracy']:.1f} %"
-                + (f"; failed checks: {', '.join(failed)}" if failed else "; all checks passed"))
-    if name == "run_build" and status == "partial":
-        return f"run {result['run_id']}: finished {', '.join(result['finished'])}"
-    return json.dumps(result, default=str)[:400]
-
-
-def _names_a_device(text: str) -> bool:
-    from agent.parse import find_device_in  # the device alone: a bad budget in the text is the agent's to answer
-
-    return find_device_in(text) is not None
-
-
-_ASKS_FOR_CLASSES = re.compile(r"class|tell apart|tells apart|recogni|detect|distinguish|label|categor|"
-                               r"what (?:should|do|does|will)", re.IGNORECASE)
-
-
-def _starts_over(question: str, text: str) -> bool:
-    """A message that names classes while the agent asked for something else (images, a device, retry or
-    accept) is a new request: taken as the answer, it was glued onto the old request and mixed the two."""
-    from agent.parse import find_classes
-
-    return not _ASKS_FOR_CLASSES.search(question) and bool(find_classes(text)[0])
 
 
 class WebSession:
@@ -262,7 +216,7 @@ class WebSession:
                             "the stages on the right show how far along it is. Send this one again when it ends."})
                 return False
             asking_device = self.question is None or "device" in self.question.lower()
-            if device and asking_device and not _names_a_device(text):
+            if device and asking_device and not names_a_device(text):
                 text = f"{text} on the {device}"
             if epochs:
                 self.epochs = int(epochs)
@@ -270,7 +224,7 @@ class WebSession:
             if cut:
                 self._post({"role": "assistant", "content": f"Your message was cut to its first {MAX_TEXT:,} characters; "
                             "say the rest in a second message."})
-            resume, self.question = self.question is not None and not _starts_over(self.question, text), None
+            resume, self.question = self.question is not None and not starts_over(self.question, text), None
             self._worker = threading.Thread(target=self._turn, args=(text, resume), daemon=True,
                                             name=f"nanofactory-web-{self.id}")
             self._worker.start()
@@ -382,7 +336,7 @@ class WebSession:
                         self._post({"role": "assistant", "content": str(message.content)})
                 elif kind == "ToolMessage" and message.tool_call_id in self._tool_slots:
                     index, started = self._tool_slots.pop(message.tool_call_id)
-                    line = _summary(message.name, json.loads(message.content))
+                    line = tool_line(message.name, json.loads(message.content))
                     short = line.replace("**", "")
                     self._edit(index, content=line, metadata={
                         "status": "done", "duration": round(time.time() - started, 1),

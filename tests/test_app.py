@@ -389,11 +389,11 @@ def test_a_new_request_while_the_agent_asks_for_images_starts_over(tmp_path, sha
     assert session.messages[-1]["content"].startswith("Which device")
     state = build_graph(session._context(), web.checkpointer()).get_state({"configurable": {"thread_id": session.thread}})
     assert state.values["request"] == "tells apart circles, squares and everything else"  # not mugs and circles
-    from agent.web import _starts_over
+    from agent.web_chat import starts_over
 
-    assert not _starts_over(session.messages[-1]["content"], "an RP2040")  # an answer is still an answer
-    assert not _starts_over("Which classes should the model tell apart?", "cats, dogs and everything else")
-    assert not _starts_over("What should it recognize?", "it should recognize cats and dogs")  # an LLM's wording
+    assert not starts_over(session.messages[-1]["content"], "an RP2040")  # an answer is still an answer
+    assert not starts_over("Which classes should the model tell apart?", "cats, dogs and everything else")
+    assert not starts_over("What should it recognize?", "it should recognize cats and dogs")  # an LLM's wording
 
 
 def test_stop_marks_the_build_interrupted_and_resumable(tmp_path, shapes_data):
