@@ -107,11 +107,26 @@ class RunStore:
             rows = con.execute(f"SELECT {', '.join(RunRecord.__dataclass_fields__)} FROM runs ORDER BY created DESC")
             return [RunRecord(*row) for row in rows]
 
-    def _adopt(self, con: sqlite3.Connection) -> None:
+    def find(self, run_id: str) -> RunRecord | None:
+        """One run's index entry, or None; a folder the index lacks is indexed first, as ``list`` does."""
+        if not run_id or Path(run_id).name != run_id or run_id in (".", ".."):  # a name under the root only
+            return None
+        design_path = self.root / run_id / "design.json"
+        if not self.db_path.exists() and not design_path.exists():
+            return None
+        query = f"SELECT {', '.join(RunRecord.__dataclass_fields__)} FROM runs WHERE id = ?"
+        with closing(self._connect()) as con:
+            row = con.execute(query, (run_id,)).fetchone()
+            if row is None and design_path.exists():
+                self._adopt(con, [design_path])
+                row = con.execute(query, (run_id,)).fetchone()
+        return RunRecord(*row) if row else None
+
+    def _adopt(self, con: sqlite3.Connection, design_paths=None) -> None:
         """Index the run folders under the root that the index lacks (copied from another machine, or the index
         deleted), from their own design.json and metrics.json, so `runs`, `runs show` and `runs compare` see them."""
         known = {row[0] for row in con.execute("SELECT id FROM runs")}
-        for design_path in sorted(self.root.glob("*/design.json")):
+        for design_path in sorted(self.root.glob("*/design.json")) if design_paths is None else design_paths:
             run_id = design_path.parent.name
             design = None if run_id in known else read_json_or_none(design_path)
             if not isinstance(design, dict):
@@ -131,9 +146,9 @@ class RunStore:
                              f"indexed from its folder; finish it with --resume {run_id}")
 
     def get(self, run_id: str) -> RunRecord:
-        for record in self.list():
-            if record.id == run_id:
-                return record
+        record = self.find(run_id)
+        if record is not None:
+            return record
         self.path(run_id)  # raises the helpful message when the folder is missing too
         raise NanofactoryError(f"Run {run_id!r} has a design.json that is not readable JSON "
                                f"({self.path(run_id) / 'design.json'}); restore it from a copy of the run.")

@@ -294,7 +294,8 @@ class WebSession:
             if not self._stopping:
                 raise
             run_id = self._find_build()
-            status = next((r.status for r in self.app.store().list() if r.id == run_id), None) if run_id else None
+            record = self.app.store().find(run_id) if run_id else None
+            status = record.status if record else None
             if status in ("created", "running"):  # stopped between creating the run and its first stage
                 self.app.store().record(run_id, "interrupted", message=f"interrupted; resume with --resume {run_id}")
             self._post({"role": "assistant", "content": f"Stopped {run_id}: its finished stages are kept, and "
@@ -376,7 +377,7 @@ class WebSession:
         stages, status, message, elapsed = [], None, None, None
         if run_id:
             run_dir = self.app.config.runs_dir / run_id
-            record = next((r for r in self.app.store().list() if r.id == run_id), None)
+            record = self.app.store().find(run_id)
             status, message = (record.status, record.message) if record else (None, None)
             # running: this tab's build, or one the index says runs elsewhere (another tab, a terminal)
             stages = app_views.stage_rows(run_dir, running=(busy and run_id == self.building) or status == "running",

@@ -253,6 +253,10 @@ def test_a_run_copied_from_another_machine_is_listed_shown_and_compared(built, c
     assert shown["run"]["request"] == REQUEST and shown["run"]["student_int8_accuracy"] is not None
     assert main(["runs", "compare", run_id, run_id, "--runs-dir", str(tmp_path)]) == 0
     assert (tmp_path / "index.sqlite").is_file() and len(RunStore(tmp_path).list()) == 2
+    fresh = tmp_path / "fresh"  # one run looked up by id (the web page's poll) is indexed without listing all
+    shutil.copytree(store.path(run_id), fresh / run_id)
+    assert RunStore(fresh).find(run_id).status == "done" and RunStore(fresh).get(run_id).id == run_id
+    assert RunStore(fresh).find("nope") is None and RunStore(fresh).find(f"../{run_id}") is None
 
 
 def test_interrupt_leaves_nothing_half_written_and_resumes(built, monkeypatch, capsys):
