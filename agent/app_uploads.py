@@ -124,6 +124,10 @@ def check_folder(path: str, what: str, base: Path | None = None) -> Path:
     folder = (Path(base or Path.cwd()) / Path(path.strip()).expanduser()).resolve()
     if not folder.is_dir():
         raise NanofactoryError(f"The {what} folder {folder} does not exist on this machine; check the path.")
+    if folder == Path(folder.anchor) or folder == Path.home().resolve():
+        # reading every image under it would walk the whole disk, and let the agent read all of it
+        raise NanofactoryError(f"{folder} is {'the whole disk' if folder == Path(folder.anchor) else 'your home folder'}; "
+                               f"name the folder that holds the {what}.")
     if not image_files(folder):
         raise NanofactoryError(f"The {what} folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
     return folder

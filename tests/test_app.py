@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from agent import app_views
-from agent.app_uploads import extract_images, save_uploads
+from agent.app_uploads import check_folder, extract_images, save_uploads
 from agent.runs import RunStore
 from agent.web import WebApp, WebConfig
 from knowledge.errors import NanofactoryError
@@ -233,6 +233,15 @@ def test_zip_uploads_keep_images_inside_the_target(tmp_path):
     for name in ("x" * 300, "cat\x00dog"):  # the file system's "name too long" and "embedded null byte" before
         with pytest.raises(NanofactoryError, match="Name the class"):
             save_uploads([archive], tmp_path / "ex", class_name=name)
+
+
+def test_the_whole_disk_or_home_is_not_taken_for_an_image_folder(tmp_path, monkeypatch):
+    """"/" or "~" in a folder box would walk every file on the machine (and let the agent read them): one
+    sentence instead, before any walk."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for path, says in (("/", "the whole disk"), ("~", "your home folder"), (str(tmp_path), "your home folder")):
+        with pytest.raises(NanofactoryError, match=f"is {says}; name the folder that holds the images"):
+            check_folder(path, "images", tmp_path / "workspace")
 
 
 def test_class_zips_need_class_folders_and_a_failed_upload_leaves_no_folder(tmp_path):
