@@ -194,7 +194,8 @@ _NOT_A_CLASS = _DETERMINERS | {  # words that can precede "detector" without nam
     "lightweight", "low-power", "real-time", "realtime", "image", "images", "photo", "object", "objects",
     "vision", "visual", "camera", "model", "neural", "cnn", "ml", "ai", "edge", "embedded", "tinyml", "on-device",
 }
-_LEADING_FILLER = re.compile(r"^(?:(?:images?|photos?|pictures?|frames?|kinds?|types?|sorts?) of|such as|like)\s+")
+_LEADING_FILLER = re.compile(r"^(?:(?:images?|photos?|pictures?|frames?|kinds?|types?|sorts?) of|such as|like|"
+                             r"whether (?:[a-z-]+ ){0,4}?(?:is|are))\s+")  # "whether the door is open or closed"
 _TRAILING_FILLER = re.compile(r"\s+(?:images?|photos?|pictures?|etc)$")
 
 _IRREGULAR = {
@@ -278,14 +279,73 @@ def _task_noun_phrase(text: str, noun_start: int) -> str:
     return " ".join(taken)
 
 
+# "faces with and without masks": one head, one object, both words
+_WITH_AND_WITHOUT = re.compile(r"\b(with(?:out)?)\s+(?:and|or|vs\.?|versus)\s+(with(?:out)?)\s+")
+_WITH = re.compile(r"\b(with(?:out)?)\b\s*")
+_STOP_BUT_WITH = re.compile(_STOP.pattern.replace("with|", "").replace("without|", ""))
+
+
+def _named(words: list[str]) -> str | None:
+    """A noun phrase as a class name: determiners dropped, its last word singular."""
+    return _clean_item(" ".join(words))
+
+
+def _attribute_classes(text: str) -> list[str]:
+    """Classes that differ by what they have: "people with hats, people without hats", "faces with and without
+    masks", "shirts with long sleeves and shirts with short sleeves" -> "person with hat", "person without hat".
+    Only a list of at least two such items counts, so "cats and dogs with a camera" stays a list of animals."""
+    if m := _WITH_AND_WITHOUT.search(text):
+        head = []
+        for word in reversed(text[: m.start()].split()):  # "a mask detector for faces with and without masks"
+            if word in _NOT_A_CLASS or _STOP.fullmatch(word) or _TASK_NOUN.fullmatch(word) or len(head) == 3:
+                break
+            head.insert(0, word)
+        stop = _STOP.search(text, m.end())
+        obj = text[m.end(): stop.start() if stop else len(text)]
+        obj = _SEPARATOR.split(obj)[0].split()
+        head_name, obj_name = _named(head[-3:]), _named(obj[:3])
+        if head_name and obj_name:
+            return [f"{head_name} {m.group(1)} {obj_name}", f"{head_name} {m.group(2)} {obj_name}"]
+    for trigger in [*_VERB.finditer(text), *_LABELED_LIST.finditer(text), *_LIST_WORD.finditer(text)]:
+        rest = text[trigger.end():]
+        if _CONTRAST_VERB.match(trigger.group()):
+            rest = re.sub(r"\bfrom\b", ",", rest)  # "tell cats with a collar from cats without"
+        colon = rest.find(":")
+        stop = _STOP_BUT_WITH.search(rest)
+        if 0 <= colon < (stop.start() if stop else len(rest)):
+            rest = rest[colon + 1:]
+            stop = _STOP_BUT_WITH.search(rest)
+        items = [i.strip() for i in _SEPARATOR.split(rest[: stop.start()] if stop else rest) if i.strip()]
+        parts = [_WITH.split(i, maxsplit=1) for i in items]  # [head, "with", object] or [item]
+        if sum(len(p) == 3 for p in parts) < 2:
+            continue
+        names, head, obj = [], None, None
+        for p in parts:
+            if len(p) == 1:  # a class without the attribute ("background"), or "everything else"
+                if not _OTHER.search(p[0]) and (name := _clean_item(p[0])) and name not in names:
+                    names.append(name)
+                continue
+            head = _named(p[0].split()) or head  # "people with hats and without hats": the head carries over,
+            obj = _named(p[2].split()) or obj  # "cats with a collar and cats without": so does the object
+            if head and obj and (name := f"{head} {p[1]} {obj}") not in names:
+                names.append(name)
+        if len(names) >= 2:
+            return names
+    return []
+
+
 def find_classes(text: str) -> tuple[list[str], bool]:
     """(classes in order, other); trigger kinds are tried from the most to the least reliable."""
     text = text.lower()
     other = bool(_OTHER.search(text))
     for attribute in (_GRAYSCALE, _SIZE_PAIR, _SIZE_PX, _AMOUNT, _LATENCY, _ACCURACY_AFTER, _ACCURACY_BEFORE):
         text = attribute.sub(".", text)  # "..., empty or occupied, black-and-white": a stated attribute ends a list
+    if names := _attribute_classes(text):
+        return names, other
     candidates = [_enumeration(text, m.end(), bool(_CONTRAST_VERB.match(m.group()))) for m in _VERB.finditer(text)]
     candidates = [_enumeration(text, m.end()) for m in _LABELED_LIST.finditer(text)] + candidates
+    # "Leaf disease sorter: healthy, blight, rust": the list after the colon, not the words before the noun
+    candidates += [_enumeration(text, m.end()) for m in _TASK_NOUN.finditer(text) if text[m.end():].startswith(":")]
     candidates += [m.group(1) + (f", {_enumeration(m.group(2), 0)}" if m.group(2) else "")
                    for m in _TELL_APART.finditer(text)]
     candidates += [_enumeration(text, m.end()) for m in _LIST_WORD.finditer(text)]

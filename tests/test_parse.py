@@ -250,7 +250,27 @@ def test_unknown_device_lists_valid_names() -> None:
     ("Need a classifier for the STM32F746 that separates good welds from bad welds.", ["good weld", "bad weld"], False),
     ("Something to tell mice apart from rats in the barn, on a raspberry pi pico", ["mouse", "rat"], False),
     ("Target: ESP32S3, 512 KB RAM. Classes: forklift, pallet, person.", ["forklift", "pallet", "person"], False),
+    ("On the F446 nucleo, detect whether the door is open or closed, 20 ms budget.", ["open", "closed"], False),
+    ("Leaf disease sorter: healthy, blight, rust, or other. ESP32-S3 at 4 fps.", ["healthy", "blight", "rust"], True),
 ])
 def test_contrast_and_labeled_lists(text, classes, other):
+    parsed = parse_request(text)
+    assert parsed.classes == classes and parsed.other is other
+
+
+@pytest.mark.parametrize("text, classes, other", [
+    ("detect people with hats, people without hats on an ESP32-S3", ["person with hat", "person without hat"], False),
+    ("a mask detector for faces with and without masks on an RP2040", ["face with mask", "face without mask"], False),
+    ("recognise people with hats and without hats on nrf52840", ["person with hat", "person without hat"], False),
+    ("tell apart cats with a collar from cats without, on rp2040", ["cat with collar", "cat without collar"], False),
+    ("sort shirts with long sleeves and shirts with short sleeves, and everything else, on stm32f446",
+     ["shirt with long sleeve", "shirt with short sleeve"], True),
+    ("Classes: person with helmet, person without helmet, background. Target ESP32S3",
+     ["person with helmet", "person without helmet", "background"], False),
+    # one "with" is not an attribute list: the camera and the RAM stay out of the classes
+    ("detect cats and dogs with a camera on an rp2040 with 64 KB RAM", ["cat", "dog"], False),
+])
+def test_classes_that_differ_by_what_they_have(text, classes, other):
+    """Before, "with" ended every list: "people with hats, people without hats" became one class, "person"."""
     parsed = parse_request(text)
     assert parsed.classes == classes and parsed.other is other
