@@ -10,6 +10,7 @@ whose message is the one question to ask back.
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from agent.spec import DataSpec, DesignSpec
 from knowledge.devices import Device, find_device, list_devices
 from knowledge.devices import normalize_device_name as _key
 from knowledge.errors import MissingInformation, NanofactoryError
+
+log = logging.getLogger(__name__)
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -114,7 +117,15 @@ def find_memory(text: str) -> tuple[int | None, int | None]:
                                    "is a size above 0 (e.g. 64 KB), or leave it out.")
         kind = "flash" if word.group(1) in ("flash", "rom", "storage") else "sram"
         found[kind].append(round(_value(m) * _UNITS[m.group(2)[0]]))
+    for kind, values in found.items():
+        if len(set(values)) > 1:  # "64 KB RAM ... 32 KB RAM": a limit is met by meeting the smallest
+            log.warning("The request states %d %s budgets (%s); the smallest, %s, is the one built for.", len(values),
+                        "RAM" if kind == "sram" else kind, ", ".join(_size(v) for v in values), _size(min(values)))
     return min(found["flash"], default=None), min(found["sram"], default=None)
+
+
+def _size(n: int) -> str:
+    return f"{n / MiB:g} MB" if n % MiB == 0 else f"{n / KiB:g} KB" if n % KiB == 0 else f"{n:,} B"
 
 
 def find_latency_ms(text: str) -> float | None:

@@ -274,3 +274,12 @@ def test_classes_that_differ_by_what_they_have(text, classes, other):
     """Before, "with" ended every list: "people with hats, people without hats" became one class, "person"."""
     parsed = parse_request(text)
     assert parsed.classes == classes and parsed.other is other
+
+
+def test_two_budgets_of_one_kind_say_which_is_built_for(caplog) -> None:
+    """Two RAM figures keep the smaller, as a limit should, and say so instead of dropping one silently."""
+    with caplog.at_level("WARNING", logger="agent.parse"):
+        parsed = parse_request("a shirt sorter on nRF52840 with 64 KB RAM and 32 KB RAM, 1 MB flash")
+    assert parsed.sram_bytes == 32 * KiB and parsed.flash_bytes == MiB
+    assert "2 RAM budgets (64 KB, 32 KB); the smallest, 32 KB, is the one built for" in caplog.text
+    assert "flash" not in caplog.text
