@@ -178,6 +178,17 @@ class Page:
                 shown = snap.view_key
             yield [progress(snap), *views]
 
+    def retrain(self, request: gr.Request):
+        """A new run trained on this tab's review answers, followed like a build (the chat says why when it cannot)."""
+        session = self.session(request)
+        if not session.retrain():
+            yield [session.snapshot().messages, *[gr.skip()] * (len(self.views) + 4)]
+            return
+        for snap, views in self.following(session):
+            end = not snap.busy
+            yield [snap.messages, progress(snap), *views, *(self.runs_table() if end else (gr.skip(), gr.skip())),
+                   gr.Tabs(selected="results") if end and snap.status == "done" else gr.skip()]
+
     def stop(self, request: gr.Request) -> None:
         """Stop this tab's build (the chat, followed by the running stream, says when it has stopped)."""
         if not self.session(request).stop():
@@ -275,6 +286,7 @@ def build_ui(web: WebApp) -> gr.Blocks:
                             buttons = [gr.Button(visible=False, size="sm", elem_classes="nf-label") for _ in range(LABEL_SLOTS)]
                             skip = gr.Button("skip", size="sm", variant="secondary", visible=False)
                         review_status = gr.Markdown(elem_id="nf-review-status")
+                        retrain = gr.Button("Retrain on my answers", size="sm", variant="primary", elem_id="nf-retrain")
                     with gr.Tab("Plots", id="plots"):
                         gr.Markdown("**Training curve**: loss and validation accuracy per epoch")
                         curve = gr.Image(show_label=False, interactive=False, height=260, elem_id="nf-curve",
@@ -309,6 +321,8 @@ def build_ui(web: WebApp) -> gr.Blocks:
               [box, chat, progress_box, *page.views, runs_table, run_pick, tabs], api_name="send",
               concurrency_limit=None, show_progress="hidden", trigger_mode="multiple")  # a send mid-build gets its answer
         stop.click(page.stop, None, None, api_name="stop", show_progress="hidden")
+        retrain.click(page.retrain, None, [chat, progress_box, *page.views, runs_table, run_pick, tabs], api_name="retrain",
+                      concurrency_limit=None, show_progress="hidden")
         pool.upload(page.upload("images"), [pool, class_name], data_md, api_name="upload_pool")
         examples.upload(page.upload("examples"), [examples, class_name], data_md, api_name="upload_examples")
         test.upload(page.upload("test"), [test, class_name], data_md, api_name="upload_test")

@@ -139,17 +139,10 @@ def cmd_review(args) -> int:
     if before.is_file():
         import json
 
-        old = json.loads(before.read_text())
-        for key in ("teacher_label_accuracy", "student_int8_test_accuracy"):
-            if old.get(key) is not None and metrics.get(key) is not None:
-                print(f"{key.replace('_', ' ')}: {100 * old[key]:.1f} % -> {100 * metrics[key]:.1f} %")
-        from agent.metrics import weakest_class
+        from agent.review import retrain_lines
 
-        weak = weakest_class(old.get("per_class"))  # did the answers help where the parent was weakest?
-        now = (metrics.get("per_class") or {}).get(weak["name"]) if weak else None
-        if now:
-            print(f"{weak['name']} (the weakest class before) int8 recall: {100 * weak['recall']:.1f} % -> "
-                  f"{100 * now['recall']:.1f} %, precision {100 * weak['precision']:.1f} % -> {100 * now['precision']:.1f} %")
+        for line in retrain_lines(folder.name, json.loads(before.read_text()), metrics):
+            print(line)
         print(f"every class, side by side: nanofactory runs compare {folder.name} {run.id}")
     return 0
 

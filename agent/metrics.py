@@ -57,8 +57,7 @@ def review_hint(m: dict, run_id: str, on_page: bool = False) -> str | None:
     given = f" (you have given {asked})" if asked else ""
     if on_page:
         return (f"Next: answer the review queue under **Samples & review** (the pool images whose labels would help "
-                f"most){given}, then `nanofactory review {run_id} --retrain` in a terminal trains again on your "
-                f"answers: {' and '.join(why)}.")
+                f"most){given}, then **Retrain on my answers** there trains again on them: {' and '.join(why)}.")
     return (f"Next: `nanofactory review {run_id} --budget 100 --retrain` asks you about the pool images whose labels "
             f"would help most and trains again on your answers{given}: {' and '.join(why)}.")
 

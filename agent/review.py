@@ -345,7 +345,15 @@ def oracle(run_dir: Path) -> Callable[[ReviewItem], str]:
 
 def retrain(run_dir: Path, store, show_bars: bool = True, progress=None):
     """A new run with the same spec and plan whose label stage uses the human labels; returns (run, metrics)."""
-    from agent.pipeline import create_run, execute, open_run
+    from agent.pipeline import execute
+
+    run = retrain_run(run_dir, store)
+    return run, execute(run, store, progress, show_bars=show_bars)
+
+
+def retrain_run(run_dir: Path, store, planner: str | None = None):
+    """The run ``retrain`` builds, created but not yet executed; ``planner`` names who asked for it."""
+    from agent.pipeline import create_run, open_run
 
     parent = open_run(store, Path(run_dir).name)
     design = json.loads((Path(run_dir) / "design.json").read_text())
@@ -353,10 +361,29 @@ def retrain(run_dir: Path, store, show_bars: bool = True, progress=None):
     decisions = dict(design.get("decisions") or {})
     decisions["parent"] = parent.id
     decisions["changes"] = list(decisions.get("changes") or []) + [f"retrained with {n} human labels from {parent.id}"]
+    if planner:
+        decisions["planner"] = planner
     run = create_run(parent.spec, parent.plan, store, decisions)
     (run.dir / "data").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(Path(run_dir) / HUMAN_LABELS, run.dir / HUMAN_LABELS)
-    return run, execute(run, store, progress, show_bars=show_bars)
+    return run
+
+
+def retrain_lines(parent_id: str, before: dict, after: dict, bold: bool = False) -> list[str]:
+    """What the answers changed: labels and int8 accuracy, and the parent's weakest class, before -> after."""
+    from agent.metrics import weakest_class
+
+    b = "**" if bold else ""
+    lines = [f"{key.replace('_', ' ')}: {100 * before[key]:.1f} % -> {b}{100 * after[key]:.1f} %{b}"
+             for key in ("teacher_label_accuracy", "student_int8_test_accuracy")
+             if before.get(key) is not None and after.get(key) is not None]
+    weak = weakest_class(before.get("per_class"))  # did the answers help where the parent was weakest?
+    now = (after.get("per_class") or {}).get(weak["name"]) if weak else None
+    if now:
+        lines.append(f"{weak['name']} (the weakest class of {parent_id}) int8 recall: {100 * weak['recall']:.1f} % -> "
+                     f"{100 * now['recall']:.1f} %, precision {100 * weak['precision']:.1f} % -> "
+                     f"{100 * now['precision']:.1f} %")
+    return lines
 
 
 # ---- the terminal ------------------------------------------------------------------------------

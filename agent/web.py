@@ -26,10 +26,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent import app_views, review
+from agent import app_views
 from agent.app_uploads import check_folder, class_counts, save_uploads
 from agent.context import MAX_TEXT, Context, LLMSettings
-from agent.web_chat import names_a_device, starts_over, tool_line
+from agent.web_chat import BUSY, names_a_device, starts_over, tool_line
+from agent.web_review import ReviewMixin
 from knowledge.errors import NanofactoryError
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class Snapshot:
         return self.run_id, tuple(r.name for r in self.stages if r.state == "done"), self.status
 
 
-class WebSession:
+class WebSession(ReviewMixin):
     """One browser tab: its conversation (a checkpointed LangGraph thread), its data and its runs."""
 
     def __init__(self, app: WebApp, session_id: str):
@@ -212,8 +213,7 @@ class WebSession:
             return False
         with self._lock:
             if self.busy:
-                self._post({"role": "assistant", "content": "I am still working on the last message; "
-                            "the stages on the right show how far along it is. Send this one again when it ends."})
+                self._post({"role": "assistant", "content": BUSY.format(what="Send this one")})
                 return False
             asking_device = self.question is None or "device" in self.question.lower()
             if device and asking_device and not names_a_device(text):
@@ -298,8 +298,7 @@ class WebSession:
             status = record.status if record else None
             if status in ("created", "running"):  # stopped between creating the run and its first stage
                 self.app.store().record(run_id, "interrupted", message=f"interrupted; resume with --resume {run_id}")
-            self._post({"role": "assistant", "content": f"Stopped {run_id}: its finished stages are kept, and "
-                        f"`nanofactory build --resume {run_id}` finishes it." if run_id else "Stopped."})
+            self._stopped(run_id)
         except NanofactoryError as e:
             self._post({"role": "assistant", "content": f"⚠ {e}"})
         except Exception as e:  # a bug: say so in the chat rather than leave the page spinning
@@ -307,14 +306,22 @@ class WebSession:
             self._post({"role": "assistant", "content": f"⚠ The agent stopped on an internal error "
                         f"({type(e).__name__}: {e}). Finished stages are kept in the run folder."})
         finally:
-            with self._lock:
-                for index, started in self._tool_slots.values():
-                    self._edit(index, metadata={"status": "done", "duration": round(time.time() - started, 1)})
-                self._tool_slots.clear()
-                self._stopping = False
-                if self.building:
-                    self.viewing = self.building
-                self.building, self._build_started = None, None
+            self._ended()
+
+    def _ended(self) -> None:
+        """A turn (or a retrain) ended: its open tool steps closed, the run it built is the one shown."""
+        with self._lock:
+            for index, started in self._tool_slots.values():
+                self._edit(index, metadata={"status": "done", "duration": round(time.time() - started, 1)})
+            self._tool_slots.clear()
+            self._stopping = False
+            if self.building:
+                self.viewing = self.building
+            self.building, self._build_started = None, None
+
+    def _stopped(self, run_id: str | None) -> None:
+        self._post({"role": "assistant", "content": f"Stopped {run_id}: its finished stages are kept, and "
+                    f"`nanofactory build --resume {run_id}` finishes it." if run_id else "Stopped."})
 
     def _render(self, update: dict) -> None:
         """Chat messages from one graph update: tool calls as collapsible steps, the planner's words as replies."""
@@ -433,50 +440,6 @@ class WebSession:
     def run_dir(self) -> Path | None:
         run_id = self.building or self.viewing
         return self.app.config.runs_dir / run_id if run_id else None
-
-    def start_review(self) -> app_views.ReviewItem | None:
-        folder = self.run_dir()
-        self.review = app_views.review_queue(folder, app_views.REVIEW_LIMIT) if folder else []
-        self._review_seen, self._review_answers = [], 0
-        self._review_run = folder.name if folder is not None and self.review else None
-        return self.review[0] if self.review else None
-
-    def current_review(self) -> app_views.ReviewItem | None:
-        """The review's next sample: the queue kept while it belongs to the run shown (a stage finishing
-        mid-review must not hand back the samples skipped), started afresh for any other run."""
-        folder = self.run_dir()
-        if folder is not None and folder.name == self._review_run:
-            return self.review[0] if self.review else None
-        return self.start_review()
-
-    def label(self, label: str | None, shown: str | None = None) -> str:
-        """Store the person's label for the first queued sample (None skips it); a line for the page.
-        ``shown``: the sample the page showed; a click that arrives after it was answered is refused."""
-        folder = self.run_dir()
-        if not self.review or folder is None:
-            return "Nothing to review."
-        if shown is not None and self.review[0].uid != shown:
-            return f"{shown} was answered already; this is the next one."
-        item = self.review.pop(0)
-        self._review_seen.append(item.index)
-        if label is None:
-            line = f"Skipped {item.uid}."
-        else:
-            count = review.save_human_label(folder, item, label)
-            self._review_answers += 1
-            given = review.load_human_labels(folder)
-            checks = "; ".join(filter(None, (review.spot_check_line(given), review.weakest_class_line(given))))
-            line = (f"Saved '{label}' for {item.uid}: {count} human label{'s' if count != 1 else ''} in "
-                    f"{review.HUMAN_LABELS}{f'; {checks}' if checks else ''}. "
-                    f"To train a new run on them, run `nanofactory review {folder.name} --retrain` in a terminal "
-                    "on this machine.")
-        if not self.review and self._review_answers:  # a round is done: the next one learns from its answers
-            self.review = app_views.review_queue(folder, app_views.REVIEW_LIMIT, skip=self._review_seen, fresh=True)
-            if self.review:
-                line += f" The next {len(self.review)} were picked with the {self._review_answers} answers of this round."
-            self._review_answers = 0
-        return line
-
 
 class WebApp:
     """The server side of the page: the sessions, one agent checkpointer, the run index."""

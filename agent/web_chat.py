@@ -9,6 +9,10 @@ from __future__ import annotations
 import json
 import re
 
+# what a message or a retrain gets while a turn runs; {what}: what to do again
+BUSY = ("I am still working on the last message; the stages on the right show how far along it is. {what} again "
+        "when it ends.")
+
 
 def tool_line(name: str, result: dict) -> str:
     """One line for a tool's result in the chat, like the terminal chat prints."""

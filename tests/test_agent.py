@@ -359,4 +359,4 @@ def test_on_the_page_the_review_hint_points_at_the_review_tab():
     m = {"labeling": {"zero_shot_on_examples": {"median_score": 0.001}}, "evaluated_on": "test"}
     assert review_hint(m, "r1").startswith("Next: `nanofactory review r1 --budget 100 --retrain`")
     on_page = review_hint(m, "r1", on_page=True)
-    assert "under **Samples & review**" in on_page and "in a terminal" in on_page
+    assert "under **Samples & review**" in on_page and "**Retrain on my answers**" in on_page and "`" not in on_page

@@ -101,7 +101,7 @@ def test_review_queue_lowest_confidence_first_and_labels_are_stored(tmp_path, sh
     assert [i.index for i in session.review] == list(range(9, -1, -1))
     assert app_views.review_image(folder, first).size[0] >= 96  # the original file, upscaled for a person
     note = session.label("square")
-    assert "1 human label" in note and "--retrain" in note
+    assert "1 human label" in note and "Retrain on my answers" in note
     stored = json.loads((folder / "data" / "human_labels.json").read_text())["labels"]
     assert stored[first.uid]["label"] == "square" and stored[first.uid]["teacher_guess"] == "circle"
     assert not list((folder / "data").glob("*.tmp"))
@@ -423,6 +423,35 @@ def test_stop_marks_the_build_interrupted_and_resumable(tmp_path, shapes_data):
     assert record.status == "interrupted"
     assert f"`nanofactory build --resume {record.id}` finishes it" in session.messages[-1]["content"]
     assert not session.stop() and not session.busy
+
+
+@pytest.mark.slow
+def test_retrain_on_the_answers_from_the_page(tmp_path, shapes_data):
+    """Answers given in the review tab train a new run from the page, as `review --retrain` does in a terminal:
+    followed like a build, with what the answers changed in the chat. Before, the page sent people to a terminal."""
+    web = WebApp(WebConfig(runs_dir=tmp_path / "runs", workspace=shapes_data["pool"].parent, epochs=1))
+    session = web.session("tab")
+    assert not session.retrain() and session.messages[-1]["content"].startswith("Open a run first")
+    session.use_folder("images", str(shapes_data["pool"]))
+    session.use_folder("examples", str(shapes_data["examples"]))
+    assert session.send("tells apart circles, squares, triangles and everything else on an nRF52840")
+    assert session.wait(600) and session.viewing
+    parent = session.viewing
+    assert not session.retrain() and "no answers for" in session.messages[-1]["content"]
+    for _ in range(2):
+        item = session.current_review()
+        assert "Retrain on my answers" in session.label(item.guesses[0][0], item.uid)
+    assert session.retrain()
+    child = session.building
+    assert child != parent and session.run_ids[-1] == child and session.snapshot().run_id == child
+    assert not session.retrain() and "Press Retrain again when it ends" in session.messages[-1]["content"]
+    assert session.wait(600) and not session.busy and session.viewing == child
+    record = web.store().get(child)
+    design = json.loads((tmp_path / "runs" / child / "design.json").read_text())
+    assert record.status == "done" and design["decisions"]["parent"] == parent
+    assert json.loads((tmp_path / "runs" / child / "stages" / "label.json").read_text())["human_labels"] == 2
+    reply = session.messages[-1]["content"]
+    assert reply.startswith(f"Built run {child}") and "student int8 test accuracy: " in reply and " -> **" in reply
 
 
 def test_uploads_after_a_build_go_to_a_copy(tmp_path, shapes_data):

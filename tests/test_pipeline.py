@@ -381,7 +381,7 @@ def test_review_in_the_terminal_then_retrain(built, monkeypatch, capsys):
     before = {r.id for r in store.list()}
     assert main(["review", run_id, "--runs-dir", str(store.root), "--budget", "0", "--retrain", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "(the weakest class before) int8 recall: " in out  # before -> after, where it was weak
+    assert "(the weakest class of " in out and ") int8 recall: " in out  # before -> after, where it was weak
     (new_id,) = {r.id for r in store.list()} - before
     assert f"nanofactory runs compare {run_id} {new_id}" in out
     new_dir = store.path(new_id)
