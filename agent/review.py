@@ -351,8 +351,8 @@ def retrain(run_dir: Path, store, show_bars: bool = True, progress=None):
     return run, execute(run, store, progress, show_bars=show_bars)
 
 
-def retrain_run(run_dir: Path, store, planner: str | None = None):
-    """The run ``retrain`` builds, created but not yet executed; ``planner`` names who asked for it."""
+def retrain_run(run_dir: Path, store):
+    """The run ``retrain`` builds, created but not yet executed."""
     from agent.pipeline import create_run, open_run
 
     parent = open_run(store, Path(run_dir).name)
@@ -361,8 +361,6 @@ def retrain_run(run_dir: Path, store, planner: str | None = None):
     decisions = dict(design.get("decisions") or {})
     decisions["parent"] = parent.id
     decisions["changes"] = list(decisions.get("changes") or []) + [f"retrained with {n} human labels from {parent.id}"]
-    if planner:
-        decisions["planner"] = planner
     run = create_run(parent.spec, parent.plan, store, decisions)
     (run.dir / "data").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(Path(run_dir) / HUMAN_LABELS, run.dir / HUMAN_LABELS)
