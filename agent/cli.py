@@ -336,6 +336,8 @@ def _chat_web(args, runs_dir: Path, llm, data: dict, trusted: list[Path]) -> int
         say("stopped.")
     except OSError as e:  # the port is taken, or the address cannot be bound
         raise NanofactoryError(f"Cannot serve on {args.host}:{args.port or 7860}: {e}. Pick another --port.") from None
+    finally:
+        web.close()
     return 0
 
 

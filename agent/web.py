@@ -519,6 +519,18 @@ class WebApp:
                 atexit.register(shutil.rmtree, self._files, ignore_errors=True)
         return self._files / session_id[:16]
 
+    def close(self) -> None:
+        """The server stops: builds still running in its sessions' threads die with the process, so the index
+        marks them interrupted (resumable), not running forever."""
+        with self._lock:
+            sessions = {id(s): s for s in [*self._sessions.values(), *self._kept.values()]}.values()
+        for session in sessions:
+            run_id = session.building if session.busy else None
+            record = self.store().find(run_id) if run_id else None
+            if record is not None and record.status in ("created", "running"):
+                self.store().record(run_id, "interrupted", message=f"the web server stopped during it; resume with "
+                                    f"--resume {run_id}")
+
     def warm_up(self) -> None:
         """Import the agent and the stages once at start, so the first reply does not wait for imports."""
         import agent.graph

@@ -425,6 +425,26 @@ def test_stop_marks_the_build_interrupted_and_resumable(tmp_path, shapes_data):
     assert not session.stop() and not session.busy
 
 
+def test_a_build_running_when_the_server_stops_is_marked_interrupted(tmp_path):
+    """Its thread dies with the server: before, the index said "running" forever and every new tab was
+    offered to follow it."""
+    web = WebApp(WebConfig(runs_dir=tmp_path / "runs"))
+    store = web.store()
+    for run_id, status in (("r-building", "running"), ("r-done", "done")):
+        store.record(run_id, status)
+    gate = threading.Event()
+    session = web.session("tab")
+    session._worker = threading.Thread(target=gate.wait, daemon=True)
+    session._worker.start()
+    session.building = "r-building"
+    idle = web.session("tab2")
+    idle.building = "r-done"  # not busy: nothing of its is touched
+    web.close()
+    gate.set()
+    assert store.find("r-building").status == "interrupted" and "--resume r-building" in store.find("r-building").message
+    assert store.find("r-done").status == "done"
+
+
 @pytest.mark.slow
 def test_retrain_on_the_answers_from_the_page(tmp_path, shapes_data):
     """Answers given in the review tab train a new run from the page, as `review --retrain` does in a terminal:
