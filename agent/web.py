@@ -9,11 +9,16 @@ sessions directly.
 A build started by a session is found in the run index by the planner name the session's
 context records in ``design.json`` ("offline (web session 3f9a0c1d)"), so two tabs building
 at once each follow their own run.
+
+A session is saved in ``<runs>/web-sessions/`` under the hash of its browser's token after each
+turn and data change, so a reload finds it after the server restarted; a build the server was
+running when it stopped is marked interrupted.
 """
 
 from __future__ import annotations
 
 import atexit
+import hashlib
 import json
 import logging
 import secrets
@@ -27,18 +32,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent import app_views
-from agent.app_uploads import check_folder, class_counts, save_uploads
 from agent.context import MAX_TEXT, Context, LLMSettings
 from agent.web_chat import BUSY, names_a_device, starts_over, tool_line
+from agent.web_data import DataMixin
 from agent.web_review import ReviewMixin
 from knowledge.errors import NanofactoryError
+from knowledge.io import read_json_or_none, write_text_atomic
 
 log = logging.getLogger(__name__)
 
-DATA_KINDS = {"images": "pool", "examples": "examples", "test": "test"}  # data key -> upload subfolder
 POLL_S = 0.25
 RELOAD_GRACE_S = 1.0  # how long a reloading tab waits for the old tab to let go of its session
 KEPT_SESSIONS = 64  # sessions a browser can reload into after its tab went away (their chat, data and build)
+SAVED_SESSIONS = 256  # sessions kept on disk for a browser to come back to after the server restarted
+_NONE = type(None)
+SESSION_FIELDS = {"messages": list, "data": dict, "counts": dict, "epochs": (int, _NONE), "run_ids": list,
+                  "viewing": (str, _NONE), "question": (str, _NONE)}  # what is saved, and what it may be
 
 
 @dataclass
@@ -85,11 +94,12 @@ class Snapshot:
         return self.run_id, tuple(r.name for r in self.stages if r.state == "done"), self.status
 
 
-class WebSession(ReviewMixin):
+class WebSession(DataMixin, ReviewMixin):
     """One browser tab: its conversation (a checkpointed LangGraph thread), its data and its runs."""
 
     def __init__(self, app: WebApp, session_id: str):
         self.app, self.id = app, session_id
+        self.token: str | None = None  # the browser's key to this session (attach); it is saved under it
         self.thread = f"web-{session_id}"
         self.data: dict[str, str] = dict(app.config.data)
         self.counts: dict[str, str] = {}  # data key -> what it holds, for the page
@@ -113,73 +123,18 @@ class WebSession(ReviewMixin):
         self._saved: set[tuple[str, str]] = set()  # (kind, uploaded temp file) already copied
         self._frozen: set[str] = set()  # upload folders a run was built from: never added to again
 
-    # ---- data --------------------------------------------------------------------------------
-
-    def add_upload(self, kind: str, files: list[str], class_name: str | None = None) -> str:
-        """Save uploaded images (files or zips) for ``kind`` (images, examples, test); a line for the page."""
-        if kind not in DATA_KINDS:
-            raise NanofactoryError(f"Unknown upload {kind!r}; use one of {', '.join(DATA_KINDS)}.")
-        if not files:
-            raise NanofactoryError("Choose some image files or a zip first.")
-        files = [f for f in files if (kind, f) not in self._saved]  # the event lists every file the box holds
-        if not files:
-            raise NanofactoryError("These files were added already; to add more, clear the box (×) and choose new "
-                                   "ones.")
-        name = class_name.strip() if kind != "images" and class_name and class_name.strip() else None
-        if kind != "images" and name is None and any(not str(f).lower().endswith(".zip") for f in files):
-            raise NanofactoryError(f"Which class do these {DATA_KINDS[kind]} images show? Type it in the class box "
-                                   "and upload again, or upload a zip with one folder per class.")
-        target = self._upload_target(kind)
-        added = save_uploads(files, target, name, by_class=kind != "images")
-        self._saved.update((kind, f) for f in files)
-        self._set_data(kind, target)
-        return f"Added {added} image{'s' if added != 1 else ''} to {DATA_KINDS[kind]}."
-
-    def _upload_target(self, kind: str) -> Path:
-        """The session's upload folder for ``kind``; once a run has used it, later uploads go to a copy,
-        so that run's design.json keeps pointing at exactly the images it was built from."""
-        base = self.app.config.runs_dir / "uploads" / self.id
-        current = Path(self.data[kind]) if kind in self.data else None
-        ours = current is not None and current.parent == base
-        if ours and str(current) not in self._frozen:
-            return current
-        n, target = 1, base / DATA_KINDS[kind]
-        while target.exists():
-            n += 1
-            target = base / f"{DATA_KINDS[kind]}-{n}"
-        if ours:
-            shutil.copytree(current, target)
-        return target
-
-    def use_folder(self, kind: str, path: str) -> str:
-        """Use a folder on this machine, as `--images DIR` would; the person named it, so the agent may read it."""
-        folder = check_folder(path, DATA_KINDS[kind], self.app.config.workspace)
-        with self._lock:
-            if folder not in self.roots:
-                self.roots.append(folder)
-        self._set_data(kind, folder)
-        return f"Using {folder} as the {DATA_KINDS[kind]}."
-
-    def _set_data(self, kind: str, folder: Path) -> None:
-        from knowledge.pools import image_files
-
-        if kind == "images":
-            what = f"{len(image_files(folder)):,} images"
-        else:
-            counts = class_counts(folder)
-            what = ", ".join(f"{k} {v}" for k, v in counts.items()) or "no class subfolders yet"
-        with self._lock:
-            self.data[kind] = str(folder)
-            self.counts[kind] = what
-
-    def data_summary(self) -> str:
-        lines = []
-        for kind, word in DATA_KINDS.items():
-            if kind in self.data:
-                lines.append(f"- **{word}**: `{self.data[kind]}` — {self.counts.get(kind, 'named on the command line')}")
-            else:
-                lines.append(f"- **{word}**: none yet")
-        return "\n".join(lines)
+    def save(self) -> None:
+        """The session on disk, so that its browser comes back to it after the server restarted (the agent's
+        thread is in agent.sqlite already; the runs and uploads are folders)."""
+        if self.token is None:
+            return
+        with self._lock:  # serialized under the lock: the turn's thread edits the chat meanwhile
+            text = json.dumps({"id": self.id, "roots": [str(r) for r in self.roots], "frozen": sorted(self._frozen),
+                               **{key: getattr(self, key) for key in SESSION_FIELDS}}, indent=1)
+        try:
+            write_text_atomic(self.app.session_file(self.token), text)
+        except OSError as e:  # a full disk must not break the page: the session lives on in memory
+            log.warning("could not save web session %s: %s", self.id, e)
 
     # ---- chat --------------------------------------------------------------------------------
 
@@ -228,6 +183,7 @@ class WebSession(ReviewMixin):
             self._worker = threading.Thread(target=self._turn, args=(text, resume), daemon=True,
                                             name=f"nanofactory-web-{self.id}")
             self._worker.start()
+        self.save()
         return True
 
     def stop(self) -> bool:
@@ -318,6 +274,7 @@ class WebSession(ReviewMixin):
             if self.building:
                 self.viewing = self.building
             self.building, self._build_started = None, None
+        self.save()
 
     def _stopped(self, run_id: str | None) -> None:
         self._post({"role": "assistant", "content": f"Stopped {run_id}: its finished stages are kept, and "
@@ -435,6 +392,7 @@ class WebSession(ReviewMixin):
         folder = self.app.store().path(run_id)
         with self._lock:
             self.viewing = run_id
+        self.save()
         return folder
 
     def run_dir(self) -> Path | None:
@@ -465,6 +423,9 @@ class WebApp:
         reload, or the tab closed and opened again), else a new one; and the token to keep for it."""
         with self._lock:
             kept = self._kept.get(token) if token else None
+        if kept is None and token and (restored := self._restore(token)) is not None:  # the server restarted
+            with self._lock:
+                kept = self._kept.setdefault(token, restored)
         deadline = time.time() + RELOAD_GRACE_S
         while kept is not None:
             with self._lock:
@@ -479,9 +440,39 @@ class WebApp:
         with self._lock:
             token = next((t for t, s in self._kept.items() if s is session), None) or secrets.token_urlsafe(24)
             self._kept[token] = session
+            session.token = token
             while len(self._kept) > KEPT_SESSIONS:
                 self._kept.popitem(last=False)
-            return session, token
+        self._prune_saved()
+        return session, token
+
+    def session_file(self, token: str) -> Path:
+        """Where the session a browser's token names is saved (by the token's hash: the file names no token)."""
+        return self.config.runs_dir / "web-sessions" / f"{hashlib.sha256(token.encode()).hexdigest()[:32]}.json"
+
+    def _restore(self, token: str) -> WebSession | None:
+        """The saved session ``token`` names, or None (none saved, or a file this version cannot read)."""
+        state = read_json_or_none(self.session_file(token))
+        if not isinstance(state, dict) or not isinstance(state.get("id"), str):
+            return None
+        if any(key in state and not isinstance(state[key], kind) for key, kind in SESSION_FIELDS.items()):
+            return None
+        session = WebSession(self, state["id"])
+        for key in SESSION_FIELDS:
+            setattr(session, key, state.get(key, getattr(session, key)))
+        session.roots = [Path(r) for r in state.get("roots") or [] if isinstance(r, str)]
+        session._frozen = {f for f in state.get("frozen") or [] if isinstance(f, str)}
+        for message in session.messages:  # a step the server stopped in the middle of
+            if isinstance(message, dict) and (message.get("metadata") or {}).get("status") == "pending":
+                message["metadata"] = {**message["metadata"], "status": "done"}
+        session.token = token
+        return session
+
+    def _prune_saved(self) -> None:
+        """At most SAVED_SESSIONS sessions on disk: the least recently saved go."""
+        saved = sorted((self.config.runs_dir / "web-sessions").glob("*.json"), key=lambda p: p.stat().st_mtime)
+        for path in saved[:-SAVED_SESSIONS]:
+            path.unlink(missing_ok=True)
 
     def session_count(self) -> int:
         return len(self._sessions)

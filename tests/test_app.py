@@ -425,6 +425,34 @@ def test_stop_marks_the_build_interrupted_and_resumable(tmp_path, shapes_data):
     assert not session.stop() and not session.busy
 
 
+def test_a_session_comes_back_after_the_server_restarted(tmp_path, shapes_data):
+    """The browser's token finds its session in a new server process: the chat, the data and the agent's open
+    question, which the next answer resumes. Before, sessions lived in the server's memory only."""
+    config = WebConfig(runs_dir=tmp_path / "runs", workspace=shapes_data["pool"].parent)
+    web = WebApp(config)
+    session, token = web.attach("tab", None)
+    assert session.send("tells apart circles and everything else") and session.wait(30)
+    session.use_folder("images", shapes_data["pool"].name)
+    assert session.question and "Which images" in session.messages[-1]["content"]
+    session.messages[0]["metadata"] = {"title": "make_spec", "status": "pending"}  # a step cut by the restart
+    session.save()
+
+    restarted = WebApp(config)
+    again, same = restarted.attach("new-tab", token)
+    assert same == token and again is not session and again.id == session.id
+    assert [m["content"] for m in again.messages] == [m["content"] for m in session.messages]
+    assert again.messages[0]["metadata"]["status"] == "done"  # not a spinner forever
+    assert again.data == session.data and again.question == session.question and again.roots == session.roots
+    assert again.send("there they are") and again.wait(30)
+    assert again.messages[-1]["content"].startswith("Which device")  # the agent's thread went on, with the data
+    saved = list((tmp_path / "runs" / "web-sessions").glob("*.json"))
+    assert len(saved) == 1 and token not in saved[0].name
+
+    saved[0].write_text('{"id": "x", "messages": "not a list"}')  # a file this version cannot read: a new session
+    fresh, other = WebApp(config).attach("tab-3", token)
+    assert fresh.messages == [] and other != token
+
+
 def test_a_build_running_when_the_server_stops_is_marked_interrupted(tmp_path):
     """Its thread dies with the server: before, the index said "running" forever and every new tab was
     offered to follow it."""
