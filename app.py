@@ -333,7 +333,8 @@ def build_ui(web: WebApp) -> gr.Blocks:
         open_run.click(page.open, run_pick, [progress_box, *page.views], api_name="open_run", show_progress="hidden")
         runs_table.select(page.pick, None, run_pick, api_name=False, show_progress="hidden")
         refresh.click(page.runs_table, None, [runs_table, run_pick], api_name="runs")
-        token = gr.BrowserState(None, storage_key="nanofactory-session")  # a reload finds its session again
+        # a reload finds its session again, after a server restart too (the key is kept in the runs folder)
+        token = gr.BrowserState(None, storage_key="nanofactory-session", secret=web.browser_secret())
         demo.load(page.load, token, [data_md, runs_table, run_pick, progress_box, chat, token, *page.views],
                   api_name=False, show_progress="hidden")
         demo.unload(page.unload)

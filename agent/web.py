@@ -446,6 +446,21 @@ class WebApp:
         self._prune_saved()
         return session, token
 
+    def browser_secret(self) -> str:
+        """The key the page encrypts its token with in the browser's storage: kept beside the saved sessions,
+        so that a token stored before a server restart can still be read after it."""
+        path = self.config.runs_dir / "web-sessions" / "secret"
+        try:
+            secret = path.read_text().strip()
+        except OSError:
+            secret = ""
+        if len(secret) < 32:
+            secret = secrets.token_urlsafe(32)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(path, secret)
+            path.chmod(0o600)  # the sessions' files name no token; this key is what could read one
+        return secret
+
     def session_file(self, token: str) -> Path:
         """Where the session a browser's token names is saved (by the token's hash: the file names no token)."""
         return self.config.runs_dir / "web-sessions" / f"{hashlib.sha256(token.encode()).hexdigest()[:32]}.json"

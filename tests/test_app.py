@@ -448,6 +448,10 @@ def test_a_session_comes_back_after_the_server_restarted(tmp_path, shapes_data):
     saved = list((tmp_path / "runs" / "web-sessions").glob("*.json"))
     assert len(saved) == 1 and token not in saved[0].name
 
+    # the page encrypts the token in the browser with this key: a new server must read what the old one stored
+    assert restarted.browser_secret() == web.browser_secret() == WebApp(config).browser_secret()
+    assert (tmp_path / "runs" / "web-sessions" / "secret").stat().st_mode & 0o777 == 0o600
+
     saved[0].write_text('{"id": "x", "messages": "not a list"}')  # a file this version cannot read: a new session
     fresh, other = WebApp(config).attach("tab-3", token)
     assert fresh.messages == [] and other != token
