@@ -225,14 +225,14 @@ class WebSession(DataMixin, ReviewMixin):
 
         from agent.graph import build_graph, user_turn
 
-        graph = build_graph(self._context(), self.app.checkpointer())
         config = {"configurable": {"thread_id": self.thread}}
         data = dict(self.data)
         if resume:  # an answer; folders added since the question come with it
             turn = Command(resume=text, update={"data": data}) if data else Command(resume=text)
         else:
             turn = user_turn(text, data or None)
-        try:
+        try:  # the graph too: a model that cannot be reached or an unreadable agent.sqlite is said in the chat
+            graph = build_graph(self._context(), self.app.checkpointer())
             for update in graph.stream(turn, config, stream_mode="updates"):
                 self._render(update)
             snapshot = graph.get_state(config)
@@ -255,14 +255,19 @@ class WebSession(DataMixin, ReviewMixin):
             if status in ("created", "running"):  # stopped between creating the run and its first stage
                 self.app.store().record(run_id, "interrupted", message=f"interrupted; resume with --resume {run_id}")
             self._stopped(run_id)
-        except NanofactoryError as e:
-            self._post({"role": "assistant", "content": f"⚠ {e}"})
-        except Exception as e:  # a bug: say so in the chat rather than leave the page spinning
-            log.exception("agent turn failed")
-            self._post({"role": "assistant", "content": f"⚠ The agent stopped on an internal error "
-                        f"({type(e).__name__}: {e}). Finished stages are kept in the run folder."})
+        except Exception as e:
+            self._say_error(e, "agent")
         finally:
             self._ended()
+
+    def _say_error(self, e: Exception, who: str) -> None:
+        """A background turn's error as a chat line: a NanofactoryError's sentence; a bug said as one rather
+        than a page left spinning."""
+        if not isinstance(e, NanofactoryError):
+            log.error("%s turn failed", who, exc_info=e)
+        self._post({"role": "assistant", "content": f"⚠ {e}" if isinstance(e, NanofactoryError) else
+                    f"⚠ The {who} stopped on an internal error ({type(e).__name__}: {e}). Finished stages are kept "
+                    "in the run folder."})
 
     def _ended(self) -> None:
         """A turn (or a retrain) ended: its open tool steps closed, the run it built is the one shown."""

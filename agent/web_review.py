@@ -7,15 +7,12 @@ the page like a build (the Stop button stops it the same way).
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 
 from agent import app_views, review
 from agent.web_chat import BUSY
 from knowledge.errors import NanofactoryError
-
-log = logging.getLogger(__name__)
 
 
 class ReviewMixin:
@@ -109,11 +106,7 @@ class ReviewMixin:
             if not self._stopping:
                 raise
             self._stopped(run.id)  # execute marked the run interrupted
-        except NanofactoryError as e:
-            self._post({"role": "assistant", "content": f"⚠ {e}"})
-        except Exception as e:  # a bug: say so in the chat rather than leave the page spinning
-            log.exception("retrain failed")
-            self._post({"role": "assistant", "content": f"⚠ The retrain stopped on an internal error "
-                        f"({type(e).__name__}: {e}). Finished stages are kept in the run folder."})
+        except Exception as e:
+            self._say_error(e, "retrain")
         finally:
             self._ended()

@@ -457,6 +457,19 @@ def test_a_session_comes_back_after_the_server_restarted(tmp_path, shapes_data):
     assert fresh.messages == [] and other != token
 
 
+def test_a_bug_in_a_turn_is_one_line_in_the_chat(tmp_path, monkeypatch):
+    import agent.graph
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(agent.graph, "build_graph", broken)
+    session = WebApp(WebConfig(runs_dir=tmp_path / "runs")).session("tab")
+    assert session.send("tells apart circles and everything else") and session.wait(30)
+    assert session.messages[-1]["content"].startswith("⚠ The agent stopped on an internal error (RuntimeError: boom)")
+    assert not session.busy and session.send("again")  # the page goes on
+
+
 def test_a_build_running_when_the_server_stops_is_marked_interrupted(tmp_path):
     """Its thread dies with the server: before, the index said "running" forever and every new tab was
     offered to follow it."""
