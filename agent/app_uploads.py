@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from knowledge.errors import NanofactoryError
-from knowledge.pools import IMAGE_SUFFIXES, image_files
+from knowledge.pools import IMAGE_SUFFIXES, image_files, whole_disk_or_home
 
 MAX_FILES = 200_000
 MAX_BYTES = 4 * 1024**3  # uncompressed, per zip: larger pools are better named as a folder on this machine
@@ -124,10 +124,9 @@ def check_folder(path: str, what: str, base: Path | None = None) -> Path:
     folder = (Path(base or Path.cwd()) / Path(path.strip()).expanduser()).resolve()
     if not folder.is_dir():
         raise NanofactoryError(f"The {what} folder {folder} does not exist on this machine; check the path.")
-    if folder == Path(folder.anchor) or folder == Path.home().resolve():
-        # reading every image under it would walk the whole disk, and let the agent read all of it
-        raise NanofactoryError(f"{folder} is {'the whole disk' if folder == Path(folder.anchor) else 'your home folder'}; "
-                               f"name the folder that holds the {what}.")
+    whole = whole_disk_or_home(folder)
+    if whole:  # reading every image under it would walk the whole disk, and let the agent read all of it
+        raise NanofactoryError(f"{folder} is {whole}; name the folder that holds the {what}.")
     if not image_files(folder):
         raise NanofactoryError(f"The {what} folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
     return folder

@@ -121,6 +121,14 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
+def whole_disk_or_home(folder: Path) -> str | None:
+    """"the whole disk" or "your home folder" when ``folder`` is one (no place to look for images in), else None."""
+    folder = Path(folder).expanduser().resolve()
+    if folder == Path(folder.anchor):
+        return "the whole disk"
+    return "your home folder" if folder == Path.home().resolve() else None
+
+
 def check_folder(folder: Path, flag: str = "--images") -> list[Path]:
     """The image files under ``folder``, or one sentence naming ``flag`` (the option that gave it) when there are none."""
     folder = Path(folder)
@@ -128,6 +136,9 @@ def check_folder(folder: Path, flag: str = "--images") -> list[Path]:
         raise NanofactoryError(f"Image folder {folder} does not exist; pass an existing folder with {flag}.")
     if not folder.is_dir():
         raise NanofactoryError(f"{folder} is a file, not a folder; pass the folder that holds the images with {flag}.")
+    whole = whole_disk_or_home(folder)
+    if whole:  # reading every image under it would walk the whole disk
+        raise NanofactoryError(f"{folder} is {whole}; pass the folder that holds the images with {flag}.")
     files = image_files(folder)
     if not files:
         raise NanofactoryError(

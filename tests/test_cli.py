@@ -95,6 +95,14 @@ def test_empty_folder(capsys, tmp_path):
     assert "holds no images" in _error(capsys)
 
 
+def test_the_whole_disk_is_not_an_image_folder(capsys, tmp_path, monkeypatch):
+    """`--images /` (or ~) would walk every file on the machine before saying anything."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for folder, says in (("/", "the whole disk"), (str(tmp_path), "your home folder")):
+        assert main(["build", REQUEST, "--images", folder, "--runs-dir", str(tmp_path / "runs")]) == 1
+        assert f"is {says}; pass the folder that holds the images with --images" in _error(capsys)
+
+
 def test_only_corrupt_files(capsys, tmp_path):
     folder = tmp_path / "corrupt"
     folder.mkdir()
