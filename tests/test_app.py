@@ -518,6 +518,14 @@ def test_retrain_on_the_answers_from_the_page(tmp_path, shapes_data):
     reply = session.messages[-1]["content"]
     assert reply.startswith(f"Built run {child}") and "student int8 test accuracy: " in reply and " -> **" in reply
 
+    assert session.retrain()  # again, on the child's answers (copied from its parent), and stopped as a build is
+    grandchild = session.building
+    while session.busy and not (tmp_path / "runs" / grandchild / "stages" / "teacher.json").exists():
+        time.sleep(0.05)
+    assert session.stop() and session.wait(120)
+    assert web.store().get(grandchild).status == "interrupted"
+    assert f"`nanofactory build --resume {grandchild}` finishes it" in session.messages[-1]["content"]
+
 
 def test_uploads_after_a_build_go_to_a_copy(tmp_path, shapes_data):
     """A run's pool stays as it was built: later uploads land in a copy that the next build uses."""
