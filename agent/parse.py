@@ -361,8 +361,15 @@ def find_classes(text: str) -> tuple[list[str], bool]:
                    for m in _TELL_APART.finditer(text)]
     candidates += [_enumeration(text, m.end()) for m in _LIST_WORD.finditer(text)]
     candidates += [_task_noun_phrase(text, m.start()) for m in _TASK_NOUN.finditer(text)]
+    # "Sorting recyclables on a nucleo — plastic bottles, cans, glass jars": a list set off by a dash names
+    # the classes when what the verb took is a single word for all of them
+    # (a plural such as "recyclables"; not "a shirt sorter - fast, small, cheap", whose dash lists qualities)
+    dashed = [d for d in (_split_items(_enumeration(text, m.end())) for m in re.finditer(r"\s[-–—]\s|—", text))
+              if len(d[0]) >= 2 and not any(name in _NOT_A_CLASS for name in d[0])]
     for phrase in candidates:
         names, said_other = _split_items(phrase)
+        if len(names) == 1 and dashed and re.search(rf"\b{re.escape(names[0])}s\b", text):
+            names, said_other = dashed[0]
         if names:
             return names, other or said_other or len(names) == 1
     for m in _FOR.finditer(text):  # "a classifier for cats and dogs": only a real list counts

@@ -252,6 +252,10 @@ def test_unknown_device_lists_valid_names() -> None:
     ("Target: ESP32S3, 512 KB RAM. Classes: forklift, pallet, person.", ["forklift", "pallet", "person"], False),
     ("On the F446 nucleo, detect whether the door is open or closed, 20 ms budget.", ["open", "closed"], False),
     ("Leaf disease sorter: healthy, blight, rust, or other. ESP32-S3 at 4 fps.", ["healthy", "blight", "rust"], True),
+    ("Sorting recyclables on a nucleo-l4r5zi — plastic bottles, cans, glass jars and other stuff.",
+     ["plastic bottle", "can", "glass jar"], True),
+    ("sorts clothes on an ESP32-S3 - fast, small and cheap", ["clothes"], True),  # a dash listing qualities
+    ("a shirt sorter on an ESP32-S3 - fast, small, cheap", ["shirt"], True),
 ])
 def test_contrast_and_labeled_lists(text, classes, other):
     parsed = parse_request(text)
