@@ -555,5 +555,9 @@ class WebApp:
         for r in self.store().list():
             acc = f"{100 * r.student_int8_accuracy:.1f} %" if r.student_int8_accuracy is not None else "—"
             size = f"{r.weight_bytes / 1024:.1f} / {r.sram_bytes / 1024:.1f}" if r.weight_bytes and r.sram_bytes else "—"
-            rows.append([r.id, r.status, r.device or "—", acc, size, (r.request or "")[:80]])
+            design = read_json_or_none(self.config.runs_dir / r.id / "design.json")
+            parent = ((design or {}).get("decisions") or {}).get("parent") if isinstance(design, dict) else None
+            request = (r.request or "")[:80]  # a retrained run has its parent's request: say which it is
+            rows.append([r.id, r.status, r.device or "—", acc, size,
+                         f"retrained from {parent} on its answers: {request}" if parent else request])
         return rows

@@ -515,6 +515,9 @@ def test_retrain_on_the_answers_from_the_page(tmp_path, shapes_data):
     design = json.loads((tmp_path / "runs" / child / "design.json").read_text())
     assert record.status == "done" and design["decisions"]["parent"] == parent
     assert json.loads((tmp_path / "runs" / child / "stages" / "label.json").read_text())["human_labels"] == 2
+    rows = {row[0]: row for row in web.past_runs()}
+    assert rows[child][5].startswith(f"retrained from {parent} on its answers: tells apart circles")
+    assert rows[parent][5].startswith("tells apart circles")
     reply = session.messages[-1]["content"]
     assert reply.startswith(f"Built run {child}") and "student int8 test accuracy: " in reply and " -> **" in reply
 
