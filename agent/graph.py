@@ -40,6 +40,28 @@ def _last_tool_result(state: AgentState) -> tuple[str | None, dict | None]:
     return None, None
 
 
+def _folder_named(text: str, ctx: Context, answering: bool) -> tuple[str | None, str | None]:
+    """(a folder of images the person named in ``text``, or why the folder they named cannot be used). A word
+    with a slash or a tilde is taken for a path; a bare name ("pool") only in an answer to "Which images"."""
+    from knowledge.errors import NanofactoryError
+
+    for word in text.split():
+        word = word.strip("\"'`.,;:!?()[]<>")
+        if word.lower() == "fashion-mnist":
+            return "fashion-mnist", None
+        if not word or not ("/" in word or word.startswith("~") or answering):
+            continue
+        try:
+            if not (ctx.workspace / Path(word).expanduser()).is_dir():
+                continue
+            return str(ctx.confine(word)), None
+        except NanofactoryError as e:
+            return None, str(e)
+        except OSError:  # a name the system will not look up (too long): not a folder
+            continue
+    return None, None
+
+
 def _call(name: str, args: dict, step: int) -> AIMessage:
     return AIMessage(content="", tool_calls=[{"name": name, "args": args, "id": f"call_{step}_{name}"}])
 
@@ -55,6 +77,15 @@ def offline_planner(state: AgentState, ctx: Context) -> AIMessage:
         return AIMessage(content=f"I could not continue: {result['error']}")
     if not state.get("spec"):
         args = {"request": state.get("request", "")} | {k: v for k, v in data.items() if v}
+        messages = state.get("messages", [])
+        if "images" not in args and messages and isinstance(messages[-1], HumanMessage):
+            # "Which images?" asks for a folder: one named in the request or the answer is that folder
+            answering = len(messages) > 1 and isinstance(messages[-2], ToolMessage) and messages[-2].name == "ask_user"
+            folder, why = _folder_named(str(messages[-1].content), ctx, answering)
+            if why:
+                return _call("ask_user", {"question": f"{why} Which images should I learn from?"}, step)
+            if folder:
+                args["images"] = folder
         return _call("make_spec", args, step)
     if not state.get("plan"):
         if name == "plan_build" and result.get("status") == "does_not_fit":

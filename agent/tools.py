@@ -114,12 +114,19 @@ def make_spec(args: MakeSpecArgs, state: dict, ctx: Context) -> ToolOutcome:
     data = DataSpec(pool=[_source(images, ctx)],
                     examples_dir=ctx.confine(args.examples) if args.examples else None,
                     test=_source(args.test, ctx, split="test"))
-    spec = spec_from_request(args.request, data)
+    # folders named in this call are remembered, so the call after the next question need not name them again
+    named = {key: value for key, value in (("images", args.images), ("examples", args.examples),
+                                           ("test", args.test)) if value}
+    kept = {"data": {**(state.get("data") or {}), **named}} if named else {}
+    try:
+        spec = spec_from_request(args.request, data)
+    except MissingInformation as e:
+        return ToolOutcome({"status": "needs_input", "question": str(e)}, kept)
     summary = {"device": spec.device, "labels": spec.label_names,
                "budgets": spec.budgets.model_dump(exclude_none=True)}
     return ToolOutcome({"status": "ok", "spec": summary},
                        {"spec": json.loads(spec.to_json()), "request": args.request, "plan": None,
-                        "run_id": None, "metrics": None, "failed_checks": []})
+                        "run_id": None, "metrics": None, "failed_checks": [], **kept})
 
 
 class InspectPoolArgs(Args):

@@ -227,12 +227,13 @@ class WebSession(DataMixin, ReviewMixin):
 
         config = {"configurable": {"thread_id": self.thread}}
         data = dict(self.data)
-        if resume:  # an answer; folders added since the question come with it
-            turn = Command(resume=text, update={"data": data}) if data else Command(resume=text)
-        else:
-            turn = user_turn(text, data or None)
         try:  # the graph too: a model that cannot be reached or an unreadable agent.sqlite is said in the chat
             graph = build_graph(self._context(), self.app.checkpointer())
+            if resume:  # an answer; folders added since the question come with it, beside those named in the chat
+                named = graph.get_state(config).values.get("data") or {}
+                turn = Command(resume=text, update={"data": {**named, **data}}) if data else Command(resume=text)
+            else:
+                turn = user_turn(text, data or None)
             for update in graph.stream(turn, config, stream_mode="updates"):
                 self._render(update)
             snapshot = graph.get_state(config)
@@ -243,7 +244,7 @@ class WebSession(DataMixin, ReviewMixin):
                 self._add_run(run_id)
             if question:
                 self.question = question
-                hint = "" if self.data.get("images") else \
+                hint = "" if self.data.get("images") or "images" not in question.lower() else \
                     "\n\n*Add your images under **Data & device** (files, a zip, or a folder), then answer here.*"
                 self._post({"role": "assistant", "content": question + hint})
         except KeyboardInterrupt:

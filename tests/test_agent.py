@@ -136,6 +136,29 @@ def test_offline_stops_at_an_error_that_a_retry_cannot_mend(tmp_path):
     assert "I could not continue: None of the 3 image files" in state["messages"][-1].content
 
 
+def test_offline_takes_the_folder_named_in_the_answer_or_the_request(ctx, shapes_data, tmp_path):
+    """"Which images? Give a folder" took no folder: answered with one, it asked the same again. Now the folder
+    answered (a bare name in the workspace, or a path) is used and remembered through the next question; one
+    outside the workspace is said and asked again."""
+    graph = build_graph(ctx, InMemorySaver())
+    state = run(graph, user_turn("tells apart circles and everything else"))
+    assert state["__interrupt__"][0].value["question"].startswith("Which images")
+    state = run(graph, Command(resume=str(tmp_path)))  # a real folder, outside the workspace
+    question = state["__interrupt__"][0].value["question"]
+    assert f"{tmp_path} is outside the workspace" in question and question.endswith("Which images should I learn from?")
+    state = run(graph, Command(resume=shapes_data["pool"].name))  # "pool": a folder in the workspace
+    assert state["__interrupt__"][0].value["question"].startswith("Which device")
+    assert state["data"]["images"] == str(shapes_data["pool"])
+    state = run(graph, Command(resume="an nRF52840"))  # the folder is not asked for again
+    assert state["spec"]["device"] == "nRF52840" and state["spec"]["data"]["pool"][0]["path"] == str(shapes_data["pool"])
+
+    state = run(graph, user_turn(f"tells apart circles and everything else on an RP2040, images in "
+                                 f"{shapes_data['pool']}"), thread="t2")
+    assert state["spec"]["data"]["pool"][0]["path"] == str(shapes_data["pool"])
+    state = run(graph, user_turn("tells apart circles and everything else on an RP2040, pool"), thread="t3")
+    assert state["__interrupt__"][0].value["question"].startswith("Which images")  # a bare word in a request is no path
+
+
 # ---- a scripted LLM ---------------------------------------------------------------------------------
 
 
