@@ -239,6 +239,10 @@ class WebSession(DataMixin, ReviewMixin):
             snapshot = graph.get_state(config)
             question = next((i.value.get("question") if isinstance(i.value, dict) else str(i.value)
                              for task in snapshot.tasks for i in task.interrupts), None)
+            for kind, path in (snapshot.values.get("data") or {}).items():  # a folder named in the chat
+                if kind in ("images", "examples", "test") and kind not in self.data and path != "fashion-mnist" \
+                        and Path(path).is_dir():
+                    self._set_data(kind, Path(path))  # shown under Data & device like one named there
             run_id = snapshot.values.get("run_id")
             if run_id:
                 self._add_run(run_id)

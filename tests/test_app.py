@@ -386,6 +386,16 @@ def test_images_added_after_the_question_reach_the_agent(tmp_path, shapes_data):
     assert [m["role"] for m in session.messages].count("user") == 2
 
 
+def test_a_folder_named_in_the_chat_shows_under_data(tmp_path, shapes_data):
+    web = WebApp(WebConfig(runs_dir=tmp_path / "runs", workspace=shapes_data["pool"].parent))
+    session = web.session("tab")
+    assert session.send("tells apart circles and everything else") and session.wait(30)
+    assert session.send(shapes_data["pool"].name) and session.wait(30)  # the answer to "Which images"
+    assert session.messages[-1]["content"].startswith("Which device")  # no "add your images" hint any more
+    assert "Data & device" not in session.messages[-1]["content"]
+    assert session.data["images"] == str(shapes_data["pool"]) and session.counts["images"].endswith(" images")
+
+
 def test_a_new_request_while_the_agent_asks_for_images_starts_over(tmp_path, shapes_data):
     from agent.graph import build_graph
 
