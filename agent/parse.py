@@ -308,13 +308,14 @@ def _attribute_classes(text: str) -> list[str]:
     if m := _WITH_AND_WITHOUT.search(text):
         head = []
         for word in reversed(text[: m.start()].split()):  # "a mask detector for faces with and without masks"
-            if word in _NOT_A_CLASS or _STOP.fullmatch(word) or _TASK_NOUN.fullmatch(word) or len(head) == 3:
+            if (word in _NOT_A_CLASS or _STOP.fullmatch(word) or _TASK_NOUN.fullmatch(word) or _VERB.fullmatch(word)
+                    or len(head) == 3):
                 break
             head.insert(0, word)
         stop = _STOP.search(text, m.end())
         obj = text[m.end(): stop.start() if stop else len(text)]
         obj = _SEPARATOR.split(obj)[0].split()
-        head_name, obj_name = _named(head[-3:]), _named(obj[:3])
+        head_name, obj_name = _named(head), _named(obj[:3])
         if head_name and obj_name:
             return [f"{head_name} {m.group(1)} {obj_name}", f"{head_name} {m.group(2)} {obj_name}"]
     for trigger in [*_VERB.finditer(text), *_LABELED_LIST.finditer(text), *_LIST_WORD.finditer(text)]:
@@ -330,14 +331,19 @@ def _attribute_classes(text: str) -> list[str]:
         parts = [_WITH.split(i, maxsplit=1) for i in items]  # [head, "with", object] or [item]
         if sum(len(p) == 3 for p in parts) < 2:
             continue
-        names, head, obj = [], None, None
+        names, head, obj, word = [], None, None, None
         for p in parts:
             if len(p) == 1:  # a class without the attribute ("background"), or "everything else"
                 if not _OTHER.search(p[0]) and (name := _clean_item(p[0])) and name not in names:
                     names.append(name)
                 continue
-            head = _named(p[0].split()) or head  # "people with hats and without hats": the head carries over,
-            obj = _named(p[2].split()) or obj  # "cats with a collar and cats without": so does the object
+            own_head, own_obj = _named(p[0].split()), _named(p[2].split())
+            if own_head is None and own_obj is not None and p[1] == word:
+                names = []  # "parcels with barcodes, with a camera": a second "with" that names no class
+                break
+            head = own_head or head  # "people with hats and without hats": the head carries over,
+            obj = own_obj or obj  # "cats with a collar and cats without": so does the object
+            word = p[1]
             if head and obj and (name := f"{head} {p[1]} {obj}") not in names:
                 names.append(name)
         if len(names) >= 2:

@@ -265,6 +265,8 @@ def test_contrast_and_labeled_lists(text, classes, other):
 @pytest.mark.parametrize("text, classes, other", [
     ("detect people with hats, people without hats on an ESP32-S3", ["person with hat", "person without hat"], False),
     ("a mask detector for faces with and without masks on an RP2040", ["face with mask", "face without mask"], False),
+    ("detect faces with and without masks on an RP2040", ["face with mask", "face without mask"], False),
+    ("classify people with or without helmets", ["person with helmet", "person without helmet"], False),
     ("recognise people with hats and without hats on nrf52840", ["person with hat", "person without hat"], False),
     ("tell apart cats with a collar from cats without, on rp2040", ["cat with collar", "cat without collar"], False),
     ("sort shirts with long sleeves and shirts with short sleeves, and everything else, on stm32f446",
@@ -273,6 +275,7 @@ def test_contrast_and_labeled_lists(text, classes, other):
      ["person with helmet", "person without helmet", "background"], False),
     # one "with" is not an attribute list: the camera and the RAM stay out of the classes
     ("detect cats and dogs with a camera on an rp2040 with 64 KB RAM", ["cat", "dog"], False),
+    ("sorts parcels with barcodes, with a camera on an STM32F446", ["parcel"], True),
 ])
 def test_classes_that_differ_by_what_they_have(text, classes, other):
     """Before, "with" ended every list: "people with hats, people without hats" became one class, "person"."""
