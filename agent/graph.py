@@ -24,6 +24,7 @@ from agent.context import Context
 from agent.prompts import SYSTEM
 from agent.state import AgentState
 from agent.tools import call_tool, list_tools
+from knowledge.errors import NanofactoryError
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,6 @@ def _last_tool_result(state: AgentState) -> tuple[str | None, dict | None]:
 def _folder_named(text: str, ctx: Context, answering: bool) -> tuple[str | None, str | None]:
     """(a folder of images the person named in ``text``, or why the folder they named cannot be used). A word
     with a slash or a tilde is taken for a path; a bare name ("pool") only in an answer to "Which images"."""
-    from knowledge.errors import NanofactoryError
-
     for word in text.split():
         word = word.strip("\"'`.,;:!?()[]<>")
         if word.lower() == "fashion-mnist":

@@ -34,7 +34,7 @@ from pathlib import Path
 from agent import app_views
 from agent.context import MAX_TEXT, Context, LLMSettings
 from agent.web_chat import BUSY, names_a_device, starts_over, tool_line
-from agent.web_data import DataMixin
+from agent.web_data import DATA_KINDS, DataMixin
 from agent.web_review import ReviewMixin
 from knowledge.errors import NanofactoryError
 from knowledge.io import read_json_or_none, write_text_atomic
@@ -240,7 +240,7 @@ class WebSession(DataMixin, ReviewMixin):
             question = next((i.value.get("question") if isinstance(i.value, dict) else str(i.value)
                              for task in snapshot.tasks for i in task.interrupts), None)
             for kind, path in (snapshot.values.get("data") or {}).items():  # a folder named in the chat
-                if kind in ("images", "examples", "test") and kind not in self.data and path != "fashion-mnist" \
+                if kind in DATA_KINDS and kind not in self.data and path != "fashion-mnist" \
                         and Path(path).is_dir():
                     self._set_data(kind, Path(path))  # shown under Data & device like one named there
             run_id = snapshot.values.get("run_id")
