@@ -103,14 +103,20 @@ class Page:
             snap = session.snapshot()
             yield [gr.skip(), snap.messages, *[gr.skip()] * (len(self.views) + 4)]  # the text stays, to send later
             return
-        built, box = False, ""
+        box = ""
+        for values in self.following_turn(session):
+            yield [box, *values]
+            box = gr.skip()  # cleared once: what the person types during the build stays
+
+    def following_turn(self, session: WebSession):
+        """The chat, the progress, the panels, the past runs and the tabs while a turn or a retrain runs; the
+        Results tab is shown when it built a run that finished."""
+        built = False
         for snap, views in self.following(session):
             built = built or (snap.busy and snap.run_id is not None)
             end = not snap.busy
-            finished = end and built and snap.status == "done"
-            yield [box, snap.messages, progress(snap), *views, *(self.runs_table() if end else (gr.skip(), gr.skip())),
-                   gr.Tabs(selected="results") if finished else gr.skip()]
-            box = gr.skip()  # cleared once: what the person types during the build stays
+            yield [snap.messages, progress(snap), *views, *(self.runs_table() if end else (gr.skip(), gr.skip())),
+                   gr.Tabs(selected="results") if end and built and snap.status == "done" else gr.skip()]
 
     def following(self, session: WebSession, shown: tuple | None = None):
         """(snapshot, panel values) while the session's turn runs; the panels render again when a stage
@@ -184,10 +190,7 @@ class Page:
         if not session.retrain():
             yield [session.snapshot().messages, *[gr.skip()] * (len(self.views) + 4)]
             return
-        for snap, views in self.following(session):
-            end = not snap.busy
-            yield [snap.messages, progress(snap), *views, *(self.runs_table() if end else (gr.skip(), gr.skip())),
-                   gr.Tabs(selected="results") if end and snap.status == "done" else gr.skip()]
+        yield from self.following_turn(session)
 
     def stop(self, request: gr.Request) -> None:
         """Stop this tab's build (the chat, followed by the running stream, says when it has stopped)."""
