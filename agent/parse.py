@@ -75,7 +75,7 @@ def find_device_in(text: str) -> str | None:
 # ---- numbers -----------------------------------------------------------------------------
 
 # not the "446" of "STM32F446" nor the "32" of "ESP32"; "1,024" is one number (_value drops the comma)
-_NUMBER = r"(?<![\w.])(?<!\d,)(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)"
+_NUMBER = r"(?<![\w.])(?<!\d,)(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:e\d+)?)"  # "1e3 KB" too
 _UNITS = {"k": KiB, "m": MiB, "g": GiB, "b": 1}  # KB, K and KiB all mean 1024 bytes here
 _AMOUNT = re.compile(
     _NUMBER + r"\s*(kib|kb|kbytes|kilobytes?|k|mib|mb|mbytes|megabytes?|m|gib|gb|gigabytes?|g|bytes?|b)\b")
@@ -258,7 +258,7 @@ def _split_items(phrase: str) -> tuple[list[str], bool]:
     phrase = re.sub(r"(?<=\w\w)-(?=\w)", " ", phrase)
     names, other = [], False
     for item in _SEPARATOR.split(phrase):
-        if _OTHER.search(item):
+        if _OTHER.search(item) or item.strip() in ("nothing", "neither"):  # "cats, dogs or nothing"
             other = True
         elif (name := _clean_item(item.strip())) and name not in names:
             names.append(name)
@@ -293,7 +293,9 @@ def _task_noun_phrase(text: str, noun_start: int) -> str:
 # "faces with and without masks": one head, one object, both words
 _WITH_AND_WITHOUT = re.compile(r"\b(with(?:out)?)\s+(?:and|or|vs\.?|versus)\s+(with(?:out)?)\s+")
 _WITH = re.compile(r"\b(with(?:out)?)\b\s*")
-_STOP_BUT_WITH = re.compile(_STOP.pattern.replace("with|", "").replace("without|", ""))
+# "cars with lights on and cars with lights off": an "on" that ends an item is the attribute's, not a device's
+_STOP_BUT_WITH = re.compile(_STOP.pattern.replace("with|", "").replace("without|", "")
+                            .replace("(?:on|", r"(?:on(?!\s*(?:[,.]|and\b|or\b|$))|"))
 
 
 def _named(words: list[str]) -> str | None:
@@ -367,21 +369,27 @@ def find_classes(text: str) -> tuple[list[str], bool]:
                    for m in _TELL_APART.finditer(text)]
     candidates += [_enumeration(text, m.end()) for m in _LIST_WORD.finditer(text)]
     candidates += [_task_noun_phrase(text, m.start()) for m in _TASK_NOUN.finditer(text)]
-    # "Sorting recyclables on a nucleo — plastic bottles, cans, glass jars": a list set off by a dash names
-    # the classes when what the verb took is a single word for all of them
-    # (a plural such as "recyclables"; not "a shirt sorter - fast, small, cheap", whose dash lists qualities)
-    dashed = [d for d in (_split_items(_enumeration(text, m.end())) for m in re.finditer(r"\s[-–—]\s|—", text))
-              if len(d[0]) >= 2 and not any(name in _NOT_A_CLASS for name in d[0])]
+    task_phrases = {_task_noun_phrase(text, m.start()) for m in _TASK_NOUN.finditer(text)}
+    # a list set off by a dash, a colon or parentheses ("Sorting recyclables on a nucleo — plastic bottles, cans,
+    # glass jars"), and a "for" list with an "everything else" in it ("a pet-door recognizer for cats, dogs and
+    # everything else"); a list of qualities ("a shirt sorter - fast, small, cheap") or of devices is none
+    set_off = [_split_items(_enumeration(text, m.end())) for m in re.finditer(r"\s[-–—]\s|—|:", text)]
+    set_off += [_split_items(m.group(1)) for m in re.finditer(r"\(([^()]*)\)", text)]
+    for_lists = [_split_items(_enumeration(text, m.end())) for m in _FOR.finditer(text)]
+    set_off, for_lists = ([d for d in lists if len(d[0]) >= 2 and not any(
+        name in _NOT_A_CLASS or find_device_in(name) for name in d[0])] for lists in (set_off, for_lists))
     for phrase in candidates:
         names, said_other = _split_items(phrase)
-        if len(names) == 1 and dashed and re.search(rf"\b{re.escape(names[0])}s\b", text):
-            names, said_other = dashed[0]
+        # one name where a list follows it: the name was the task ("a pet-door recognizer – cats, dogs – on
+        # nrf52") or a word for all of the list ("recyclables"), not a class of its own
+        if len(names) == 1 and phrase in task_phrases and (lists := set_off + [f for f in for_lists if f[1]]):
+            names, said_other = lists[0]
+        elif len(names) == 1 and set_off and re.search(rf"\b{re.escape(names[0])}s\b", text):
+            names, said_other = set_off[0]
         if names:
             return names, other or said_other or len(names) == 1
-    for m in _FOR.finditer(text):  # "a classifier for cats and dogs": only a real list counts
-        names, said_other = _split_items(_enumeration(text, m.end()))
-        if len(names) >= 2:
-            return names, other or said_other
+    for names, said_other in for_lists + set_off:  # "a classifier for cats and dogs": only a real list counts
+        return names, other or said_other
     return [], other
 
 

@@ -77,6 +77,7 @@ def test_request_device_classes_other(text: str, device: str, classes: list[str]
         ("on rp2040 with 2048 bytes of RAM", None, 2048),  # bytes were dropped
         ("on rp2040, 65536 B RAM and 1,000,000 bytes flash", 1_000_000, 65536),
         ("on rp2040 with 64 KB RAM,128 KB flash", 128 * KiB, 64 * KiB),  # a comma without a space still parts them
+        ("on rp2040 with 1e3 KB flash", 1000 * KiB, None),  # was not read at all
     ],
 )
 def test_memory_units(text: str, flash: int | None, sram: int | None) -> None:
@@ -256,6 +257,14 @@ def test_unknown_device_lists_valid_names() -> None:
      ["plastic bottle", "can", "glass jar"], True),
     ("sorts clothes on an ESP32-S3 - fast, small and cheap", ["clothes"], True),  # a dash listing qualities
     ("a shirt sorter on an ESP32-S3 - fast, small, cheap", ["shirt"], True),
+    # the words before "recognizer" name the task where a list follows; before, both gave one class, "pet door"
+    ("a pet-door recognizer – cats, dogs and everything else – on nrf52", ["cat", "dog"], True),
+    ("a pet-door recognizer for cats, dogs and everything else on an nRF52840", ["cat", "dog"], True),
+    ("a person detector for shops, offices and homes on an nRF52840", ["person"], True),  # a "for" list of places
+    ("a pet door camera: cats, dogs or nothing, on nrf52840", ["cat", "dog"], True),
+    ("pet door camera (cats, dogs, other) on nrf52840", ["cat", "dog"], True),
+    ("a shirt sorter (fast and cheap) on an nRF52840", ["shirt"], True),
+    ("a person detector (esp32-s3 or rp2040)", ["person"], True),  # a list of devices names no classes
 ])
 def test_contrast_and_labeled_lists(text, classes, other):
     parsed = parse_request(text)
@@ -276,6 +285,8 @@ def test_contrast_and_labeled_lists(text, classes, other):
     # one "with" is not an attribute list: the camera and the RAM stay out of the classes
     ("detect cats and dogs with a camera on an rp2040 with 64 KB RAM", ["cat", "dog"], False),
     ("sorts parcels with barcodes, with a camera on an STM32F446", ["parcel"], True),
+    ("detect cars with lights on and cars with lights off, on an esp32-s3",  # "on" ended the list
+     ["car with lights on", "car with lights off"], False),
 ])
 def test_classes_that_differ_by_what_they_have(text, classes, other):
     """Before, "with" ended every list: "people with hats, people without hats" became one class, "person"."""
