@@ -17,7 +17,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 import gradio as gr
 
 from agent import app_views
-from agent.review import SPOT_CHECK
+from agent.review import SPOT_CHECK, load_human_labels
 from agent.web import WebApp, WebSession
 from knowledge.errors import NanofactoryError
 
@@ -65,18 +65,19 @@ class Page:
         choices = names + ([] if "other" in names else ["other"]) if names else []
         buttons = [gr.update(value=choices[i], visible=True) if i < len(choices) and item else gr.update(visible=False)
                    for i in range(LABEL_SLOTS)]
+        retrain = gr.update(visible=has_answers(folder))
         if item is None:
             info = ("The queue is empty: every sample offered was answered or skipped; open the run again for more."
                     if session.review == [] and
                     folder and (folder / "data" / "labels.npz").is_file() else
                     "No samples to review yet: the queue fills once the **label** stage has run.")
-            return [None, info, *buttons, gr.update(visible=False), status, None]
+            return [None, info, *buttons, gr.update(visible=False), status, retrain, None]
         guesses = ", ".join(f"{n} {p:.2f}" for n, p in item.guesses)
         used = "trained on with the teacher's label" if item.used_for_training else "left out of training (unsure)"
         why = "  \nspot check: drawn at random, to measure the labels" if item.reason == SPOT_CHECK else ""
         info = (f"**{item.uid}**{why}  \nteacher's guesses: {guesses}  \n{used}  \n"
                 f"{len(session.review)} in the queue: which class is it?")
-        return [app_views.review_image(folder, item), info, *buttons, gr.update(visible=True), status, item.uid]
+        return [app_views.review_image(folder, item), info, *buttons, gr.update(visible=True), status, retrain, item.uid]
 
     def run_views(self, session: WebSession, fresh_review: bool = True) -> list:
         """Values for self.views: everything the panels show of the session's current run. ``fresh_review``
@@ -225,6 +226,15 @@ class Page:
         self.web.drop(request.session_hash)
 
 
+def has_answers(folder) -> bool:
+    """Whether the Retrain button shows: once the run has an answer (or an answers file it cannot read, which
+    pressing it then names)."""
+    try:
+        return bool(folder and load_human_labels(folder))
+    except NanofactoryError:
+        return True
+
+
 def progress(snap) -> str:
     if not snap.run_id:
         return IDLE
@@ -289,7 +299,8 @@ def build_ui(web: WebApp) -> gr.Blocks:
                             buttons = [gr.Button(visible=False, size="sm", elem_classes="nf-label") for _ in range(LABEL_SLOTS)]
                             skip = gr.Button("skip", size="sm", variant="secondary", visible=False)
                         review_status = gr.Markdown(elem_id="nf-review-status")
-                        retrain = gr.Button("Retrain on my answers", size="sm", variant="primary", elem_id="nf-retrain")
+                        retrain = gr.Button("Retrain on my answers", size="sm", variant="primary", elem_id="nf-retrain",
+                                            visible=False)
                     with gr.Tab("Plots", id="plots"):
                         gr.Markdown("**Training curve**: loss and validation accuracy per epoch")
                         curve = gr.Image(show_label=False, interactive=False, height=260, elem_id="nf-curve",
@@ -318,7 +329,7 @@ def build_ui(web: WebApp) -> gr.Blocks:
                             refresh = gr.Button("Refresh", scale=1, variant="secondary")
 
         shown = gr.State(None)  # the sample on screen: a click answers for it, not for whatever the queue holds now
-        review = [review_img, review_info, *buttons, skip, review_status, shown]
+        review = [review_img, review_info, *buttons, skip, review_status, retrain, shown]
         page.views = [gallery, *review, curve, confusion, profile, metrics, files, report]
         gr.on([send.click, box.submit], page.send, [box, device, epochs],
               [box, chat, progress_box, *page.views, runs_table, run_pick, tabs], api_name="send",

@@ -134,8 +134,11 @@ def test_design_build_review_and_download_in_the_browser(server, browser, shapes
     shot(page, "5-plots")
 
     page.get_by_role("tab", name="Samples & review").click()
+    page.locator(".nf-label").first.wait_for(timeout=10_000)
+    assert page.locator("#nf-retrain").is_hidden()  # nothing to retrain on before the first answer
     page.locator(".nf-label").first.click()
     page.locator("#nf-review-status").get_by_text("Saved").wait_for(timeout=10_000)
+    page.locator("#nf-retrain").wait_for(state="visible", timeout=10_000)
     shot(page, "6-review")
     labels = json.loads((web.config.runs_dir / run.id / "data" / "human_labels.json").read_text())["labels"]
     assert len(labels) == 1
