@@ -48,7 +48,7 @@ def run_chat(ctx: Context, request: str | None, data: dict, thread: str | None) 
     from langgraph.checkpoint.sqlite import SqliteSaver
     from langgraph.types import Command
 
-    from agent.graph import build_graph, user_turn
+    from agent.graph import build_graph, next_turn
 
     ctx.runs_dir.mkdir(parents=True, exist_ok=True)
     connection = sqlite3.connect(ctx.runs_dir / "agent.sqlite", check_same_thread=False)
@@ -63,7 +63,7 @@ def run_chat(ctx: Context, request: str | None, data: dict, thread: str | None) 
     if pending and request:
         next_input = Command(resume=request)
     elif request:
-        next_input = user_turn(request, data or None)
+        next_input = next_turn(graph, config, request, data)
     elif pending:
         _say(f"nanofactory> {pending}")
     try:
@@ -77,7 +77,7 @@ def run_chat(ctx: Context, request: str | None, data: dict, thread: str | None) 
                 if pending:
                     next_input = Command(resume=text)
                 else:
-                    next_input = user_turn(text, data or None)
+                    next_input = next_turn(graph, config, text, data)  # a folder named in the chat stays
             for update in graph.stream(next_input, config, stream_mode="updates"):
                 _render(update)
             next_input = None

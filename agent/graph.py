@@ -213,6 +213,12 @@ def build_graph(ctx: Context, checkpointer=None):
     return graph.compile(checkpointer=checkpointer)
 
 
+def next_turn(graph, config: dict, text: str, data: dict | None = None) -> dict:
+    """A new request in a thread: the folders named earlier in its chat stay, beside (and under) ``data``."""
+    named = graph.get_state(config).values.get("data") or {}
+    return user_turn(text, {**named, **(data or {})} or None)
+
+
 def user_turn(text: str, data: dict | None = None) -> dict:
     """The input for a new user message: a new design (the conversation history stays for an LLM)."""
     turn: dict[str, Any] = {"messages": [HumanMessage(content=text)], "request": text, "steps": 0, "spec": None,

@@ -14,7 +14,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
 from agent.context import Context
-from agent.graph import build_graph, user_turn
+from agent.graph import build_graph, next_turn, user_turn
 from agent.tools import AGENT_TOOLS, call_tool
 
 TINY_RAM = "tells apart circles, squares, triangles and everything else on an nRF52840 with 8 KB RAM"
@@ -151,6 +151,10 @@ def test_offline_takes_the_folder_named_in_the_answer_or_the_request(ctx, shapes
     assert state["data"]["images"] == str(shapes_data["pool"])
     state = run(graph, Command(resume="an nRF52840"))  # the folder is not asked for again
     assert state["spec"]["device"] == "nRF52840" and state["spec"]["data"]["pool"][0]["path"] == str(shapes_data["pool"])
+    # the next request in the chat uses it too, beside folders given with it (`nanofactory chat --examples DIR`)
+    turn = next_turn(graph, {"configurable": {"thread_id": "t"}}, "tells apart squares and everything else on an "
+                     "RP2040", {"examples": str(shapes_data["examples"])})
+    assert turn["data"] == {"images": str(shapes_data["pool"]), "examples": str(shapes_data["examples"])}
 
     state = run(graph, user_turn(f"tells apart circles and everything else on an RP2040, images in "
                                  f"{shapes_data['pool']}"), thread="t2")
