@@ -202,12 +202,14 @@ def layer_profile(run_dir: Path):
     import base64
 
     from compilers.profile import profile_plot_png
-    from knowledge.devices import get_device
+    from knowledge.devices import get_device, remember_device
 
     compiled = _stage_result(run_dir, "compile")
     if not compiled or not compiled.get("layers"):
         return None
-    device = get_device(design(run_dir)["spec"]["device"])
+    record = design(run_dir)
+    remember_device(record.get("device"), f"{run_dir}/design.json")
+    device = get_device(record["spec"]["device"])
     with _plot_lock:
         png = profile_plot_png(compiled["layers"], device.macs_per_cycle, device.clock_mhz, device.name)
     return _png_to_pil(base64.b64decode(png))

@@ -46,11 +46,34 @@ EPILOG = """examples:
 """
 
 
+DEVICES_FILE_HELP = """your own board: describe it in a YAML file and pass it with --devices FILE (or set
+NANOFACTORY_DEVICES=FILE); a request, a spec or the web page can then name it:
+
+  devices:
+    - name: Teensy 4.1
+      core: Cortex-M7          # Cortex-M0+, M4 and M7 are emulated: the build measures the
+      clock_mhz: 600           #   library's latency floor and stack there
+      sram: 512 KB             # what the model may use (here the tightly coupled RAM)
+      flash: 7936 KB
+      aliases: [teensy41]
+    - name: nRF5340
+      core: Cortex-M33
+      clock_mhz: 128
+      sram: 512 KB
+      flash: 1 MB
+      macs_per_cycle: 0.4      # needed for other cores: int8 MACs per cycle a good runtime reaches
+
+A run records its board in design.json, so it resumes and replays without the file.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nanofactory", description="Design a tiny int8 image classifier for a "
                                      "microcontroller from a plain-language request and unlabeled images.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="log each step")
+    parser.add_argument("--devices", metavar="FILE", help="a YAML file describing boards the catalog lacks (or set "
+                        "$NANOFACTORY_DEVICES); `nanofactory devices --help` shows the format")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     b = sub.add_parser("build", help="build a model from a request, a spec file, or resume a run",
@@ -138,10 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--sanitize", action="store_true", help="build with AddressSanitizer and UBSan")
     v.add_argument("--runs-dir", type=Path, help="where runs live (default ./runs or $NANOFACTORY_RUNS)")
 
-    sub.add_parser("devices", help="the device catalog: core, clock, SRAM, flash, int8 MAC/cycle")
+    sub.add_parser("devices", help="the device catalog: core, clock, SRAM, flash, int8 MAC/cycle",
+                   description="Lists the boards a request can name: the catalog, and those of a devices file.",
+                   epilog=DEVICES_FILE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     from agent import cli_data
 
     cli_data.add_parsers(sub)
+    for command in sub.choices.values():  # after the command too: `nanofactory build ... --devices boards.yaml`
+        command.add_argument("--devices", metavar="FILE", default=argparse.SUPPRESS,
+                             help="a YAML file describing boards the catalog lacks (or set $NANOFACTORY_DEVICES)")
     return parser
 
 
@@ -269,10 +297,15 @@ def cmd_devices(args) -> int:
     from knowledge.devices import list_devices
 
     print(f"{'device':<22} {'core':<24} {'MHz':>5} {'SRAM':>9} {'flash':>9} {'MAC/cycle':>9}  measured on")
-    for d in list_devices():
+    devices = list_devices()
+    for d in devices:
         print(f"{d.name:<22} {d.core:<24} {d.clock_mhz:>5g} {_size(d.sram_bytes):>9} "
               f"{_size(d.flash_bytes):>9} {d.macs_per_cycle:>9.2f}  "
-              + (f"emulated {core_name(d.emulated_core)}" if d.emulated_core else "-"))
+              + (f"emulated {core_name(d.emulated_core)}" if d.emulated_core else "-")
+              + (f"  (from {d.origin})" if d.origin else ""))
+    if not any(d.origin for d in devices):
+        print("\nYour own board: describe it in a YAML file and pass --devices FILE; `nanofactory devices --help` "
+              "shows how.")
     print("\nverify runs every build's C library on emulated Cortex-M4, M7 and M0+ cores (QEMU, when installed). For a device "
           "with one of them the build reports the library's latency floor and the flash and RAM it takes, measured "
           "there, beside the estimates from MACs and the arena; for the others, the estimates.")
@@ -514,6 +547,11 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminated_in(os.getpid()))
     try:
+        if getattr(args, "devices", None):
+            from knowledge.devices import DEVICES_ENV, load_device_file
+
+            load_device_file(args.devices)  # a bad file is one sentence now, not in the middle of a build
+            os.environ[DEVICES_ENV] = str(Path(args.devices).expanduser().resolve())
         return COMMANDS[args.command](args)
     except NanofactoryError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -22,7 +22,8 @@ from pydantic import ValidationError
 
 from agent.plan import Plan, check_plan
 from agent.runs import RunStore
-from agent.spec import DesignSpec, describe_validation_error
+from agent.spec import DesignSpec, describe_validation_error, spec_from_design
+from knowledge.devices import device_record, get_device
 from knowledge.errors import NanofactoryError
 from knowledge.io import read_json_or_none, write_json_atomic
 
@@ -87,6 +88,7 @@ def create_run(spec: DesignSpec, plan: Plan, store: RunStore, decisions: dict | 
         "spec": json.loads(spec.to_json()),
         "plan": json.loads(plan.model_dump_json()),
         "seed": spec.seed,
+        "device": device_record(get_device(spec.device)),  # a board of a devices file resumes without the file
         "versions": package_versions(),
         "decisions": decisions or {"planner": "offline", "changes": []},
     }
@@ -120,7 +122,7 @@ def open_run(store: RunStore, run_id: str) -> Run:
     if not isinstance(design, dict) or not isinstance(design.get("spec"), dict) or "plan" not in design:
         raise NanofactoryError(f"{run_dir / 'design.json'} is not a readable run design (cut short or edited); "
                                "restore it from a copy of the run, or start a new build.")
-    spec = DesignSpec.from_dict(design["spec"], source=f"{run_dir}/design.json")
+    spec = spec_from_design(design, f"{run_dir}/design.json")
     try:
         plan = saved_plan(design["plan"])
     except ValidationError as e:
@@ -182,7 +184,7 @@ def replay(path: Path, store: RunStore, show_bars: bool) -> tuple[Run, dict]:
         raise NanofactoryError(f"Plan file {path} is not valid {path.suffix.lstrip('.').upper()}; fix the syntax.") from None
     if not isinstance(data, dict) or "spec" not in data or "plan" not in data:
         raise NanofactoryError(f"Plan file {path} needs a `spec` and a `plan` (a run's design.json has both).")
-    spec = DesignSpec.from_dict(data["spec"], source=str(path))
+    spec = spec_from_design(data, str(path))
     try:
         # a run's design.json replays the way that run was built; a plan written by hand gets today's defaults
         plan = saved_plan(data["plan"]) if path.name == "design.json" else Plan.model_validate(data["plan"])

@@ -142,10 +142,10 @@ def weakest_class_line(labels: dict[str, dict]) -> str | None:
 
 def run_spec(run_dir: Path):
     """The run's DesignSpec, from its design.json."""
-    from agent.spec import DesignSpec
+    from agent.spec import spec_from_design
 
     design = json.loads((Path(run_dir) / "design.json").read_text())
-    return DesignSpec.from_dict(design["spec"], source=f"{run_dir}/design.json")
+    return spec_from_design(design, f"{run_dir}/design.json")
 
 
 def label_names(run_dir: Path) -> list[str]:

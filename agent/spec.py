@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from knowledge.devices import get_device
+from knowledge.devices import get_device, remember_device
 from knowledge.errors import NanofactoryError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -191,6 +191,13 @@ class DesignSpec(_Strict):
             return cls.model_validate(data)
         except ValidationError as e:
             raise NanofactoryError(describe_validation_error(e, source)) from None
+
+
+def spec_from_design(design: dict, source: str) -> DesignSpec:
+    """A run's spec from its design.json (or a saved plan); the board it recorded is made known first, so a run
+    made for a board of a devices file resumes and replays without that file."""
+    remember_device(design.get("device"), source)
+    return DesignSpec.from_dict(design["spec"], source=source)
 
 
 def describe_validation_error(error: ValidationError, source: str) -> str:
