@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: it must not call out
 
@@ -45,6 +46,8 @@ CSS = """
 @keyframes nfpulse{50%{opacity:.2}}.nf-message{color:#c0392b;margin:6px 0 0}.nf-muted{color:var(--body-text-color-subdued)}
 iframe.nf-report{width:100%;height:900px;border:1px solid var(--border-color-primary);border-radius:8px;background:#fff}
 """
+TRY_NOTE = ("Drop photos here to see what the open run's model answers on each, as the board would "
+            "(its C library, the same integers as TFLite Micro).")
 IDLE = ("<div class='nf-progress'><div class='nf-head'><b>No build yet</b><span>stages appear here</span></div>"
         "<p class='nf-muted'>Describe the model in the chat; add your images under <b>Data &amp; device</b>.</p></div>")
 
@@ -84,13 +87,14 @@ class Page:
         False (a stage finished while the panels show the run) keeps the review queue and its status line."""
         folder = session.run_dir()
         if folder is None or not (folder / "design.json").is_file():
-            return [[], *self.review(session, None), None, None, None, [], None, app_views.NO_REPORT]
+            return [[], *self.review(session, None), None, None, None, [], None, app_views.NO_REPORT, None, TRY_NOTE]
         files = app_views.downloads(folder, self.web.files_dir(session.id) / folder.name)
         review = self.review(session, session.start_review()) if fresh_review else \
             self.review(session, session.current_review(), gr.skip())
         return [app_views.samples(folder), *review,
                 app_views.training_curve(folder), app_views.confusion_matrix(folder), app_views.layer_profile(folder),
-                app_views.metrics_rows(folder), [str(p) for p in files] or None, app_views.report_iframe(folder)]
+                app_views.metrics_rows(folder), [str(p) for p in files] or None, app_views.report_iframe(folder),
+                None, TRY_NOTE]
 
     def runs_table(self) -> tuple:
         rows = self.web.past_runs()
@@ -192,6 +196,26 @@ class Page:
             yield [session.snapshot().messages, *[gr.skip()] * (len(self.views) + 4)]
             return
         yield from self.following_turn(session)
+
+    def try_images(self, files, request: gr.Request) -> tuple:
+        """The open run's model on the uploaded images, as the board would answer: a caption per image."""
+        from agent.predict import predict
+
+        folder = self.session(request).run_dir()
+        paths = [f if isinstance(f, str) else f.name for f in (files or [])]
+        if not paths:
+            return None, TRY_NOTE
+        if folder is None:
+            return None, "Open a run first (build one, or pick one under **Past runs**)."
+        try:
+            p = predict(folder, [Path(f) for f in paths])
+        except NanofactoryError as e:
+            return None, f"⚠ {e}"
+        captions = [f"{label} {100 * row.max():.0f} %" for label, row in zip(p.labels, p.probs)]
+        skipped = f" Skipped {len(p.skipped)} unreadable file{'s' if len(p.skipped) != 1 else ''}." if p.skipped else ""
+        return (list(zip(p.images, captions)),
+                f"{len(p.images)} image{'s' if len(p.images) != 1 else ''} through {p.engine}, of run "
+                f"{folder.name}, each prepared as training prepared its images.{skipped}")
 
     def stop(self, request: gr.Request) -> None:
         """Stop this tab's build (the chat, followed by the running stream, says when it has stopped)."""
@@ -316,6 +340,11 @@ def build_ui(web: WebApp) -> gr.Blocks:
                                                elem_id="nf-metrics")
                         files = gr.File(label="Downloads: int8 ONNX, .tflite, C library and Arduino library (zips), labels, report",
                                         file_count="multiple", interactive=False, elem_id="nf-downloads")
+                        try_files = gr.File(label="Try it: your images through the model", file_count="multiple",
+                                            file_types=["image"], elem_id="nf-try")
+                        try_note = gr.Markdown(TRY_NOTE, elem_id="nf-try-note")
+                        try_gallery = gr.Gallery(show_label=False, columns=5, height=260, object_fit="contain", fit_columns=False,
+                                                 elem_id="nf-try-gallery")
                     with gr.Tab("Report", id="report"):
                         report = gr.HTML(app_views.NO_REPORT, elem_id="nf-report")
                     with gr.Tab("Past runs", id="runs"):
@@ -330,7 +359,7 @@ def build_ui(web: WebApp) -> gr.Blocks:
 
         shown = gr.State(None)  # the sample on screen: a click answers for it, not for whatever the queue holds now
         review = [review_img, review_info, *buttons, skip, review_status, retrain, shown]
-        page.views = [gallery, *review, curve, confusion, profile, metrics, files, report]
+        page.views = [gallery, *review, curve, confusion, profile, metrics, files, report, try_gallery, try_note]
         gr.on([send.click, box.submit], page.send, [box, device, epochs],
               [box, chat, progress_box, *page.views, runs_table, run_pick, tabs], api_name="send",
               concurrency_limit=None, show_progress="hidden", trigger_mode="multiple")  # a send mid-build gets its answer
@@ -341,6 +370,7 @@ def build_ui(web: WebApp) -> gr.Blocks:
         examples.upload(page.upload("examples"), [examples, class_name], data_md, api_name="upload_examples")
         test.upload(page.upload("test"), [test, class_name], data_md, api_name="upload_test")
         use.click(page.folders, [images_dir, examples_dir, test_dir], data_md, api_name="use_folders")
+        try_files.upload(page.try_images, try_files, [try_gallery, try_note], api_name="try_images")
         for b in buttons:
             b.click(page.label, [b, shown], review, api_name=False, show_progress="hidden")
         skip.click(page.skip, shown, review, api_name=False, show_progress="hidden")

@@ -54,6 +54,22 @@ def add_parsers(sub) -> None:
     f.add_argument("--out", type=Path, metavar="DIR", help="write the matches as PNGs and sheet.png here")
     f.add_argument("--runs-dir", type=Path, help="where runs live (default ./runs or $NANOFACTORY_RUNS)")
 
+    t = sub.add_parser(
+        "predict", help="run a built model on your own images: each one's class, as the board would answer",
+        description="Prepares each image as training prepared its images (centre square, antialiased resize, "
+        "gray or RGB: what nf_io.c does to a camera frame) and runs the run's C library, built for this host "
+        "(the same integers as TFLite Micro and the board; model_int8.onnx in onnxruntime where there is none). "
+        "Prints each image's class and confidence; images in subfolders named after the run's classes are "
+        "scored against them (accuracy, each class's recall and precision, the confusion matrix).",
+        epilog="examples:\n  nanofactory predict RUN ~/door-cam/today/\n"
+        "  nanofactory predict RUN ~/labeled-shots/ --csv answers.csv   # cat/, dog/, other/ subfolders: scored",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("run", help="run id (or run folder)")
+    t.add_argument("images", nargs="+", type=Path, help="image files or folders of them (searched recursively)")
+    t.add_argument("--show", type=int, default=40, metavar="N", help="print at most N images' answers (default 40)")
+    t.add_argument("--csv", type=Path, metavar="FILE", help="write every image's answer and class scores to FILE")
+    t.add_argument("--runs-dir", type=Path, help="where runs live (default ./runs or $NANOFACTORY_RUNS)")
+
 
 def data_engine_options(plan, args):
     """--dedup, --balance, --max-samples and --clean-labels into the plan's label and train steps."""
@@ -235,3 +251,49 @@ def _write_matches(out: Path, ctx, ids, captions: list[str]) -> None:
         draw.text((x, y + 97), cap, fill="black")
     with atomic_path(out / "sheet.png") as tmp:
         sheet.save(tmp, format="PNG")
+
+
+def cmd_predict(args) -> int:
+    import csv
+    import io
+
+    from agent.cli import _run_dir
+    from agent.predict import confusion_lines, predict
+    from knowledge.io import write_text_atomic
+
+    if args.show < 0:
+        raise NanofactoryError("--show must be 0 or more.")
+    folder = _run_dir(args.run, args.runs_dir)
+    p = predict(folder, args.images, show_bars=sys.stderr.isatty())
+    print(f"{len(p.images)} image{'s' if len(p.images) != 1 else ''} through {p.engine}, of run {folder.name}")
+    labels, width = p.labels, min(max(len(n) for n in p.images), 60)
+    if args.show:
+        print(f"{'image':<{width}}  {'class':<16} {'score':>6}  then")
+    for i in range(min(args.show, len(p.images))):
+        order = np.argsort(-p.probs[i])
+        then = f"{p.names[order[1]]} {100 * p.probs[i, order[1]]:.0f} %" if len(order) > 1 else ""
+        mark = "" if p.truth is None or p.truth[i] < 0 else "  ✓" if p.truth[i] == order[0] else \
+            f"  ✗ ({p.names[p.truth[i]]})"
+        print(f"{p.images[i][-width:]:<{width}}  {labels[i]:<16} {100 * p.probs[i, order[0]]:5.0f} %  {then}{mark}")
+    if len(p.images) > args.show:
+        print(f"... {len(p.images) - args.show} more" + ("" if args.csv else "; --csv FILE writes them all"))
+    counts = {n: labels.count(n) for n in p.names if labels.count(n)}
+    print("answers: " + ", ".join(f"{n} {c}" for n, c in counts.items()))
+    for line in confusion_lines(p):
+        print(line)
+    if p.unmatched:
+        print(f"subfolders that name no class, scored as {p.names[-1]!r}: {', '.join(p.unmatched)}")
+    if p.skipped:
+        print(f"skipped {len(p.skipped)} unreadable file{'s' if len(p.skipped) != 1 else ''}: "
+              + ", ".join(name for name, _ in p.skipped[:5]) + (" ..." if len(p.skipped) > 5 else ""))
+    if args.csv:
+        out = io.StringIO()
+        w = csv.writer(out)
+        w.writerow(["image", "class", "score", *(f"score_{n}" for n in p.names)]
+                   + (["folder_class"] if p.truth is not None else []))
+        for i, name in enumerate(p.images):
+            truth = [] if p.truth is None else [p.names[p.truth[i]] if p.truth[i] >= 0 else ""]
+            w.writerow([name, labels[i], f"{p.probs[i].max():.4f}", *(f"{v:.4f}" for v in p.probs[i]), *truth])
+        write_text_atomic(args.csv, out.getvalue())
+        print(f"wrote {args.csv}")
+    return 0

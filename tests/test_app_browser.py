@@ -4,6 +4,7 @@ and four tabs talking at once. Screenshots go to tests/artifacts/ (ignored by gi
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 import zipfile
@@ -129,6 +130,13 @@ def test_design_build_review_and_download_in_the_browser(server, browser, shapes
 
     (run,) = web.store().list()
     assert run.status == "done" and saved.name == f"{run.id}-c-library.zip"
+
+    shape = next(shapes_data["test"].glob("circle/*.png"))  # Try it: the model's answer on a photo, as the board's
+    page.set_input_files("#nf-try input[type=file]", str(shape))
+    page.locator("#nf-try-note").get_by_text("1 image through the C library").wait_for(timeout=30_000)
+    caption = page.locator("#nf-try-gallery").get_by_text(re.compile(r"^(circle|square|triangle|other) \d+ %$"))
+    caption.first.wait_for(state="attached", timeout=10_000)
+    shot(page, "4b-try")
     page.get_by_role("tab", name="Plots").click()
     page.wait_for_timeout(500)
     shot(page, "5-plots")

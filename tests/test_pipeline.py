@@ -158,6 +158,49 @@ def test_verify_prints_every_check_and_the_floor_per_layer(built, capsys):
         assert [line.split()[1] for line in table if line.strip()] == [row["name"] for row in layers]
 
 
+def test_predict_answers_as_the_board_does_and_scores_class_folders(built, shapes_data, tmp_path, capsys):
+    """`nanofactory predict RUN FOLDER`: the C library's answers on a person's images, prepared as training
+    prepared its images; on the test folder (a subfolder per class) exactly the build's C accuracy."""
+    from agent.predict import C_LIBRARY, ONNX, predict
+
+    store, run_id = built
+    run_dir = store.path(run_id)
+    verify = json.loads((run_dir / "compiled" / "verify.json").read_text())
+    p = predict(run_dir, [shapes_data["test"]])
+    assert p.engine == C_LIBRARY and len(p.images) == 60 and p.probs.shape == (60, 4)
+    assert np.allclose(p.probs.sum(1), 1) and p.accuracy() == pytest.approx(verify["c_int8_accuracy"])
+
+    corrupt = tmp_path / "shots" / "broken.png"  # a folder without class subfolders: answers, no score
+    corrupt.parent.mkdir()
+    corrupt.write_bytes(b"not a png")
+    shutil.copy(next(shapes_data["test"].glob("circle/*.png")), corrupt.parent / "a.png")
+    loose = predict(run_dir, [corrupt.parent])
+    assert loose.images == [str(corrupt.parent / "a.png")] and loose.truth is None and loose.accuracy() is None
+    assert loose.skipped == [(str(corrupt), "UnidentifiedImageError")]
+
+    copy = tmp_path / "runs" / run_id  # no compiled library of this compiler: the int8 ONNX answers, and says so
+    shutil.copytree(run_dir, copy)
+    (copy / "compiled" / "graph.pkl").unlink()
+    fallback = predict(copy, [shapes_data["test"]])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert fallback.engine.startswith(ONNX) and "holds no compiled model" in fallback.engine
+    assert fallback.accuracy() == pytest.approx(metrics["student_int8_test_accuracy"])
+
+    out_csv = tmp_path / "answers.csv"
+    assert main(["predict", run_id, str(shapes_data["test"]), "--runs-dir", str(run_dir.parent), "--show", "3",
+                 "--csv", str(out_csv)]) == 0
+    out = capsys.readouterr().out
+    right = round(verify["c_int8_accuracy"] * 60)
+    assert f"60 images through {C_LIBRARY}" in out and f"against the class folders: {right} of 60 right" in out
+    assert "... 57 more" in out and "confusion (rows: the folder's class" in out
+    rows = out_csv.read_text().splitlines()
+    assert len(rows) == 61 and rows[0].startswith("image,class,score,score_circle")
+    for bad, says in ((tmp_path / "nope", "does not exist; pass image files or folders"),
+                      (out_csv, "is not an image (")):
+        assert main(["predict", run_id, str(bad), "--runs-dir", str(run_dir.parent)]) == 1
+        assert says in capsys.readouterr().err
+
+
 def test_manifest_covers_every_sample(built, shapes_data):
     store, run_id = built
     lines = [json.loads(x) for x in (store.path(run_id) / "data" / "manifest.jsonl").read_text().splitlines()]
