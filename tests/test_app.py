@@ -312,7 +312,7 @@ def test_open_a_past_run_and_download_the_c_library(server, shapes_data):
     runs, _ = c.predict(api_name="/runs")
     assert folder.name in [row[0] for row in runs["data"]]
     out = c.predict(folder.name, api_name="/open_run")
-    downloads = out[-2]
+    downloads = out[-4]  # then the report, and the Try it gallery and note
     zipped = [p for p in downloads if p.endswith("c-library.zip")]
     with zipfile.ZipFile(zipped[0]) as z:
         assert f"{folder.name}-c/model.h" in z.namelist()
