@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.review import REFRESH_EVERY, ReviewItem, label_names, relabel
+from agent.review import REFRESH_EVERY, ReviewItem, label_names, relabel, run_spec
 from agent.review import review_queue as _review_queue
 from knowledge.devices import core_name
 from knowledge.io import read_json_or_none
@@ -202,14 +202,12 @@ def layer_profile(run_dir: Path):
     import base64
 
     from compilers.profile import profile_plot_png
-    from knowledge.devices import get_device, remember_device
+    from knowledge.devices import get_device
 
     compiled = _stage_result(run_dir, "compile")
     if not compiled or not compiled.get("layers"):
         return None
-    record = design(run_dir)
-    remember_device(record.get("device"), f"{run_dir}/design.json")
-    device = get_device(record["spec"]["device"])
+    device = get_device(run_spec(run_dir).device)  # the run's board, known without a devices file
     with _plot_lock:
         png = profile_plot_png(compiled["layers"], device.macs_per_cycle, device.clock_mhz, device.name)
     return _png_to_pil(base64.b64decode(png))

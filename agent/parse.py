@@ -368,8 +368,8 @@ def find_classes(text: str) -> tuple[list[str], bool]:
     candidates += [m.group(1) + (f", {_enumeration(m.group(2), 0)}" if m.group(2) else "")
                    for m in _TELL_APART.finditer(text)]
     candidates += [_enumeration(text, m.end()) for m in _LIST_WORD.finditer(text)]
-    candidates += [_task_noun_phrase(text, m.start()) for m in _TASK_NOUN.finditer(text)]
-    task_phrases = {_task_noun_phrase(text, m.start()) for m in _TASK_NOUN.finditer(text)}
+    task_phrases = [_task_noun_phrase(text, m.start()) for m in _TASK_NOUN.finditer(text)]
+    candidates += task_phrases
     # a list set off by a dash, a colon or parentheses ("Sorting recyclables on a nucleo — plastic bottles, cans,
     # glass jars"), and a "for" list with an "everything else" in it ("a pet-door recognizer for cats, dogs and
     # everything else"); a list of qualities ("a shirt sorter - fast, small, cheap") or of devices is none

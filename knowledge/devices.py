@@ -34,6 +34,10 @@ _M4_SOURCE = (
     "MLPerf Tiny v1.x, Cortex-M4 @120 MHz (STM32L4R5): 0.27-0.61 MAC/cycle across "
     "ResNet-8, DS-CNN and VWW with CMSIS-NN class kernels; 0.40 taken as typical"
 )
+_M0_SOURCE = (
+    "Cortex-M0+ has no SIMD/DSP extension; CMSIS-NN's pure-C kernels reach roughly a "
+    "quarter of a Cortex-M4's throughput: 0.10 MAC/cycle, one core"
+)
 _M7_SOURCE = (
     "MLPerf Tiny v1.x, Cortex-M7 @216 MHz (STM32F746): 0.61-0.89 MAC/cycle across "
     "ResNet-8, DS-CNN and VWW; 0.70 taken as typical"
@@ -99,9 +103,7 @@ DEVICES: tuple[Device, ...] = (
            "for depthwise-separable CNNs (vendor benchmarks); one core assumed",
            aliases=("esp32s3", "esp32-s3-devkitc", "esp32 s3"),
            notes="flash is external (8 MB on the common N8 modules)"),
-    Device("RP2040", "Cortex-M0+ (dual core)", 133, 264 * KiB, 2 * MiB, 0.10,
-           "Cortex-M0+ has no SIMD/DSP extension; CMSIS-NN's pure-C kernels reach roughly a "
-           "quarter of a Cortex-M4's throughput: 0.10 MAC/cycle, one core",
+    Device("RP2040", "Cortex-M0+ (dual core)", 133, 264 * KiB, 2 * MiB, 0.10, _M0_SOURCE,
            aliases=("raspberry pi pico", "pico", "rp2040 pico"),
            notes="flash is external QSPI (2 MB on the Pico)"),
     Device("Raspberry Pi Zero 2 W", "Cortex-A53 (quad core)", 1000, 512 * MiB, 16 * 1024 * MiB, 2.0,
@@ -119,8 +121,7 @@ def normalize_device_name(text: str) -> str:
 
 DEVICES_ENV = "NANOFACTORY_DEVICES"
 # a core's int8 MAC/cycle where a devices file leaves it out: the catalog's figures for the cores verify emulates
-CORE_MACS = {"cortex-m0": (0.10, DEVICES[6].macs_per_cycle_source), "cortex-m4": (0.40, _M4_SOURCE),
-             "cortex-m7": (0.70, _M7_SOURCE)}
+CORE_MACS = {"cortex-m0": (0.10, _M0_SOURCE), "cortex-m4": (0.40, _M4_SOURCE), "cortex-m7": (0.70, _M7_SOURCE)}
 _UNITS = {"": 1, "b": 1, "byte": 1, "bytes": 1, "k": KiB, "kb": KiB, "kib": KiB, "m": MiB, "mb": MiB, "mib": MiB,
           "g": 1024 * MiB, "gb": 1024 * MiB, "gib": 1024 * MiB}
 _FIELDS = ("name", "core", "clock_mhz", "sram", "flash", "macs_per_cycle", "macs_per_cycle_source", "aliases", "notes")
