@@ -33,7 +33,7 @@ from agent.cli_build import (
     spec_from_args,
     with_data_flags,
 )
-from agent.cli_data import cmd_find, cmd_predict, cmd_review
+from agent.cli_data import cmd_export, cmd_find, cmd_predict, cmd_review
 from knowledge.devices import core_name
 from knowledge.errors import NanofactoryError
 
@@ -516,7 +516,7 @@ def cmd_verify(args) -> int:
     return 0 if all(v == 1.0 for v in exact if v is not None) else 1
 
 
-COMMANDS = {"review": cmd_review, "find": cmd_find, "predict": cmd_predict, "compile": cmd_compile, "verify": cmd_verify, "chat": cmd_chat, "run": cmd_run, "build": cmd_build, "demo": cmd_demo, "spec": cmd_spec, "runs": cmd_runs, "devices": cmd_devices}
+COMMANDS = {"review": cmd_review, "find": cmd_find, "predict": cmd_predict, "export": cmd_export, "compile": cmd_compile, "verify": cmd_verify, "chat": cmd_chat, "run": cmd_run, "build": cmd_build, "demo": cmd_demo, "spec": cmd_spec, "runs": cmd_runs, "devices": cmd_devices}
 
 
 def _terminated_in(pid: int):

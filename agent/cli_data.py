@@ -1,4 +1,4 @@
-"""``nanofactory review`` and ``nanofactory find``: the data engine from the terminal."""
+"""``nanofactory review``, ``find``, ``predict`` and ``export``: the data engine from the terminal."""
 
 from __future__ import annotations
 
@@ -69,6 +69,29 @@ def add_parsers(sub) -> None:
     t.add_argument("--show", type=int, default=40, metavar="N", help="print at most N images' answers (default 40)")
     t.add_argument("--csv", type=Path, metavar="FILE", help="write every image's answer and class scores to FILE")
     t.add_argument("--runs-dir", type=Path, help="where runs live (default ./runs or $NANOFACTORY_RUNS)")
+
+    from agent.export import DEFAULT_SPLITS, SPLITS
+
+    e = sub.add_parser(
+        "export", help="write a run's labeled images as a dataset: DIR/<split>/<class>/ and labels.csv",
+        description="Writes the images the run labeled into DIR/<split>/<class>/ (train and val by default: what "
+        "the student trained and validated on) and DIR/labels.csv, with each file's label, confidence, split, "
+        "who labeled it (teacher, person, example, generator) and the original file. A person's review answers "
+        "stored in the run override its labels, as a retrained run would use them. Originals are copied at full "
+        "resolution; Fashion-MNIST images are written as PNG. Keras' image_dataset_from_directory and "
+        "torchvision's ImageFolder read DIR/train as it is. Exporting the same run into the same folder again "
+        "resumes it and brings it up to date.",
+        epilog="examples:\n  nanofactory export RUN ~/datasets/pet-door\n"
+        "  nanofactory export RUN unsure/ --splits low-confidence   # the images the labels were unsure of\n"
+        "  nanofactory export RUN big/ --link   # symlinks to the pool's files instead of copies",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument("run", help="run id (or run folder)")
+    e.add_argument("out", type=Path, metavar="DIR", help="a new (or empty) folder, or an earlier export of this run")
+    e.add_argument("--splits", nargs="+", choices=SPLITS, default=list(DEFAULT_SPLITS), metavar="SPLIT",
+                   help=f"which of the run's splits to write (default: {' '.join(DEFAULT_SPLITS)}; also "
+                   "low-confidence: the unsure labels left out of training, duplicate, capped)")
+    e.add_argument("--link", action="store_true", help="symlink the pool's files instead of copying them")
+    e.add_argument("--runs-dir", type=Path, help="where runs live (default ./runs or $NANOFACTORY_RUNS)")
 
 
 def data_engine_options(plan, args):
@@ -297,3 +320,42 @@ def cmd_predict(args) -> int:
         write_text_atomic(args.csv, out.getvalue())
         print(f"wrote {args.csv}")
     return 0
+
+
+def cmd_export(args) -> int:
+    import time
+
+    from agent.cli import _run_dir
+    from agent.export import LABELS_CSV, export_run
+
+    folder = _run_dir(args.run, args.runs_dir)
+    start = time.perf_counter()
+    r = export_run(folder, args.out, tuple(dict.fromkeys(args.splits)), link=args.link, show_bars=sys.stderr.isatty())
+    counts = r.counts()
+    splits = [s for s in dict.fromkeys(args.splits) if any(s in c for c in counts.values())]
+    width = max(len(n) for n in [*counts, "class"])
+    print(f"{'class':<{width}}  " + "  ".join(f"{s:>14}" for s in splits))
+    for name, c in counts.items():
+        print(f"{name:<{width}}  " + "  ".join(f"{c.get(s, 0):>14,}" for s in splits))
+    done = "linked" if args.link else "wrote"
+    print(f"{len(r.items):,} images of run {folder.name} in {r.folder} ({done} {r.written:,} now, "
+          f"{r.bytes / 2**20:.1f} MB{'' if args.link else ' in all'}) in {time.perf_counter() - start:.0f} s"
+          + (f"; removed {r.removed:,} files of the earlier export that this one does not hold (another split, or a label "
+             "changed since)" if r.removed else ""))
+    by = {}
+    for it in r.items:
+        by[it.labeled_by] = by.get(it.labeled_by, 0) + 1
+    print(f"{LABELS_CSV}: each file's label, confidence, split and origin; labeled by "
+          + ", ".join(f"{k} {v:,}" for k, v in by.items())
+          + (f" ({r.answers:,} review answers in the run" + (f"; {r.rejected:,} said 'none of these' and are left out"
+                                                              if r.rejected else "") + ")" if r.answers else ""))
+    problems = []
+    if r.missing:
+        problems.append(f"{len(r.missing):,} image(s) the run labeled are no longer on disk ({r.missing[0]}"
+                        f"{' ...' if len(r.missing) > 1 else ''}) and were left out")
+    if r.changed:
+        problems.append(f"{len(r.changed):,} pool file(s) changed since the run labeled them ({r.changed[0]}"
+                        f"{' ...' if len(r.changed) > 1 else ''}) and were left out; build again to label them")
+    for p in problems:
+        print(f"error: {p}.", file=sys.stderr)
+    return 1 if problems else 0
