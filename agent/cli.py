@@ -99,9 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Lists past runs. `show RUN_ID` prints one run's record and metrics (JSON); "
                        "`compare A B [C ...]` puts runs side by side, each accuracy with its change from the "
                        "first run in points: what a review round (`nanofactory review RUN --retrain`), a budget or "
-                       "a search changed.")
-    r.add_argument("action", nargs="?", choices=["show", "compare"])
+                       "a search changed. `remove A [B ...]` deletes runs and their folders (asks first; --yes "
+                       "does not).")
+    r.add_argument("action", nargs="?", choices=["show", "compare", "remove"])
     r.add_argument("run_id", nargs="*", help="run ids (from `nanofactory runs`)")
+    r.add_argument("--yes", action="store_true", help="with remove: do not ask")
     r.add_argument("--runs-dir", type=Path, help="where runs live (default ./runs or $NANOFACTORY_RUNS)")
 
     c = sub.add_parser("chat", help="talk to the agent in a web page (or --terminal): it asks what is missing, "
@@ -271,8 +273,11 @@ def cmd_runs(args) -> int:
         for row in rows:
             print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
         return 0
+    if args.action == "remove":
+        return _remove_runs(store, args.run_id, args.yes)
     if args.run_id:
-        raise NanofactoryError("`nanofactory runs` lists runs; use `runs show RUN_ID` or `runs compare A B`.")
+        raise NanofactoryError("`nanofactory runs` lists runs; use `runs show RUN_ID`, `runs compare A B` or "
+                               "`runs remove RUN_ID`.")
     records = store.list()
     if not records:
         print(f"no runs under {store.root}")
@@ -286,6 +291,27 @@ def cmd_runs(args) -> int:
         s = f"{r.sram_bytes / 1024:.1f} KB" if r.sram_bytes else "—"
         t = f"{r.seconds:.0f}s" if r.seconds else "—"
         print(f"{r.id:<40} {r.status:<11} {r.device or '—':<13} {acc:>8} {ora:>7} {w:>9} {s:>9} {t:>6}")
+    return 0
+
+
+def _remove_runs(store, run_ids: list[str], yes: bool) -> int:
+    if not run_ids:
+        raise NanofactoryError("Which runs? Use `nanofactory runs remove RUN_ID [RUN_ID ...]` (ids from `nanofactory runs`).")
+    for run_id in run_ids:
+        store.path(run_id)  # every id known before anything is deleted
+    if not yes:
+        if not sys.stdin.isatty():
+            raise NanofactoryError("Removing runs deletes their folders; add --yes to remove them without being asked.")
+        what = f"run {run_ids[0]} and its folder" if len(run_ids) == 1 else f"{len(run_ids)} runs and their folders"
+        answer = input(f"Delete {what} under {store.root}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing removed")
+            return 0
+    freed = 0
+    for run_id in dict.fromkeys(run_ids):
+        freed += store.remove(run_id)
+        print(f"removed {run_id}")
+    print(f"{freed / 2**20:.1f} MB freed")
     return 0
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
+import socket
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -21,7 +23,7 @@ from typing import Callable
 from pydantic import ValidationError
 
 from agent.plan import Plan, check_plan
-from agent.runs import RunStore
+from agent.runs import BUILDING, RunStore
 from agent.spec import DesignSpec, describe_validation_error, spec_from_design
 from knowledge.devices import device_record, get_device
 from knowledge.errors import NanofactoryError
@@ -137,6 +139,8 @@ def execute(run: Run, store: RunStore, progress: Progress | None = None, show_ba
 
     ctx = StageContext(run=run, show_bars=show_bars)
     store.record(run.id, "running")
+    building = run.dir / BUILDING  # `runs remove` will not delete a run a live process builds
+    write_json_atomic(building, {"pid": os.getpid(), "host": socket.gethostname()})
     redo = False  # once a stage runs again, every stage after it does too: they were made from its old output
     try:
         for stage in STAGES:
@@ -163,6 +167,8 @@ def execute(run: Run, store: RunStore, progress: Progress | None = None, show_ba
     except Exception as e:
         store.record(run.id, "crashed", message=f"{type(e).__name__}: {e}")
         raise
+    finally:
+        building.unlink(missing_ok=True)
     if not run.is_done("report"):
         store.record(run.id, "paused", message=f"stopped after {until}")
         return None

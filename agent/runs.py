@@ -21,6 +21,8 @@ from knowledge.io import read_json_or_none
 
 log = logging.getLogger(__name__)
 
+BUILDING = ".building"  # in a run folder while a process builds it: that process's id and host
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -104,6 +106,11 @@ class RunStore:
             return []
         with closing(self._connect()) as con:
             self._adopt(con)
+            gone = [(run_id,) for (run_id,) in con.execute("SELECT id FROM runs")
+                    if not (self.root / run_id / "design.json").is_file()]
+            if gone:  # folders deleted by hand: the folder is the record, the index only a list of them
+                with con:
+                    con.executemany("DELETE FROM runs WHERE id = ?", gone)
             rows = con.execute(f"SELECT {', '.join(RunRecord.__dataclass_fields__)} FROM runs ORDER BY created DESC")
             return [RunRecord(*row) for row in rows]
 
@@ -122,12 +129,50 @@ class RunStore:
                 row = con.execute(query, (run_id,)).fetchone()
         return RunRecord(*row) if row else None
 
+    def builder(self, run_id: str) -> int | None:
+        """The id of a live process on this host that is building the run now, or None."""
+        import socket
+
+        marker = read_json_or_none(self.root / run_id / BUILDING)
+        if not isinstance(marker, dict) or marker.get("host") != socket.gethostname():
+            return None
+        try:
+            pid = int(marker["pid"])
+            os.kill(pid, 0)
+        except (KeyError, TypeError, ValueError, ProcessLookupError):
+            return None  # the build that wrote it was killed: nothing builds it now
+        except PermissionError:
+            pass  # alive, another user's
+        return pid
+
+    def remove(self, run_id: str) -> int:
+        """Delete a run's folder and its index entry; the bytes freed. Refuses a run a live process builds.
+
+        The folder is first renamed out of the runs' namespace, so an interrupted removal leaves no half
+        run that `runs` would list or `--resume` would continue."""
+        import shutil
+
+        folder = self.path(run_id)
+        pid = self.builder(run_id)
+        if pid is not None:
+            raise NanofactoryError(f"Run {run_id} is being built by process {pid}; stop that build first (Ctrl-C, "
+                                   "or Stop in the web page), then remove it.")
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink())
+        trash = self.root / f".removing-{run_id}"
+        os.replace(folder, trash)
+        with closing(self._connect()) as con, con:
+            con.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+        shutil.rmtree(trash)
+        return size
+
     def _adopt(self, con: sqlite3.Connection, design_paths=None) -> None:
         """Index the run folders under the root that the index lacks (copied from another machine, or the index
         deleted), from their own design.json and metrics.json, so `runs`, `runs show` and `runs compare` see them."""
         known = {row[0] for row in con.execute("SELECT id FROM runs")}
         for design_path in sorted(self.root.glob("*/design.json")) if design_paths is None else design_paths:
             run_id = design_path.parent.name
+            if run_id.startswith("."):  # a run being removed
+                continue
             design = None if run_id in known else read_json_or_none(design_path)
             if not isinstance(design, dict):
                 continue

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 
 import pytest
 
@@ -199,6 +201,42 @@ def test_runs_compare_shows_the_changes(capsys, tmp_path):
     assert "runs compare RUN_A RUN_B" in _error(capsys)
     assert main(["runs", "compare", "20260101-000000-a", "nope", "--runs-dir", str(tmp_path)]) == 1
     assert "No run 'nope'" in _error(capsys)
+
+
+def test_runs_remove_deletes_folders_but_not_a_run_being_built(capsys, tmp_path, monkeypatch):
+    import socket
+
+    from agent.runs import BUILDING
+
+    ids = ["20260101-000000-a", "20260101-000001-a", "20260101-000002-a"]
+    for run_id in ids:
+        (tmp_path / run_id / "data").mkdir(parents=True)
+        (tmp_path / run_id / "design.json").write_text("{}")
+        (tmp_path / run_id / "data" / "pool.npy").write_bytes(b"x" * 2**20)
+    assert main(["runs", "--runs-dir", str(tmp_path)]) == 0
+    listed = capsys.readouterr().out
+    assert all(i in listed for i in ids)
+    assert main(["runs", "remove", ids[0], "--runs-dir", str(tmp_path)]) == 1  # no terminal to ask in
+    assert "add --yes to remove them without being asked" in _error(capsys)
+    assert main(["runs", "remove", ids[0], "nope", "--yes", "--runs-dir", str(tmp_path)]) == 1
+    assert "No run 'nope'" in _error(capsys) and (tmp_path / ids[0]).is_dir()  # nothing removed before every id is known
+    (tmp_path / ids[1] / BUILDING).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    assert main(["runs", "remove", ids[1], "--yes", "--runs-dir", str(tmp_path)]) == 1
+    assert f"is being built by process {os.getpid()}; stop that build first" in _error(capsys)
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda prompt: "n")
+    assert main(["runs", "remove", ids[0], "--runs-dir", str(tmp_path)]) == 0 and (tmp_path / ids[0]).is_dir()
+    assert "nothing removed" in capsys.readouterr().out
+    monkeypatch.setattr("builtins.input", lambda prompt: "y")
+    assert main(["runs", "remove", ids[0], "--runs-dir", str(tmp_path)]) == 0
+    assert "1.0 MB freed" in capsys.readouterr().out and not (tmp_path / ids[0]).exists()
+    (tmp_path / ids[1] / BUILDING).write_text(json.dumps({"pid": 2**22 + 1, "host": socket.gethostname()}))  # killed
+    assert main(["runs", "remove", ids[1], "--yes", "--runs-dir", str(tmp_path)]) == 0
+    assert f"removed {ids[1]}" in capsys.readouterr().out
+    shutil.rmtree(tmp_path / ids[2])  # deleted by hand: no longer listed
+    assert main(["runs", "--runs-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert not any(i in out for i in ids) and not list(tmp_path.glob(".removing-*"))
 
 
 def test_help_explains(capsys):

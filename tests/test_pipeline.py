@@ -52,6 +52,7 @@ def test_artifacts_and_metrics(built):
     assert metrics["student_int8_test_accuracy"] >= 0.8
     assert set(metrics["timings_s"]) >= {"data", "teacher", "label", "train", "quantize", "evaluate", "total"}
     assert not list(run_dir.rglob("*.tmp")), "no half-written files"
+    assert not (run_dir / ".building").exists()  # only while a process builds it (`runs remove` checks)
     assert metrics["teacher_images_per_second"] > 0  # the cache was empty, so the teacher really ran
     zero_shot = metrics["labeling"]["zero_shot_on_examples"]  # how the descriptions score the example images
     given = metrics["labeling"]["examples_per_class"]
