@@ -138,8 +138,12 @@ def execute(run: Run, store: RunStore, progress: Progress | None = None, show_ba
     from agent.stages import STAGES, StageContext
 
     ctx = StageContext(run=run, show_bars=show_bars)
+    other = store.builder(run.id)
+    if other is not None and other != os.getpid():
+        raise NanofactoryError(f"Run {run.id} is being built by process {other} already; wait for it to finish, or "
+                               "stop it and resume then.")
     store.record(run.id, "running")
-    building = run.dir / BUILDING  # `runs remove` will not delete a run a live process builds
+    building = run.dir / BUILDING  # another build of the run waits; `runs remove` will not delete it
     write_json_atomic(building, {"pid": os.getpid(), "host": socket.gethostname()})
     redo = False  # once a stage runs again, every stage after it does too: they were made from its old output
     try:

@@ -239,6 +239,28 @@ def test_runs_remove_deletes_folders_but_not_a_run_being_built(capsys, tmp_path,
     assert not any(i in out for i in ids) and not list(tmp_path.glob(".removing-*"))
 
 
+def test_a_run_is_built_by_one_process_at_a_time(tmp_path):
+    """A second `build --resume` of a run a live process is building stops before touching it."""
+    import socket
+    import subprocess
+
+    from agent.pipeline import Run, execute
+    from agent.runs import BUILDING, RunStore
+
+    store = RunStore(tmp_path)
+    (tmp_path / "20260101-000000-a").mkdir()
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        (tmp_path / "20260101-000000-a" / BUILDING).write_text(json.dumps({"pid": other.pid,
+                                                                           "host": socket.gethostname()}))
+        with pytest.raises(NanofactoryError, match=f"being built by process {other.pid} already"):
+            execute(Run(id="20260101-000000-a", dir=tmp_path / "20260101-000000-a", spec=None, plan=None), store)
+    finally:
+        other.kill()
+        other.wait()
+    assert (tmp_path / "20260101-000000-a" / BUILDING).is_file()  # the other build's marker stays
+
+
 def test_help_explains(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["build", "--help"])
