@@ -12,7 +12,6 @@ the run's classes are scored against them, as a test folder is.
 from __future__ import annotations
 
 import logging
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,15 +85,47 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-def _c_library(compiled_dir: Path, build: Path):
-    """(run(pixels) -> outputs, None), or (None, why not) when the run's C library cannot answer here;
-    ``build``: a folder to build it in."""
+CHUNK = 1024  # images read and answered at a time: memory stays that many images, whatever the folder holds
+
+
+def host_executable(c_dir: Path) -> Path:
+    """The C library's host harness, built once per library source and kept in the cache (a build takes seconds;
+    the web page's Try it asks for answers again and again)."""
+    import hashlib
+    import os
+    import platform
+    import tempfile
+
+    from compilers.verify import HOST_CFLAGS, build_host
+    from knowledge.cache import cache_dir
+
+    h = hashlib.sha1(f"{HOST_CFLAGS} {platform.machine()}".encode())
+    for f in sorted(p for p in c_dir.rglob("*") if p.is_file()):
+        h.update(f.relative_to(c_dir).as_posix().encode() + b"\0" + f.read_bytes())
+    folder = cache_dir() / "host" / h.hexdigest()[:20]
+    if (folder / "nf_test").is_file():
+        return folder / "nf_test"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=".build-", dir=folder.parent))
+    exe = build_host(c_dir, build)
+    try:
+        os.replace(build, folder)  # whole, or not at all; another process may have put it there first
+    except OSError:
+        import shutil
+
+        shutil.rmtree(build, ignore_errors=True)
+        return folder / "nf_test" if (folder / "nf_test").is_file() else exe
+    return folder / exe.name
+
+
+def _c_library(compiled_dir: Path):
+    """(run(pixels) -> outputs, None), or (None, why not) when the run's C library cannot answer here."""
     from compilers.build import load_compiled
-    from compilers.verify import build_host, run_host
+    from compilers.verify import run_host
 
     try:
         compiled = load_compiled(compiled_dir)
-        exe = build_host(compiled_dir / "c", build)
+        exe = host_executable(compiled_dir / "c")
     except NanofactoryError as e:
         return None, str(e).split(";")[0]
     except RuntimeError:
@@ -112,8 +143,16 @@ def _c_library(compiled_dir: Path, build: Path):
     return run, None
 
 
+def _onnx(model: Path):
+    """model_int8.onnx as the build measured it (``run_onnx``: its QDQ arithmetic, the same on every host)."""
+    from compilers.onnx_export import run_onnx
+    from tools.train import to_input
+
+    return lambda pixels: _softmax(run_onnx(model, to_input(pixels).numpy()))
+
+
 def predict(run_dir: Path, paths: list[Path], show_bars: bool = False) -> Predictions:
-    """The run's int8 model on ``paths`` (image files and folders)."""
+    """The run's int8 model on ``paths`` (image files and folders), read and answered ``CHUNK`` images at a time."""
     from PIL import Image
 
     from agent.pipeline import open_run
@@ -127,36 +166,39 @@ def predict(run_dir: Path, paths: list[Path], show_bars: bool = False) -> Predic
                                f"`nanofactory build --resume {run_dir.name}`.")
     found = image_paths(paths)
     inp = run.plan.step("data").input
-    shown, pixels, folders, skipped = [], [], [], []
-    items = found
+    engine, why = _c_library(run_dir / "compiled")
+    used = C_LIBRARY
+    if engine is None:
+        engine, used = _onnx(run_dir / "model_int8.onnx"), f"{ONNX} ({why})"
+    shown, probs, folders, skipped = [], [], [], []
+    bar = None
     if show_bars and len(found) > 200:
         from tqdm import tqdm
 
-        items = tqdm(found, desc="images", unit="img")
-    for name, path, folder in items:
-        try:
-            with Image.open(path) as im:
-                im.load()
-                pixels.append(model_pixels(im, inp.size, inp.channels))
-        except unreadable_image_errors() as e:
-            skipped.append((name, type(e).__name__))
-            continue
-        shown.append(name)
-        folders.append(folder)
-    if not pixels:
+        bar = tqdm(total=len(found), desc="images", unit="img")
+    for start in range(0, len(found), CHUNK):
+        pixels = []
+        for name, path, folder in found[start : start + CHUNK]:
+            try:
+                with Image.open(path) as im:
+                    im.load()
+                    pixels.append(model_pixels(im, inp.size, inp.channels))
+            except unreadable_image_errors() as e:
+                skipped.append((name, type(e).__name__))
+                continue
+            shown.append(name)
+            folders.append(folder)
+        if pixels:
+            probs.append(engine(np.stack(pixels)))
+        if bar is not None:
+            bar.update(min(CHUNK, len(found) - start))
+    if bar is not None:
+        bar.close()
+    if not shown:
         raise NanofactoryError(f"None of the {len(found)} image files could be read (all corrupt); pass valid images.")
-    x = np.stack(pixels)
     names = run.spec.label_names
-    with tempfile.TemporaryDirectory(prefix="nanofactory-predict-") as build:
-        engine, why = _c_library(run_dir / "compiled", Path(build) / "c")
-        probs, used = (engine(x), C_LIBRARY) if engine is not None else (None, None)
-    if probs is None:
-        from compilers.onnx_export import run_onnx
-        from tools.train import to_input
-
-        probs, used = _softmax(run_onnx(run_dir / "model_int8.onnx", to_input(x).numpy())), f"{ONNX} ({why})"
     truth, unmatched = _truth(folders, names, run.spec.other)
-    return Predictions(shown, probs, names, used, truth, skipped, unmatched)
+    return Predictions(shown, np.concatenate(probs), names, used, truth, skipped, unmatched)
 
 
 def confusion_lines(p: Predictions) -> list[str]:
