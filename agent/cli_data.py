@@ -324,6 +324,7 @@ def cmd_predict(args) -> int:
 
 def cmd_export(args) -> int:
     import time
+    from collections import Counter
 
     from agent.cli import _run_dir
     from agent.export import LABELS_CSV, export_run
@@ -337,14 +338,11 @@ def cmd_export(args) -> int:
     print(f"{'class':<{width}}  " + "  ".join(f"{s:>14}" for s in splits))
     for name, c in counts.items():
         print(f"{name:<{width}}  " + "  ".join(f"{c.get(s, 0):>14,}" for s in splits))
-    done = "linked" if args.link else "wrote"
-    print(f"{len(r.items):,} images of run {folder.name} in {r.folder} ({done} {r.written:,} now, "
-          f"{r.bytes / 2**20:.1f} MB{'' if args.link else ' in all'}) in {time.perf_counter() - start:.0f} s"
+    done = f"linked {r.written:,} now" if args.link else f"wrote {r.written:,} now, {r.bytes / 2**20:.1f} MB in all"
+    print(f"{len(r.items):,} images of run {folder.name} in {r.folder} ({done}) in {time.perf_counter() - start:.0f} s"
           + (f"; removed {r.removed:,} files of the earlier export that this one does not hold (another split, or a label "
              "changed since)" if r.removed else ""))
-    by = {}
-    for it in r.items:
-        by[it.labeled_by] = by.get(it.labeled_by, 0) + 1
+    by = Counter(it.labeled_by for it in r.items)
     print(f"{LABELS_CSV}: each file's label, confidence, split and origin; labeled by "
           + ", ".join(f"{k} {v:,}" for k, v in by.items())
           + (f" ({r.answers:,} review answers in the run" + (f"; {r.rejected:,} said 'none of these' and are left out"

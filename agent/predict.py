@@ -94,6 +94,7 @@ def host_executable(c_dir: Path) -> Path:
     import hashlib
     import os
     import platform
+    import shutil
     import tempfile
 
     from compilers.verify import HOST_CFLAGS, build_host
@@ -107,15 +108,16 @@ def host_executable(c_dir: Path) -> Path:
         return folder / "nf_test"
     folder.parent.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=".build-", dir=folder.parent))
-    exe = build_host(c_dir, build)
     try:
-        os.replace(build, folder)  # whole, or not at all; another process may have put it there first
-    except OSError:
-        import shutil
-
+        build_host(c_dir, build)
+        os.replace(build, folder)  # whole, or not at all
+    except OSError:  # another process put it there first
+        pass
+    finally:
         shutil.rmtree(build, ignore_errors=True)
-        return folder / "nf_test" if (folder / "nf_test").is_file() else exe
-    return folder / exe.name
+    if not (folder / "nf_test").is_file():
+        raise RuntimeError(f"the host build of {c_dir} left no harness")
+    return folder / "nf_test"
 
 
 def _c_library(compiled_dir: Path):
