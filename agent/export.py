@@ -18,10 +18,10 @@ files of an earlier export of the run whose label or split has changed since.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +40,7 @@ class Item:
     confidence: float
     split: str
     source: str  # pool, examples, synthetic
-    origin: str  # the original file; for a pool image, its uid until the pool is read
+    origin: str  # the original file; for a pool image, its uid until it is found
     labeled_by: str  # teacher, person, example, generator
     sha1: str = ""  # a pool image's content hash when the run labeled it
 
@@ -135,13 +135,16 @@ def _check_folder(out: Path, run_id: str) -> None:
                                f"new folder for run {run_id}.")
 
 
-def _put(target: Path, original: Path, link: bool) -> bool:
-    """Copy (or symlink) ``original`` to ``target`` unless an earlier export left it there; whether it wrote."""
+def _put(target: Path, original: Path, link: bool, sha1: str = "") -> bool | None:
+    """Copy (or symlink) ``original`` to ``target`` unless an earlier export left it there; whether it wrote,
+    or None when ``original``'s content is no longer ``sha1`` (what the run labeled)."""
     from knowledge.io import atomic_path
 
     if link:
         if target.is_symlink() and Path(os.readlink(target)) == original.resolve():
             return False
+        if sha1 and hashlib.sha1(original.read_bytes()).hexdigest() != sha1:
+            return None
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.link")
         tmp.unlink(missing_ok=True)
@@ -149,9 +152,12 @@ def _put(target: Path, original: Path, link: bool) -> bool:
         os.replace(tmp, target)
         return True
     if target.is_file() and not target.is_symlink() and target.stat().st_size == original.stat().st_size:
-        return False
+        return False  # copied whole by an earlier export (copies are atomic)
+    data = original.read_bytes()
+    if sha1 and hashlib.sha1(data).hexdigest() != sha1:
+        return None
     with atomic_path(target) as tmp:
-        shutil.copyfile(original, tmp)
+        tmp.write_bytes(data)
     return True
 
 
@@ -183,12 +189,29 @@ def _remove_stale(out: Path, keep: set[str]) -> int:
     return removed
 
 
+def _pool_images(run_dir: Path) -> tuple[dict[str, Path], dict]:
+    """Where each pool image is now, by uid: the file, for folder sources (listed, not decoded: the build
+    read them), or the pixels, for sources held as arrays (Fashion-MNIST)."""
+    from agent.data import load_source
+    from agent.pipeline import open_run
+    from agent.runs import RunStore
+    from knowledge.pools import image_files
+
+    files, arrays = {}, {}
+    for source in open_run(RunStore(run_dir.parent), run_dir.name).spec.data.pool:
+        if source.kind == "folder":
+            folder = Path(source.path)
+            for f in image_files(folder) if folder.is_dir() else []:
+                files.setdefault(str(f.relative_to(folder)), f)
+        else:
+            pool = load_source(source)
+            arrays.update(zip(pool.uids, pool.pixels))
+    return files, arrays
+
+
 def export_run(run_dir: Path, out: Path, splits: tuple[str, ...] = DEFAULT_SPLITS, link: bool = False,
                show_bars: bool = False) -> Exported:
     """Write the run's labeled images under ``out`` (see the module's docstring)."""
-    from agent.pipeline import open_run
-    from agent.runs import RunStore
-    from agent.stages import StageContext
     from knowledge.io import write_json_atomic, write_text_atomic
 
     run_dir, out = Path(run_dir), Path(out).expanduser()
@@ -202,10 +225,7 @@ def export_run(run_dir: Path, out: Path, splits: tuple[str, ...] = DEFAULT_SPLIT
     if not items:
         raise NanofactoryError(f"Run {run_dir.name} has no image in the splits asked ({', '.join(splits)}); "
                                f"ask for others with --splits ({', '.join(SPLITS)}).")
-    rows = {}
-    if any(it.source == "pool" for it in items):
-        pool = StageContext(run=open_run(RunStore(run_dir.parent), run_dir.name), show_bars=False).pool
-        rows = {uid: i for i, uid in enumerate(pool.uids)}
+    files, arrays = _pool_images(run_dir) if any(it.source == "pool" for it in items) else ({}, {})
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / MARKER, {"run": run_dir.name, "splits": list(splits),
                                      "note": "written by `nanofactory export`; exporting this run here again resumes"})
@@ -217,25 +237,25 @@ def export_run(run_dir: Path, out: Path, splits: tuple[str, ...] = DEFAULT_SPLIT
         todo = tqdm(items, desc="export", unit="img")
     for it in todo:
         target = out / it.name
-        if it.source == "pool":
-            row = rows.get(it.origin)
-            if row is None:
-                result.missing.append(it.origin)
-                continue
-            if it.sha1 and pool.sha1[row] != it.sha1:  # the file was replaced since the run labeled it
+        if it.source == "pool" and it.origin in arrays:
+            pixels = arrays[it.origin]
+            if it.sha1 and hashlib.sha1(pixels.tobytes()).hexdigest() != it.sha1:
                 result.changed.append(it.origin)
                 continue
-            if pool.paths[row] is None:
-                result.written += _put_array(target, pool.pixels[row])
-                result.bytes += target.stat().st_size
-                result.items.append(it)
-                continue
-            it.origin = str(pool.paths[row])
-        original = Path(it.origin)
-        if not original.is_file():
+            result.written += _put_array(target, pixels)
+            result.bytes += target.stat().st_size
+            result.items.append(it)
+            continue
+        original = files.get(it.origin) if it.source == "pool" else Path(it.origin)
+        if original is None or not original.is_file():
             result.missing.append(it.origin)
             continue
-        result.written += _put(target, original, link)
+        it.origin = str(original)
+        written = _put(target, original, link, it.sha1 if it.source == "pool" else "")
+        if written is None:  # the file was replaced since the run labeled it
+            result.changed.append(it.origin)
+            continue
+        result.written += written
         result.bytes += original.stat().st_size
         result.items.append(it)
     result.removed = _remove_stale(out, {it.name for it in result.items})

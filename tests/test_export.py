@@ -18,14 +18,15 @@ from tests.conftest import write_shapes
 LABELS = ("circle", "square", "other")
 
 
-def labeled_run(store: RunStore, pool: Path, examples: Path, run_id: str = "20260101-000000-circle") -> Path:
+def labeled_run(store: RunStore, pool: Path, examples: Path, run_id: str = "20260101-000000-circle",
+                source=None) -> Path:
     """A run folder as the label stage leaves it: design.json and a manifest (pool rows in pool order, then
-    the examples, then a generator's image)."""
+    the examples, then a generator's image). ``source``: the spec's pool source (default: the folder ``pool``)."""
     from agent.parse import spec_from_request
     from agent.spec import DataSpec, PoolSource
 
     spec = spec_from_request("tells apart circles, squares and everything else on an nRF52840",
-                             DataSpec(pool=[PoolSource(kind="folder", path=pool)]))
+                             DataSpec(pool=[source or PoolSource(kind="folder", path=pool)]))
     folder = store.root / run_id
     (folder / "synthetic").mkdir(parents=True)
     (folder / "data").mkdir()
@@ -121,23 +122,28 @@ def test_export_leaves_out_what_changed_and_refuses_folders_it_would_overwrite(t
 
 def test_export_writes_array_pools_as_png(tmp_path, shapes_data, monkeypatch):
     """A pool held as arrays (Fashion-MNIST) has no files to copy: its images are written as PNG."""
-    import agent.stages
+    import agent.data
     from agent.export import export_run
+    from agent.spec import PoolSource
     from knowledge.pools import ImagePool
     from PIL import Image
 
     pool = write_shapes(tmp_path / "pool", 4, seed=7)
     store = RunStore(tmp_path / "runs")
-    run = labeled_run(store, pool, shapes_data["examples"])
+    run = labeled_run(store, pool, shapes_data["examples"], source=PoolSource(kind="fashion-mnist", split="train"))
     rows = [json.loads(line) for line in (run / "data" / "manifest.jsonl").read_text().splitlines()]
-    pixels = np.stack([np.asarray(Image.open(pool / r["uid"]).convert("L"))[..., None] for r in rows
-                       if r["source"].startswith("folder:")])
     uids = [r["uid"] for r in rows if r["source"].startswith("folder:")]
-    in_memory = ImagePool(source="arrays", uids=uids, sha1=[r["sha1"] for r in rows if r["uid"] in uids],
-                          paths=[None] * len(uids), pixels=pixels)
-    monkeypatch.setattr(agent.stages, "load_pool", lambda spec: in_memory)
+    pixels = np.stack([np.asarray(Image.open(pool / uid).convert("L"))[..., None] for uid in uids])
+    sha1 = [hashlib.sha1(p.tobytes()).hexdigest() for p in pixels]
+    for r in rows:  # the content hash of an array image is of its pixels
+        r["sha1"] = sha1[uids.index(r["uid"])] if r["uid"] in uids else r.get("sha1")
+    (run / "data" / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    in_memory = ImagePool(source="fashion-mnist:train", uids=uids, sha1=sha1, paths=[None] * len(uids), pixels=pixels)
+    monkeypatch.setattr(agent.data, "load_source", lambda source, flag="--images": in_memory)
     result = export_run(run, tmp_path / "dataset", ("train",))
-    first = next(it for it in result.items if it.source == "pool")
-    assert first.name.startswith("train/") and first.name.endswith(".png")
-    written = np.asarray(Image.open(tmp_path / "dataset" / first.name))
-    assert np.array_equal(written, pixels[uids.index(first.origin)][..., 0])
+    arrays = [it for it in result.items if it.source == "pool"]
+    assert arrays and not result.missing and not result.changed
+    for it in arrays:
+        assert it.name.startswith("train/") and it.name.endswith(".png") and it.origin in uids
+        written = np.asarray(Image.open(tmp_path / "dataset" / it.name))
+        assert np.array_equal(written, pixels[uids.index(it.origin)][..., 0])
