@@ -373,6 +373,8 @@ def print_summary(run, m: dict) -> None:
     print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
     print(f"report: {run.dir / 'report.html'}")
     print(f"model:  {run.dir / 'model_int8.onnx'}")
+    print(f"data:   {run.dir / 'data' / 'manifest.jsonl'} (every image's label; `nanofactory export {run.id} DIR` "
+          "writes the labeled images as class folders)")
     if m.get("compiled"):
         print(f"C/tflite: {m['compiled']['dir']}")
         arduino = sorted(Path(m["compiled"]["dir"], "arduino").glob("*/library.properties"))

@@ -311,6 +311,7 @@ def test_the_summary_names_the_weakest_class(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "weakest class (int8)         shirt: recall 11.1 %, precision 42.5 %" in out
     assert "accuracy floor" not in out
+    assert "`nanofactory export r1 DIR` writes the labeled images as class folders" in out
     run.spec.budgets.accuracy_floor = 0.9  # "at least 90 % accuracy": the summary says it was missed
     print_summary(run, {**m, "meets_accuracy_floor": False})
     assert "accuracy floor               90.0 %: NOT met; answer the review (`nanofactory review r1" in capsys.readouterr().out
