@@ -34,6 +34,7 @@ from agent.cli_build import (
     with_data_flags,
 )
 from agent.cli_data import cmd_export, cmd_find, cmd_predict, cmd_review
+from agent.cli_help import HelpFormatter, finish
 from knowledge.devices import core_name
 from knowledge.errors import NanofactoryError
 
@@ -70,7 +71,7 @@ A run records its board in design.json, so it resumes and replays without the fi
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nanofactory", description="Design a tiny int8 image classifier for a "
                                      "microcontroller from a plain-language request and unlabeled images.",
-                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     epilog=EPILOG, formatter_class=HelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="log each step")
     parser.add_argument("--devices", metavar="FILE", help="a YAML file describing boards the catalog lacks (or set "
                         "$NANOFACTORY_DEVICES); `nanofactory devices --help` shows the format")
@@ -165,13 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("devices", help="the device catalog: core, clock, SRAM, flash, int8 MAC/cycle",
                    description="Lists the boards a request can name: the catalog, and those of a devices file.",
-                   epilog=DEVICES_FILE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+                   epilog=DEVICES_FILE_HELP)
     from agent import cli_data
 
     cli_data.add_parsers(sub)
     for command in sub.choices.values():  # after the command too: `nanofactory build ... --devices boards.yaml`
         command.add_argument("--devices", metavar="FILE", default=argparse.SUPPRESS,
                              help="a YAML file describing boards the catalog lacks (or set $NANOFACTORY_DEVICES)")
+    finish(sub.choices)
     return parser
 
 

@@ -26,8 +26,7 @@ def add_parsers(sub) -> None:
         "--retrain then builds a new run whose labels use them.",
         epilog="examples:\n  nanofactory review shirt-20261121-1200 --budget 30\n"
         "  nanofactory review shirt-20261121-1200 --retrain\n"
-        "  nanofactory review shirt-20261121-1200 --oracle --budget 200 --retrain   # benchmarks: hidden labels answer",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "  nanofactory review shirt-20261121-1200 --oracle --budget 200 --retrain   # benchmarks: hidden labels answer")
     r.add_argument("run", help="run id (or run folder)")
     r.add_argument("--budget", type=int, default=20, metavar="N", help="how many images to ask about (default 20)")
     r.add_argument("--refresh", type=int, default=REFRESH_EVERY, metavar="N",
@@ -45,8 +44,7 @@ def add_parsers(sub) -> None:
         "(\"a cat at a flap door\") through the teacher's zero-shot scores, or to an image (--like) through the "
         "run's vector index. Prints the matches with their labels; --out writes them and a contact sheet.",
         epilog='examples:\n  nanofactory find RUN "a sneaker seen from above"\n'
-        "  nanofactory find RUN --like ~/photo.jpg -k 24 --out matches/",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "  nanofactory find RUN --like ~/photo.jpg -k 24 --out matches/")
     f.add_argument("run", help="run id (or run folder)")
     f.add_argument("text", nargs="?", help="what to look for, in words")
     f.add_argument("--like", type=Path, metavar="IMAGE", help="find images like this one instead")
@@ -62,8 +60,7 @@ def add_parsers(sub) -> None:
         "Prints each image's class and confidence; images in subfolders named after the run's classes are "
         "scored against them (accuracy, each class's recall and precision, the confusion matrix).",
         epilog="examples:\n  nanofactory predict RUN ~/door-cam/today/\n"
-        "  nanofactory predict RUN ~/labeled-shots/ --csv answers.csv   # cat/, dog/, other/ subfolders: scored",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "  nanofactory predict RUN ~/labeled-shots/ --csv answers.csv   # cat/, dog/, other/ subfolders: scored")
     t.add_argument("run", help="run id (or run folder)")
     t.add_argument("images", nargs="+", type=Path, help="image files or folders of them (searched recursively)")
     t.add_argument("--show", type=int, default=40, metavar="N", help="print at most N images' answers (default 40)")
@@ -83,8 +80,7 @@ def add_parsers(sub) -> None:
         "resumes it and brings it up to date.",
         epilog="examples:\n  nanofactory export RUN ~/datasets/pet-door\n"
         "  nanofactory export RUN unsure/ --splits low-confidence   # the images the labels were unsure of\n"
-        "  nanofactory export RUN big/ --link   # symlinks to the pool's files instead of copies",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "  nanofactory export RUN big/ --link   # symlinks to the pool's files instead of copies")
     e.add_argument("run", help="run id (or run folder)")
     e.add_argument("out", type=Path, metavar="DIR", help="a new (or empty) folder, or an earlier export of this run")
     e.add_argument("--splits", nargs="+", choices=SPLITS, default=list(DEFAULT_SPLITS), metavar="SPLIT",

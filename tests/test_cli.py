@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from agent.cli import main
+from agent.cli import COMMANDS, main
 from knowledge.errors import NanofactoryError
 
 REQUEST = "tells apart circles, squares, triangles and everything else on an nRF52840"
@@ -179,6 +179,18 @@ def test_help_explains(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "--images" in out and "--examples" in out and "--resume" in out
+
+
+@pytest.mark.parametrize("command", sorted(set(COMMANDS) - {"devices"}))  # devices shows its file's format
+def test_every_command_shows_examples_and_wraps_its_description(command, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert f"examples:\n  nanofactory {command}" in out
+    described = out.split("\n\n")[1]  # after the usage lines
+    assert max(len(line) for line in described.splitlines()) <= 80
 
 
 def test_hidden_labels_match_class_names_in_any_number():
