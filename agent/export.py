@@ -72,9 +72,9 @@ def _safe(name: str) -> str:
     return out if out not in ("", ".", "..") else "_"
 
 
-def _plan(run_dir: Path, splits: tuple[str, ...]) -> tuple[list[Item], int, int]:
-    """The images to export, with their labels (a person's answers applied); how many answers applied, and
-    how many of them said "none of these"."""
+def _plan(run_dir: Path, splits: tuple[str, ...], names: list[str]) -> tuple[list[Item], int, int]:
+    """The images to export, with their labels (a person's answers applied, those naming one of ``names``, as
+    the label stage takes them); how many answers applied, and how many of them said "none of these"."""
     from agent.review import NONE_LABEL, load_human_labels
     from agent.stage_label import HUMAN_PROVENANCE
     from knowledge.pools import IMAGE_SUFFIXES
@@ -92,12 +92,14 @@ def _plan(run_dir: Path, splits: tuple[str, ...]) -> tuple[list[Item], int, int]
         by = "person" if row.get("provenance") == HUMAN_PROVENANCE else \
             {"synthetic": "generator", "examples": "example"}.get(source, "teacher")
         answer = answers.get(row["uid"]) if source == "pool" else None
-        if answer is not None:
+        answer = answer.get("label") if isinstance(answer, dict) else None
+        if answer == NONE_LABEL:
             n_answers += 1
-            if answer["label"] == NONE_LABEL:
-                rejected += 1
-                continue
-            label, conf, split, by = answer["label"], 1.0, "train", "person"  # a person's labels always train
+            rejected += 1
+            continue
+        if answer in names:
+            n_answers += 1
+            label, conf, split, by = answer, 1.0, "train", "person"  # a person's labels always train
         if split not in splits:
             continue
         if source == "examples":
@@ -189,16 +191,14 @@ def _remove_stale(out: Path, keep: set[str]) -> int:
     return removed
 
 
-def _pool_images(run_dir: Path) -> tuple[dict[str, Path], dict]:
-    """Where each pool image is now, by uid: the file, for folder sources (listed, not decoded: the build
-    read them), or the pixels, for sources held as arrays (Fashion-MNIST)."""
+def _pool_images(sources) -> tuple[dict[str, Path], dict]:
+    """Where each pool image of ``sources`` (the spec's) is now, by uid: the file, for folder sources (listed,
+    not decoded: the build read them), or the pixels, for sources held as arrays (Fashion-MNIST)."""
     from agent.data import load_source
-    from agent.pipeline import open_run
-    from agent.runs import RunStore
     from knowledge.pools import image_files
 
     files, arrays = {}, {}
-    for source in open_run(RunStore(run_dir.parent), run_dir.name).spec.data.pool:
+    for source in sources:
         if source.kind == "folder":
             folder = Path(source.path)
             for f in image_files(folder) if folder.is_dir() else []:
@@ -212,6 +212,8 @@ def _pool_images(run_dir: Path) -> tuple[dict[str, Path], dict]:
 def export_run(run_dir: Path, out: Path, splits: tuple[str, ...] = DEFAULT_SPLITS, link: bool = False,
                show_bars: bool = False) -> Exported:
     """Write the run's labeled images under ``out`` (see the module's docstring)."""
+    from agent.pipeline import open_run
+    from agent.runs import RunStore
     from knowledge.io import write_json_atomic, write_text_atomic
 
     run_dir, out = Path(run_dir), Path(out).expanduser()
@@ -221,11 +223,12 @@ def export_run(run_dir: Path, out: Path, splits: tuple[str, ...] = DEFAULT_SPLIT
     if out.resolve() == run_dir.resolve() or run_dir.resolve() in out.resolve().parents:
         raise NanofactoryError(f"{out} is inside the run's own folder; export to a folder outside it.")
     _check_folder(out, run_dir.name)
-    items, answers, rejected = _plan(run_dir, tuple(splits))
+    spec = open_run(RunStore(run_dir.parent), run_dir.name).spec
+    items, answers, rejected = _plan(run_dir, tuple(splits), spec.label_names)
     if not items:
         raise NanofactoryError(f"Run {run_dir.name} has no image in the splits asked ({', '.join(splits)}); "
                                f"ask for others with --splits ({', '.join(SPLITS)}).")
-    files, arrays = _pool_images(run_dir) if any(it.source == "pool" for it in items) else ({}, {})
+    files, arrays = _pool_images(spec.data.pool) if any(it.source == "pool" for it in items) else ({}, {})
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / MARKER, {"run": run_dir.name, "splits": list(splits),
                                      "note": "written by `nanofactory export`; exporting this run here again resumes"})

@@ -82,13 +82,14 @@ def test_export_writes_class_folders_and_labels_then_resumes_with_a_persons_answ
     unsure = next(r for r in pool_rows if r["split"] == "low-confidence")
     (run / "data" / "human_labels.json").write_text(json.dumps({"labels": {
         relabel["uid"]: {"label": "square"}, reject["uid"]: {"label": "none of these"},
-        unsure["uid"]: {"label": "circle"}}}))
+        unsure["uid"]: {"label": "circle"}, pool_rows[-1]["uid"]: {"label": "hexagon"}}}))  # not a class: ignored
     assert main(["export", run.name, str(out), "--runs-dir", str(store.root)]) == 0
     said = capsys.readouterr().out
     assert "(wrote 2 now" in said and "removed 2 " in said and "(3 review answers in the run; 1 said 'none of these'" in said
     again = {r["origin"].split(str(pool) + "/")[-1]: r for r in read_csv(out / "labels.csv")}
     assert again[relabel["uid"]]["label"] == "square" and again[relabel["uid"]]["labeled_by"] == "person"
     assert again[unsure["uid"]]["split"] == "train" and reject["uid"] not in again
+    assert "hexagon" not in {r["label"] for r in again.values()}
     assert len(again) == len(rows) and sum(1 for f in out.rglob("*.png")) == len(rows)
     assert not (out / "train" / "circle" / relabel["uid"].replace("/", "__")).exists()
 
