@@ -91,6 +91,22 @@ def test_few_shot_with_other_without_self_training(open_set):
     np.testing.assert_array_equal(result.labels, result.few_shot.argmax(1))
 
 
+def test_self_training_rounds_fit_the_head_again_on_its_own_labels(open_set):
+    """`self_training_rounds` 2: the head fitted a second time, on the first head's labels; the labels stay right."""
+    from knowledge.labeling import self_train
+
+    pool, ex, ex_labels, truth = open_set
+    zero_shot = uninformative_zero_shot(len(pool), 3, True)
+    once = auto_label(pool, zero_shot, ex, ex_labels, True, CONFIG, seed=0)
+    twice = auto_label(pool, zero_shot, ex, ex_labels, True, CONFIG.model_copy(update={"self_training_rounds": 2}),
+                       seed=0)
+    assert not np.allclose(once.probs, twice.probs) and twice.example_probs is not None
+    emb, projected_ex = once.projection.apply(pool), once.projection.apply(ex)
+    again, _ = self_train(emb, once.probs, CONFIG.self_training_threshold, 0, projected_ex, ex_labels)
+    np.testing.assert_allclose(twice.probs, again, atol=1e-5)
+    assert (twice.labels == truth).mean() >= 0.9
+
+
 def test_closed_set_every_blob_has_examples():
     centers, pool, blob, rng = make_blobs(6, seed=1)
     ex, ex_labels = examples(centers, list(range(6)), rng)
