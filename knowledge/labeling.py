@@ -69,7 +69,8 @@ class LabelConfig(BaseModel):
     self_training_threshold: float = Field(0.8, ge=0, le=1, description="label probability needed to train the head")
     # 2 fits the head again on its own output. A scratch script on the demo's pool (12 draws of 5 examples): label
     # accuracy 0.8090 -> 0.8139, every named class's recall up (shirt 0.23 -> 0.30), "other" 0.93 -> 0.90; 1 shot
-    # 0.739 -> 0.753, 20 shots 0.848 -> 0.847. Not yet measured through bench/labels_needed.py, so not the default.
+    # 0.739 -> 0.753, 20 shots 0.848 -> 0.847. bench/labels_needed.py (README): the 5-shot students' mean F1 up on
+    # three seeds of three, but after 200 answers the students lose up to 2.1 points, so not the default.
     self_training_rounds: int = Field(1, ge=1, le=5, description="how many times the self-training head is fitted, "
                                       "each time on the labels of the one before")
     balanced_head: bool = Field(True, description="weigh the self-training head's classes equally")
