@@ -92,19 +92,26 @@ def test_few_shot_with_other_without_self_training(open_set):
 
 
 def test_self_training_rounds_fit_the_head_again_on_its_own_labels(open_set):
-    """`self_training_rounds` 2: the head fitted a second time, on the first head's labels; the labels stay right."""
-    from knowledge.labeling import self_train
+    """Before anyone has answered the head is fitted twice (`self_training_rounds`), the second time on
+    the first head's labels; once a person has answered, once (`answered_self_training_rounds`)."""
+    from knowledge.labeling import label_projected, self_train
 
     pool, ex, ex_labels, truth = open_set
     zero_shot = uninformative_zero_shot(len(pool), 3, True)
-    once = auto_label(pool, zero_shot, ex, ex_labels, True, CONFIG, seed=0)
-    twice = auto_label(pool, zero_shot, ex, ex_labels, True, CONFIG.model_copy(update={"self_training_rounds": 2}),
-                       seed=0)
+    assert CONFIG.head_rounds(answered=False) == 2 and CONFIG.head_rounds(answered=True) == 1
+    once_config = CONFIG.model_copy(update={"self_training_rounds": 1})
+    once = auto_label(pool, zero_shot, ex, ex_labels, True, once_config, seed=0)
+    twice = auto_label(pool, zero_shot, ex, ex_labels, True, CONFIG, seed=0)
     assert not np.allclose(once.probs, twice.probs) and twice.example_probs is not None
     emb, projected_ex = once.projection.apply(pool), once.projection.apply(ex)
     again, _ = self_train(emb, once.probs, CONFIG.self_training_threshold, 0, projected_ex, ex_labels)
     np.testing.assert_allclose(twice.probs, again, atol=1e-5)
     assert (twice.labels == truth).mean() >= 0.9
+    # with answers the default fits the head once: the same labels as a config asking for one round
+    rows = np.array([0, 70, 150])
+    answered = [label_projected(emb, once.projection, projected_ex, zero_shot, ex_labels, True, config, seed=0,
+                                anchor_rows=rows, anchor_labels=truth[rows]).probs for config in (CONFIG, once_config)]
+    np.testing.assert_array_equal(*answered)
 
 
 def test_closed_set_every_blob_has_examples():
