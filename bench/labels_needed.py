@@ -21,7 +21,7 @@ its weakest class's recall, which accuracy on a pool mostly of "other" can hide.
 Writes bench/out/labels_needed.json and .png (labels_needed-seedN.* for --seed N > 0 and
 labels_needed[-seedN]-set.* with --set, -train with --train, -refreshN with another --refresh, so
 none replaces the README's plot); prints a table.
-About 18 minutes on 2 cores once the teacher's embeddings are cached (the first build adds ~3; 14 with --shots 5).
+About 16 minutes on 2 cores once the teacher's embeddings are cached (the first build adds ~3; 12 with --shots 5).
 """
 
 from __future__ import annotations
