@@ -222,6 +222,41 @@ class Page:
         if not self.session(request).stop():
             gr.Info("No build of yours is running.")
 
+    def ask_remove(self, run_id: str | None) -> list:
+        """Remove asks first, naming the run and its size; nothing is deleted until Delete is pressed."""
+        hide = [gr.update(visible=False), gr.skip(), None]
+        if not run_id:
+            gr.Warning("Pick a run in the table first, then press Remove.")
+            return hide
+        store = self.web.store()
+        try:
+            size = store.disk_bytes(run_id)
+        except NanofactoryError as e:
+            gr.Warning(str(e))
+            return hide
+        if store.builder(run_id) is not None:
+            gr.Warning(f"Run {run_id} is being built; stop it first (Stop, in the tab that started it), then remove it.")
+            return hide
+        return [gr.update(visible=True), f"Delete run **{run_id}** and its folder ({disk_size(size)})? This cannot be "
+                "undone.", run_id]
+
+    def remove(self, run_id: str | None, request: gr.Request) -> list:
+        """Delete the run asked about, folder and index entry; the table, and empty panels where they showed it."""
+        session = self.session(request)
+        done = [gr.update(visible=False), None]
+        if not run_id:
+            return [*done, *[gr.skip()] * (len(self.views) + 3)]
+        shown = session.viewing == run_id
+        try:
+            freed = self.web.remove_run(run_id)
+        except NanofactoryError as e:
+            gr.Warning(str(e))
+            return [*done, *[gr.skip()] * (len(self.views) + 3)]
+        gr.Info(f"Removed run {run_id}: {disk_size(freed)} freed.")
+        rows, pick = self.runs_table()
+        views = self.run_views(session) if shown else [gr.skip()] * len(self.views)
+        return [*done, rows, pick, IDLE if shown else gr.skip(), *views]
+
     def pick(self, evt: gr.SelectData) -> str:
         return evt.row_value[0]
 
@@ -248,6 +283,10 @@ class Page:
 
     def unload(self, request: gr.Request) -> None:
         self.web.drop(request.session_hash)
+
+
+def disk_size(n: int) -> str:
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{max(1, n // 1024)} KB"
 
 
 def has_answers(folder) -> bool:
@@ -350,12 +389,18 @@ def build_ui(web: WebApp) -> gr.Blocks:
                     with gr.Tab("Past runs", id="runs"):
                         runs_table = gr.Dataframe(headers=["run", "status", "device", "int8 acc", "KB flash / SRAM",
                                                            "request"], interactive=False, wrap=True, max_height=420,
-                                                  column_widths=["24%", "9%", "12%", "9%", "12%", "34%"])
-                        gr.Markdown("Click a row, then **Open** to show that run's samples, plots, results and report.")
+                                                  column_widths=["24%", "9%", "12%", "9%", "12%", "34%"], elem_id="nf-runs")
+                        gr.Markdown("Click a row, then **Open** to show that run's samples, plots, results and "
+                                    "report, or **Remove** to delete the run and its folder.")
                         with gr.Row():
-                            run_pick = gr.Dropdown(label="Run", choices=[], scale=4)
+                            run_pick = gr.Dropdown(label="Run", choices=[], scale=4, elem_id="nf-run-pick")
                             open_run = gr.Button("Open", scale=1)
                             refresh = gr.Button("Refresh", scale=1, variant="secondary")
+                            remove_run = gr.Button("Remove", scale=1, variant="secondary", elem_id="nf-remove")
+                        with gr.Row(visible=False, elem_id="nf-remove-ask") as remove_ask:
+                            remove_question = gr.Markdown()
+                            remove_yes = gr.Button("Delete", variant="stop", scale=0, min_width=80, elem_id="nf-remove-yes")
+                            remove_no = gr.Button("Keep", scale=0, min_width=80, elem_id="nf-remove-no")
 
         shown = gr.State(None)  # the sample on screen: a click answers for it, not for whatever the queue holds now
         review = [review_img, review_info, *buttons, skip, review_status, retrain, shown]
@@ -377,6 +422,11 @@ def build_ui(web: WebApp) -> gr.Blocks:
         open_run.click(page.open, run_pick, [progress_box, *page.views], api_name="open_run", show_progress="hidden")
         runs_table.select(page.pick, None, run_pick, api_name=False, show_progress="hidden")
         refresh.click(page.runs_table, None, [runs_table, run_pick], api_name="runs")
+        removing = gr.State(None)  # the run the question names: a pick changed since does not move the deletion
+        remove_run.click(page.ask_remove, run_pick, [remove_ask, remove_question, removing], api_name="ask_remove")
+        remove_yes.click(page.remove, removing, [remove_ask, removing, runs_table, run_pick, progress_box, *page.views],
+                         api_name="remove_run", show_progress="hidden")
+        remove_no.click(lambda: (gr.update(visible=False), None), None, [remove_ask, removing], api_name=False)
         # a reload finds its session again, after a server restart too (the key is kept in the runs folder)
         token = gr.BrowserState(None, storage_key="nanofactory-session", secret=web.browser_secret())
         demo.load(page.load, token, [data_md, runs_table, run_pick, progress_box, chat, token, *page.views],

@@ -270,15 +270,21 @@ def zip_c_library(run_dir: Path, out: Path) -> Path | None:
 
 def downloads(run_dir: Path, out_dir: Path) -> list[Path]:
     """The run's deliverables that exist so far, copied to ``out_dir`` for serving: int8 ONNX, .tflite,
-    the C library zip, the Arduino library zip, the labels, the report. Copies, so the web server never serves the runs folder itself."""
+    the C library zip, the Arduino library zip, the class names, every image's label as CSV, the report.
+    Copies, so the web server never serves the runs folder itself."""
     import shutil
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     out = []
     for source in (run_dir / "model_int8.onnx", run_dir / "compiled" / "model.tflite", "c",
-                   run_dir / "compiled" / "labels.txt", run_dir / "report.html"):
-        if source == "c":
+                   run_dir / "compiled" / "labels.txt", "data", run_dir / "report.html"):
+        if source == "data":
+            if (run_dir / "data" / "manifest.jsonl").is_file():
+                from agent.export import labels_csv
+
+                out.append(labels_csv(run_dir, out_dir / f"{run_dir.name}-image-labels.csv"))
+        elif source == "c":
             zipped = zip_c_library(run_dir, out_dir / f"{run_dir.name}-c-library.zip")
             out += [zipped] if zipped else []
             libraries = sorted((run_dir / "compiled" / "arduino").glob("*/library.properties"))

@@ -119,6 +119,28 @@ def _plan(run_dir: Path, splits: tuple[str, ...], names: list[str]) -> tuple[lis
     return items, n_answers, rejected
 
 
+def labels_csv(run_dir: Path, target: Path) -> Path:
+    """Every image the run labeled, a row each (image, label, confidence, split, labeled_by, source), with a
+    person's answers applied as the export applies them: the web page's download of the labels. Written
+    again only when the labels or the answers changed since."""
+    from agent.review import run_spec
+    from knowledge.io import write_text_atomic
+
+    run_dir, target = Path(run_dir), Path(target)
+    sources = [run_dir / "data" / "manifest.jsonl", run_dir / "data" / "human_labels.json"]
+    newest = max(p.stat().st_mtime for p in sources if p.is_file())
+    if target.is_file() and target.stat().st_mtime > newest:
+        return target
+    items, _, _ = _plan(run_dir, SPLITS, run_spec(run_dir).label_names)
+    text = io.StringIO()
+    w = csv.writer(text)
+    w.writerow(["image", "label", "confidence", "split", "labeled_by", "source"])
+    for it in items:
+        w.writerow([it.origin, it.label, f"{it.confidence:.4f}", it.split, it.labeled_by, it.source])
+    write_text_atomic(target, text.getvalue())
+    return target
+
+
 def _check_folder(out: Path, run_id: str) -> None:
     if out.exists() and not out.is_dir():
         raise NanofactoryError(f"{out} is a file; pass a folder to export into.")

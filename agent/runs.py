@@ -145,6 +145,10 @@ class RunStore:
             pass  # alive, another user's
         return pid
 
+    def disk_bytes(self, run_id: str) -> int:
+        """What the run's folder holds on disk (symlinked pool images not counted)."""
+        return sum(f.stat().st_size for f in self.path(run_id).rglob("*") if f.is_file() and not f.is_symlink())
+
     def remove(self, run_id: str) -> int:
         """Delete a run's folder and its index entry; the bytes freed. Refuses a run a live process builds.
 
@@ -157,7 +161,7 @@ class RunStore:
         if pid is not None:
             raise NanofactoryError(f"Run {run_id} is being built by process {pid}; stop that build first (Ctrl-C, "
                                    "or Stop in the web page), then remove it.")
-        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink())
+        size = self.disk_bytes(run_id)
         trash = self.root / f".removing-{run_id}"
         os.replace(folder, trash)
         with closing(self._connect()) as con, con:

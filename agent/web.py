@@ -405,6 +405,13 @@ class WebSession(DataMixin, ReviewMixin):
         self.save()
         return folder
 
+    def forget(self, run_id: str) -> None:
+        """A run was removed: the panels stop showing it."""
+        with self._lock:
+            self.viewing = None if self.viewing == run_id else self.viewing
+            self.run_ids = [r for r in self.run_ids if r != run_id]
+        self.save()
+
     def run_dir(self) -> Path | None:
         run_id = self.building or self.viewing
         return self.app.config.runs_dir / run_id if run_id else None
@@ -427,6 +434,17 @@ class WebApp:
             if session_id not in self._sessions:
                 self._sessions[session_id] = WebSession(self, session_id[:16])
             return self._sessions[session_id]
+
+    def remove_run(self, run_id: str) -> int:
+        """Delete a run (``RunStore.remove``: refused while it is built); no session shows it or serves its
+        downloads after. The bytes freed."""
+        freed = self.store().remove(run_id)
+        with self._lock:
+            sessions = {*self._sessions.values(), *self._kept.values()}
+        for session in sessions:
+            session.forget(run_id)
+            shutil.rmtree(self.files_dir(session.id) / run_id, ignore_errors=True)
+        return freed
 
     def attach(self, session_id: str, token: str | None) -> tuple[WebSession, str]:
         """A tab that (re)loads: the session its browser's ``token`` names, when no open tab holds it (a

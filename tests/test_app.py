@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -76,7 +77,9 @@ def fake_run(store: RunStore, pool: Path, run_id: str = "20260101-000000-circle"
     split = np.where(confidence < 0.5, "excluded", "train")
     np.savez(folder / "data" / "labels.npz", probs=probs, split=split)
     np.save(folder / "data" / "pool_inputs.npy", np.zeros((len(uids), 16, 16, 3), np.uint8))
-    (folder / "data" / "manifest.jsonl").write_text("".join(json.dumps({"uid": u}) + "\n" for u in uids))
+    rows = [{"uid": u, "source": "pool", "label": "circle", "confidence": float(c),
+             "split": "train" if c >= 0.5 else "low-confidence"} for u, c in zip(uids, confidence)]
+    (folder / "data" / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (folder / "stages" / "data.json").write_text('{"seconds": 0.5}')
     (folder / "compiled" / "c").mkdir(parents=True)
     (folder / "compiled" / "c" / "model.c").write_text("int nf_model;\n")
@@ -190,7 +193,15 @@ def test_downloads_zip_the_c_library(tmp_path, shapes_data):
     folder = fake_run(RunStore(tmp_path / "runs"), shapes_data["pool"])
     files = app_views.downloads(folder, tmp_path / "out")
     assert [p.name for p in files] == [f"{folder.name}-model_int8.onnx", f"{folder.name}-c-library.zip",
-                                       f"{folder.name}-arduino.zip", f"{folder.name}-labels.txt"]
+                                       f"{folder.name}-arduino.zip", f"{folder.name}-labels.txt",
+                                       f"{folder.name}-image-labels.csv"]
+    rows = files[4].read_text().splitlines()  # every image the run labeled, a person's answer applied
+    assert rows[0] == "image,label,confidence,split,labeled_by,source" and len(rows) == 11
+    answered = rows[-1].split(",")[0]  # the least sure, left out of training
+    assert rows[-1].endswith(",low-confidence,teacher,pool")
+    (folder / "data" / "human_labels.json").write_text(json.dumps({"labels": {answered: {"label": "square"}}}))
+    assert app_views.downloads(folder, tmp_path / "out")[4].read_text().splitlines()[-1] == \
+        f"{answered},square,1.0000,train,person,pool"
     with zipfile.ZipFile(files[2]) as z:
         assert z.namelist() == ["Nanofactory_x/library.properties"]
     with zipfile.ZipFile(files[1]) as z:
@@ -557,3 +568,28 @@ def test_uploads_after_a_build_go_to_a_copy(tmp_path, shapes_data):
     assert session.counts["examples"] == "circle 1"
     with pytest.raises(NanofactoryError, match="These files were added already"):  # was "Choose some image files"
         session.add_upload("examples", files[:1], "square")
+
+
+def test_remove_a_past_run_from_the_page_asks_first(server, shapes_data):
+    """Remove names the run and its size and deletes nothing; Delete removes folder and index entry and
+    empties the panels that showed it; a run being built is refused at the question."""
+    web, url = server
+    store = web.store()
+    folder = fake_run(store, shapes_data["pool"], "20260101-000002-square")
+    building = fake_run(store, shapes_data["pool"], "20260101-000003-square")
+    (building / ".building").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    c = client(url)
+    c.predict(api_name="/runs")
+    c.predict(folder.name, api_name="/open_run")
+    question = c.predict(folder.name, api_name="/ask_remove")
+    assert question.startswith(f"Delete run **{folder.name}** and its folder (") and "KB)" in question
+    assert folder.is_dir() and folder.name in [r.id for r in store.list()]
+    table, pick, box, *views = c.predict(api_name="/remove_run")
+    assert not folder.exists() and folder.name not in [r.id for r in store.list()]
+    assert folder.name not in [row[0] for row in table["data"]] and folder.name not in pick["choices"]
+    assert "No build yet" in box and views[-3] == app_views.NO_REPORT  # the panels no longer show it
+    assert building.name not in (c.predict(building.name, api_name="/ask_remove") or "")  # refused: not asked
+    c.predict(api_name="/remove_run")  # nothing asked about: nothing removed
+    assert building.is_dir() and building.name in [r.id for r in store.list()]
+    (building / ".building").unlink()
+    store.remove(building.name)  # the module's server is shared: leave its runs as they were

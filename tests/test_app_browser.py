@@ -197,3 +197,36 @@ def test_a_reload_comes_back_to_the_conversation_and_a_second_tab_starts_its_own
     assert "mugs" not in second.locator("#nf-chat").inner_text()
     assert not outside
     page.context.close()
+
+
+def test_remove_a_past_run_in_the_browser(server, browser, shapes_data):
+    """Past runs: a row picked, Remove asks (Keep keeps it), Delete removes folder and row."""
+    from playwright.sync_api import expect
+
+    from tests.test_app import fake_run
+
+    web, url = server
+    folder = fake_run(web.store(), shapes_data["pool"], "20260101-000009-circle")
+    outside: list[str] = []
+    page = open_page(browser, url, outside)
+    page.get_by_role("tab", name="Past runs").click()
+    page.get_by_role("button", name="Refresh").click()
+    page.locator("#nf-runs").get_by_text(folder.name).locator("visible=true").first.click()  # the row: the pick
+    expect(page.locator("#nf-run-pick input")).to_have_value(folder.name)  # the server answered the click
+    ask = page.locator("#nf-remove-ask")
+    page.click("#nf-remove")
+    ask.get_by_text(f"Delete run {folder.name} and its folder").wait_for(timeout=10_000)
+    page.click("#nf-remove-no")
+    ask.wait_for(state="hidden", timeout=10_000)
+    assert folder.is_dir()
+    page.click("#nf-remove")
+    page.click("#nf-remove-yes")
+    ask.wait_for(state="hidden", timeout=10_000)
+    shot(page, "remove-run")
+    deadline = time.time() + 10
+    while folder.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    assert not folder.exists() and folder.name not in [r.id for r in web.store().list()]
+    assert folder.name not in page.locator("#nf-runs").inner_text()
+    assert not outside
+    page.context.close()
