@@ -377,7 +377,8 @@ def build_ui(web: WebApp) -> gr.Blocks:
                     with gr.Tab("Results", id="results"):
                         metrics = gr.Dataframe(headers=["metric", "value"], interactive=False, wrap=True,
                                                elem_id="nf-metrics")
-                        files = gr.File(label="Downloads: int8 ONNX, .tflite, C library and Arduino library (zips), labels, report",
+                        files = gr.File(label="Downloads: int8 ONNX, .tflite, C library and Arduino library (zips), class names, "
+                                              "every image's label (CSV), report",
                                         file_count="multiple", interactive=False, elem_id="nf-downloads")
                         try_files = gr.File(label="Try it: your images through the model", file_count="multiple",
                                             file_types=["image"], elem_id="nf-try")
