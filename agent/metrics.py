@@ -196,6 +196,13 @@ def _pct(v) -> str:
     return "—" if v is None else f"{100 * v:.1f} %"
 
 
+def mean_f1(metrics: dict) -> float | None:
+    """The F1 averaged over the model's outputs (``per_class``): what accuracy on a test set mostly of one
+    class hides. None when a class lacks it."""
+    f1 = [c.get("f1") for c in (metrics.get("per_class") or {}).values()]
+    return sum(f1) / len(f1) if f1 and None not in f1 else None
+
+
 def comparison_rows(runs: list[tuple[str, dict]]) -> list[list[str]]:
     """Runs side by side (``nanofactory runs compare``): one row per figure, one column per run, each
     accuracy after the first with its change in points: what a review round, a larger budget or a
@@ -221,6 +228,7 @@ def comparison_rows(runs: list[tuple[str, dict]]) -> list[list[str]]:
         plain(lambda m: (m.get("labeling") or {}).get("human_labels"), "a person's answers"),
         share(lambda m: m.get("teacher_label_accuracy"), "auto-label accuracy"),
         share(lambda m: m.get("student_int8_test_accuracy"), "student int8 accuracy"),
+        share(mean_f1, "  mean F1 over the outputs"),
         share(lambda m: m.get("oracle_int8_test_accuracy"), "oracle int8 accuracy"),
     ]
     labels = list(dict.fromkeys(name for _, m in runs for name in (m.get("per_class") or {})))

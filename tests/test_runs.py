@@ -31,12 +31,14 @@ def test_runs_compare_shows_the_changes(capsys, tmp_path):
         (folder / "design.json").write_text("{}")
         (folder / "metrics.json").write_text(json.dumps({
             "device": "nRF52840", "student_int8_test_accuracy": acc, "labeling": {"human_labels": answers},
-            "per_class": {"shirt": {"recall": recall, "precision": 0.5}}, "weight_bytes": 2048}))
+            "per_class": {"shirt": {"recall": recall, "precision": 0.5, "f1": recall},
+                          "other": {"recall": 0.9, "precision": 0.9, "f1": 0.9}}, "weight_bytes": 2048}))
     assert main(["runs", "compare", "20260101-000000-a", "20260101-000001-a", "--runs-dir", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     row = {re.split(r"\s{2,}", line.strip())[0]: line for line in lines}
     assert row["student int8 accuracy"].split()[-3:] == ["85.0", "%", "(+5.0)"]
     assert row["shirt recall"].endswith("40.0 % (+30.0)") and row["a person's answers"].endswith("200")
+    assert row["mean F1 over the outputs"].split()[-5:] == ["50.0", "%", "65.0", "%", "(+15.0)"]
     assert "oracle int8 accuracy" in row and row["oracle int8 accuracy"].split()[-2:] == ["—", "—"]
     assert main(["runs", "compare", "20260101-000000-a", "--runs-dir", str(tmp_path)]) == 1
     assert "runs compare RUN_A RUN_B" in _error(capsys)
