@@ -225,7 +225,7 @@ def _kb(v) -> str:
 
 
 def metrics_rows(run_dir: Path) -> list[list[str]]:
-    from agent.metrics import library_rows, weakest_class_text
+    from agent.metrics import library_rows, mean_f1, weakest_class_text
 
     path = Path(run_dir) / "metrics.json"
     if not path.is_file():
@@ -235,6 +235,7 @@ def metrics_rows(run_dir: Path) -> list[list[str]]:
             ["student int8 accuracy", _pct(m["student_int8_test_accuracy"])],
             ["student fp32 accuracy", _pct(m["student_fp32_test_accuracy"])],
             ["weakest class (int8)", weakest_class_text(m.get("per_class"))],
+            ["mean F1 over the outputs", _pct(mean_f1(m))],
             ["oracle int8 accuracy", _pct(m["oracle_int8_test_accuracy"])],
             ["teacher label accuracy", _pct(m["teacher_label_accuracy"])],
             ["int8 / fp32 agreement", _pct(m["int8_fp32_top1_agreement"])],

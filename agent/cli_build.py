@@ -323,7 +323,7 @@ def _fmt(v, kind: str = "pct") -> str:
 
 
 def print_summary(run, m: dict) -> None:
-    from agent.metrics import library_rows, review_hint, weakest_class_text
+    from agent.metrics import library_rows, mean_f1, review_hint, weakest_class_text
 
     rows = [
         ("device", m["device"]),
@@ -337,6 +337,7 @@ def print_summary(run, m: dict) -> None:
         ("oracle int8 accuracy", _fmt(m["oracle_int8_test_accuracy"])),
         ("student / oracle", "—" if m["student_oracle_ratio"] is None else f"{m['student_oracle_ratio']:.3f}"),
         ("weakest class (int8)", weakest_class_text(m.get("per_class"))),
+        ("mean F1 over the outputs", _fmt(mean_f1(m))),
         ("int8 / fp32 top-1 agreement", _fmt(m["int8_fp32_top1_agreement"])),
         ("weights (flash)", f"{_fmt(m['weight_bytes'], 'kb')} of {_fmt(m['flash_bytes_budget'], 'kb')}"),
         ("SRAM (planned arena)", f"{_fmt(m['sram_estimate_bytes'], 'kb')} of {_fmt(m['sram_bytes_budget'], 'kb')}"),

@@ -197,9 +197,9 @@ def _pct(v) -> str:
 
 
 def mean_f1(metrics: dict) -> float | None:
-    """The F1 averaged over the model's outputs (``per_class``): what accuracy on a test set mostly of one
-    class hides. None when a class lacks it."""
-    f1 = [c.get("f1") for c in (metrics.get("per_class") or {}).values()]
+    """The F1 averaged over the model's outputs (``per_class``; those the test set has no image of left
+    out): what accuracy on a test set mostly of one class hides. None when a class lacks it."""
+    f1 = [c.get("f1") for c in (metrics.get("per_class") or {}).values() if c.get("support", 1)]
     return sum(f1) / len(f1) if f1 and None not in f1 else None
 
 

@@ -222,6 +222,7 @@ def test_the_results_table_names_the_weakest_class(tmp_path, shapes_data):
         "latency_floor_ms": 21.5, "instructions_per_inference": 1_376_000, "per_class": per_class}))
     rows = dict(app_views.metrics_rows(folder))
     assert rows["weakest class (int8)"] == "square: recall 25.0 %, precision 50.0 %"
+    assert rows["mean F1 over the outputs"] == "62.5 %"
     assert rows["latency, this C library"] == "at least 21.5 ms (1.38 M instructions on the emulated core)"
 
 

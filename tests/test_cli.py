@@ -322,6 +322,7 @@ def test_the_summary_names_the_weakest_class(tmp_path, capsys):
     print_summary(run, m)
     out = capsys.readouterr().out
     assert "weakest class (int8)         shirt: recall 11.1 %, precision 42.5 %" in out
+    assert "mean F1 over the outputs     52.8 %" in out  # the class the test set lacks left out
     assert "accuracy floor" not in out
     assert "`nanofactory export r1 DIR` writes the labeled images as class folders" in out
     run.spec.budgets.accuracy_floor = 0.9  # "at least 90 % accuracy": the summary says it was missed
