@@ -20,7 +20,7 @@ its weakest class's recall, which accuracy on a pool mostly of "other" can hide.
 
 Writes bench/out/labels_needed.json and .png (labels_needed-seedN.* for --seed N > 0 and
 labels_needed[-seedN]-set.* with --set, -train with --train, -refreshN with another --refresh, so
-none replaces the README's plot); prints a table.
+none replaces the README's plot; --name NAME: bench/out/NAME.* instead); prints a table.
 About 16 minutes on 2 cores once the teacher's embeddings are cached (the first build adds ~3; 12 with --shots 5).
 """
 
@@ -85,6 +85,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pool", type=int, default=60000, help="Fashion-MNIST train images in the pool")
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 5, 20], help="example images per named class")
+    parser.add_argument("--name", default=None, help="write bench/out/NAME.json and .png (a measurement of its own)")
     parser.add_argument("--budgets", type=int, nargs="+", default=[50, 200, 500], help="active-learning label budgets")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--refresh", type=int, default=REFRESH_EVERY,
@@ -147,7 +148,7 @@ def main() -> None:
     # seed 0 with the default settings is the README's plot; another draw, --set or --train does not replace it
     stem = ("labels_needed" + (f"-seed{args.seed}" if args.seed else "") + ("-set" if label else "")
             + ("-train" if train else "")
-            + (f"-refresh{args.refresh}" if args.refresh != REFRESH_EVERY else ""))
+            + (f"-refresh{args.refresh}" if args.refresh != REFRESH_EVERY else "")) if not args.name else args.name
     (OUT / f"{stem}.json").write_text(json.dumps({"full_int8": full, "rows": rows, "pool": args.pool,
                                                  "seed": args.seed, "label_settings": label, "train_settings": train,
                                                  "refresh": args.refresh}, indent=2))

@@ -67,6 +67,13 @@ class LabelConfig(BaseModel):
         "zero-shot tilt alone weighs 'other' against the votes")
     self_training: bool = True
     self_training_threshold: float = Field(0.8, ge=0, le=1, description="label probability needed to train the head")
+    # From one example per class the votes are less sure: 0.9 here lifted the demo pool's labels on 12 draws of 12
+    # (bench/labeler.py --shots 1: 0.7362 -> 0.7645), where at 5 shots it gave draws 0 and 1 up to 1.6 points less.
+    # bench/labels_needed.py --shots 1, seeds 0 / 1 / 2: int8 students +1.37 / -0.31 / +0.62 points (README).
+    # 2 examples per class were not measured: 3 is the cut between the 1 and the 5 measured.
+    few_shot_threshold: float | None = Field(
+        0.9, ge=0, le=1, description="the head's threshold where the examples number fewer than 3 per named class; "
+        "None: self_training_threshold however few")
     # 2 fits the head again on its own output. A scratch script on the demo's pool (12 draws of 5 examples): label
     # accuracy 0.8090 -> 0.8139, every named class's recall up (shirt 0.23 -> 0.30), "other" 0.93 -> 0.90; 1 shot
     # 0.739 -> 0.753, 20 shots 0.848 -> 0.847. bench/labels_needed.py (README): the 5-shot students' mean F1 up on
@@ -107,6 +114,11 @@ class LabelConfig(BaseModel):
     # answers) on: the labels after 200 answers 0.8952 / 0.8898 against 0.9066 / 0.9043 without it (README)
     spread_keep_counts: bool = Field(
         False, description="after spreading, each class keeps as many images as the head gave it (match_counts)")
+
+    def head_threshold(self, examples_per_class: float) -> float:
+        """The label probability an image needs to train the self-training head."""
+        few = self.few_shot_threshold is not None and examples_per_class < 3
+        return self.few_shot_threshold if few else self.self_training_threshold
 
     def head_rounds(self, answered: bool) -> int:
         """How many times the self-training head is fitted, before or after a person has answered."""
@@ -539,8 +551,9 @@ def label_projected(
     answered = anchor_rows is not None and len(anchor_rows) > 0
     example_probs = None
     if config.self_training:
+        threshold = config.head_threshold(int((np.asarray(example_labels) < named).sum()) / max(named, 1))
         for _ in range(config.head_rounds(answered or (anchors is not None and len(anchors) > 0))):
-            probs, seen = self_train(emb, probs, config.self_training_threshold, seed, ex,
+            probs, seen = self_train(emb, probs, threshold, seed, ex,
                                      np.asarray(example_labels, int), anchors=anchors, anchor_labels=anchor_labels,
                                      balanced=config.balanced_head, answer_balance=config.answer_balance)
             example_probs = seen if seen is not None else example_probs
