@@ -70,10 +70,11 @@ class LabelConfig(BaseModel):
     # From one example per class the votes are less sure: 0.9 here lifted the demo pool's labels on 12 draws of 12
     # (bench/labeler.py --shots 1: 0.7362 -> 0.7645), where at 5 shots it gave draws 0 and 1 up to 1.6 points less.
     # bench/labels_needed.py --shots 1, seeds 0 / 1 / 2: int8 students +1.37 / -0.31 / +0.62 points (README).
-    # 2 examples per class were not measured: 3 is the cut between the 1 and the 5 measured.
+    # 2 examples per class were not measured: 3 is the cut between the 1 and the 5 measured; nor were answers on
+    # top of 1 or 2 examples, so once a person has answered self_training_threshold applies.
     few_shot_threshold: float | None = Field(
-        0.9, ge=0, le=1, description="the head's threshold where the examples number fewer than 3 per named class; "
-        "None: self_training_threshold however few")
+        0.9, ge=0, le=1, description="the head's threshold before anyone has answered, where the examples number "
+        "fewer than 3 per named class; None: self_training_threshold however few")
     # 2 fits the head again on its own output. A scratch script on the demo's pool (12 draws of 5 examples): label
     # accuracy 0.8090 -> 0.8139, every named class's recall up (shirt 0.23 -> 0.30), "other" 0.93 -> 0.90; 1 shot
     # 0.739 -> 0.753, 20 shots 0.848 -> 0.847. bench/labels_needed.py (README): the 5-shot students' mean F1 up on
@@ -115,9 +116,9 @@ class LabelConfig(BaseModel):
     spread_keep_counts: bool = Field(
         False, description="after spreading, each class keeps as many images as the head gave it (match_counts)")
 
-    def head_threshold(self, examples_per_class: float) -> float:
+    def head_threshold(self, examples_per_class: float, answered: bool) -> float:
         """The label probability an image needs to train the self-training head."""
-        few = self.few_shot_threshold is not None and examples_per_class < 3
+        few = self.few_shot_threshold is not None and examples_per_class < 3 and not answered
         return self.few_shot_threshold if few else self.self_training_threshold
 
     def head_rounds(self, answered: bool) -> int:
@@ -551,8 +552,9 @@ def label_projected(
     answered = anchor_rows is not None and len(anchor_rows) > 0
     example_probs = None
     if config.self_training:
-        threshold = config.head_threshold(int((np.asarray(example_labels) < named).sum()) / max(named, 1))
-        for _ in range(config.head_rounds(answered or (anchors is not None and len(anchors) > 0))):
+        steered = anchors is not None and len(anchors) > 0  # a person's labels, pool rows or not
+        threshold = config.head_threshold(int((np.asarray(example_labels) < named).sum()) / max(named, 1), steered)
+        for _ in range(config.head_rounds(steered)):
             probs, seen = self_train(emb, probs, threshold, seed, ex,
                                      np.asarray(example_labels, int), anchors=anchors, anchor_labels=anchor_labels,
                                      balanced=config.balanced_head, answer_balance=config.answer_balance)

@@ -115,11 +115,12 @@ def test_self_training_rounds_fit_the_head_again_on_its_own_labels(open_set):
 
 
 def test_from_one_or_two_examples_a_class_the_head_trains_only_on_surer_labels(open_set):
-    """Fewer than 3 examples per named class: the head's threshold is `few_shot_threshold` (0.9), not
-    `self_training_threshold` (0.8)."""
+    """Fewer than 3 examples per named class and no answers yet: the head's threshold is
+    `few_shot_threshold` (0.9), not `self_training_threshold` (0.8)."""
     pool, ex, ex_labels, truth = open_set
     zero_shot = uninformative_zero_shot(len(pool), 3, True)
-    assert CONFIG.head_threshold(1) == 0.9 and CONFIG.head_threshold(2.5) == 0.9 and CONFIG.head_threshold(3) == 0.8
+    assert CONFIG.head_threshold(1, False) == 0.9 and CONFIG.head_threshold(2.5, False) == 0.9
+    assert CONFIG.head_threshold(3, False) == 0.8 and CONFIG.head_threshold(1, answered=True) == 0.8
     strict = CONFIG.model_copy(update={"self_training_threshold": 0.9, "few_shot_threshold": None})
     label = lambda config, keep: auto_label(pool, zero_shot, ex[keep], ex_labels[keep], True, config, seed=0).probs
     one = np.flatnonzero(np.r_[True, np.diff(ex_labels) != 0])  # the first example of each class
