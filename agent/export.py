@@ -132,13 +132,18 @@ def labels_csv(run_dir: Path, target: Path) -> Path:
     if target.is_file() and target.stat().st_mtime > newest:
         return target
     items, _, _ = _plan(run_dir, SPLITS, run_spec(run_dir).label_names)
+    write_text_atomic(target, _csv(["image", "label", "confidence", "split", "labeled_by", "source"],
+                                   ([it.origin, it.label, f"{it.confidence:.4f}", it.split, it.labeled_by, it.source]
+                                    for it in items)))
+    return target
+
+
+def _csv(header: list[str], rows) -> str:
     text = io.StringIO()
     w = csv.writer(text)
-    w.writerow(["image", "label", "confidence", "split", "labeled_by", "source"])
-    for it in items:
-        w.writerow([it.origin, it.label, f"{it.confidence:.4f}", it.split, it.labeled_by, it.source])
-    write_text_atomic(target, text.getvalue())
-    return target
+    w.writerow(header)
+    w.writerows(rows)
+    return text.getvalue()
 
 
 def _check_folder(out: Path, run_id: str) -> None:
@@ -284,10 +289,7 @@ def export_run(run_dir: Path, out: Path, splits: tuple[str, ...] = DEFAULT_SPLIT
         result.bytes += original.stat().st_size
         result.items.append(it)
     result.removed = _remove_stale(out, {it.name for it in result.items})
-    text = io.StringIO()
-    w = csv.writer(text)
-    w.writerow(["file", "label", "confidence", "split", "labeled_by", "source", "origin"])
-    for it in result.items:
-        w.writerow([it.name, it.label, f"{it.confidence:.4f}", it.split, it.labeled_by, it.source, it.origin])
-    write_text_atomic(out / LABELS_CSV, text.getvalue())
+    write_text_atomic(out / LABELS_CSV, _csv(["file", "label", "confidence", "split", "labeled_by", "source", "origin"],
+                                             ([it.name, it.label, f"{it.confidence:.4f}", it.split, it.labeled_by,
+                                               it.source, it.origin] for it in result.items)))
     return result

@@ -50,6 +50,7 @@ def build(spec, store, oracle: bool, parent=None, quiet: bool = True, label: dic
     import shutil
 
     from agent.data import load_pool, native_shape
+    from agent.metrics import mean_f1
     from agent.pipeline import create_run, execute
     from agent.plan import GenerateStep, default_input, offline_plan
     from agent.review import HUMAN_LABELS
@@ -73,7 +74,7 @@ def build(spec, store, oracle: bool, parent=None, quiet: bool = True, label: dic
     per_class = ev["per_class"]  # the int8 student's test precision / recall / F1 per output
     weakest = min(per_class, key=lambda c: per_class[c]["recall"])
     return {"run": run, "run_id": run.id, "int8": ev["student_int8_test_accuracy"],
-            "mean_f1": sum(c["f1"] for c in per_class.values()) / len(per_class),
+            "mean_f1": mean_f1(ev),
             "weakest_class": weakest, "weakest_recall": per_class[weakest]["recall"],
             "oracle_int8": ev["oracle_int8_test_accuracy"], "teacher_label_accuracy": label["teacher_label_accuracy"],
             "human_labels": label.get("human_labels", 0), "seconds": round(time.perf_counter() - started, 1)}
@@ -146,9 +147,9 @@ def main() -> None:
               f" {row['mean_f1']:>8.3f}  {row['weakest_class']} {row['weakest_recall']:.3f}")
     OUT.mkdir(exist_ok=True)
     # seed 0 with the default settings is the README's plot; another draw, --set or --train does not replace it
-    stem = ("labels_needed" + (f"-seed{args.seed}" if args.seed else "") + ("-set" if label else "")
-            + ("-train" if train else "")
-            + (f"-refresh{args.refresh}" if args.refresh != REFRESH_EVERY else "")) if not args.name else args.name
+    stem = args.name or ("labels_needed" + (f"-seed{args.seed}" if args.seed else "") + ("-set" if label else "")
+                         + ("-train" if train else "")
+                         + (f"-refresh{args.refresh}" if args.refresh != REFRESH_EVERY else ""))
     (OUT / f"{stem}.json").write_text(json.dumps({"full_int8": full, "rows": rows, "pool": args.pool,
                                                  "seed": args.seed, "label_settings": label, "train_settings": train,
                                                  "refresh": args.refresh}, indent=2))
